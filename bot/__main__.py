@@ -1,0 +1,184 @@
+"""Command line: `python -m bot serve|web|worker|doctor|deliveries|requeue|keygen`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from dotenv import dotenv_values
+
+from .config import Settings, SettingsError
+from .secrets import generate_key, load_or_create_local_key
+
+log = logging.getLogger("bot")
+
+
+def read_environment(dotenv_path: Path = Path(".env")) -> dict[str, str]:
+    """The process environment over an optional .env file: real environment variables win."""
+    values = {k: v for k, v in dotenv_values(dotenv_path).items() if v is not None}
+    return {**values, **os.environ}
+
+
+def load_settings(env: Mapping[str, str], *, create_local_key: bool) -> Settings:
+    settings = Settings.from_env(env)
+    if not settings.secrets_keys and settings.store_kind == "sqlite" and create_local_key:
+        key, created = load_or_create_local_key(settings.data_dir)
+        if created:
+            log.warning(
+                "SECRETS_KEY is not set: created %s (mode 0600) to encrypt stored secrets. "
+                "Back it up with the database, or set SECRETS_KEY.",
+                settings.data_dir / "secrets.key",
+            )
+        settings = settings.replace(secrets_keys=(key,))
+    return settings
+
+
+def _serve(settings: Settings, *, run_worker: bool) -> None:
+    from aiohttp import web
+
+    from .app import make_app
+
+    app = make_app(settings, run_worker=run_worker)
+    log.info(
+        "listening on http://%s:%d (%s, store=%s)",
+        settings.host,
+        settings.port,
+        "web + worker" if run_worker else "web",
+        settings.store_kind,
+    )
+    if not settings.app_configured:
+        log.warning(
+            "no GitHub App configured (missing: %s); open http://localhost:%d/ for how to set it up",
+            ", ".join(settings.missing_for_github()),
+            settings.port,
+        )
+    web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None)
+
+
+async def _run_worker(settings: Settings) -> None:
+    import aiohttp
+
+    from handlers.routes import compose
+
+    from .github import GitHubApp
+    from .store import make_store
+    from .worker import Worker
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    store = make_store(settings)
+    await store.open()
+    try:
+        async with aiohttp.ClientSession() as session:
+            worker = Worker(store, settings, compose(), GitHubApp(settings, session))
+            await worker.run(stop)
+    finally:
+        await store.close()
+
+
+async def _deliveries(settings: Settings, status: str | None, limit: int) -> int:
+    from .store import DeliveryStatus, make_store
+
+    store = make_store(settings)
+    await store.open()
+    try:
+        counts = await store.count_deliveries()
+        print("  ".join(f"{s.value}={n}" for s, n in counts.items()))
+        rows = await store.list_deliveries(DeliveryStatus(status) if status else None, limit=limit)
+        for d in rows:
+            line = (
+                f"{d.received_at:%Y-%m-%d %H:%M:%S}  {d.status.value:<10} {d.key}  "
+                f"{d.event}{'.' + d.action if d.action else ''}  attempts={d.attempts}"
+            )
+            print(line)
+            if d.last_error:
+                print(f"    error: {d.last_error}")
+    finally:
+        await store.close()
+    return 0
+
+
+async def _requeue(settings: Settings, keys: Sequence[str], all_parked: bool) -> int:
+    from .context import utcnow
+    from .store import DeliveryStatus, make_store
+
+    store = make_store(settings)
+    await store.open()
+    try:
+        if all_parked:
+            keys = [d.key for d in await store.list_deliveries(DeliveryStatus.PARKED, limit=10_000)]
+        missing = 0
+        for key in keys:
+            if await store.requeue_delivery(key, now=utcnow()):
+                print(f"requeued {key}")
+            else:
+                print(f"not parked (or unknown): {key}", file=sys.stderr)
+                missing += 1
+    finally:
+        await store.close()
+    return 1 if missing else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bot", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="web and worker in one process (the embedded default)")
+    sub.add_parser("web", help="the web process only (Procfile: web)")
+    sub.add_parser("worker", help="the worker process only (Procfile: worker)")
+    sub.add_parser("doctor", help="check settings, store and GitHub App credentials")
+    listing = sub.add_parser("deliveries", help="list stored webhook deliveries")
+    listing.add_argument("--status", choices=["pending", "processing", "done", "parked"])
+    listing.add_argument("--limit", type=int, default=20)
+    requeue = sub.add_parser("requeue", help="put parked deliveries back in the queue")
+    requeue.add_argument("keys", nargs="*", help="delivery keys as `deliveries` prints them")
+    requeue.add_argument("--all-parked", action="store_true")
+    sub.add_parser("keygen", help="print a new SECRETS_KEY value")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "keygen":
+        print(generate_key())
+        return 0
+    env = read_environment()
+    try:
+        settings = load_settings(env, create_local_key=args.command in ("serve", "web", "worker"))
+    except SettingsError as exc:
+        print(f"release-secretary: {exc}", file=sys.stderr)
+        return 2
+    from .logs import setup_logging
+
+    setup_logging(settings.log_level, settings.log_format)
+    if args.command == "serve":
+        _serve(settings, run_worker=True)
+    elif args.command == "web":
+        _serve(settings, run_worker=False)
+    elif args.command == "worker":
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(_run_worker(settings))
+    elif args.command == "doctor":
+        from .doctor import run_doctor
+
+        return asyncio.run(run_doctor(settings))
+    elif args.command == "deliveries":
+        return asyncio.run(_deliveries(settings, args.status, args.limit))
+    elif args.command == "requeue":
+        if not args.keys and not args.all_parked:
+            print("name delivery keys or pass --all-parked", file=sys.stderr)
+            return 2
+        return asyncio.run(_requeue(settings, args.keys, args.all_parked))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,219 @@
+"""The aiohttp application: webhook intake, health, and the start page. Nothing happens at import."""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+import re
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+
+import aiohttp
+import orjson
+from aiohttp import web
+from gidgethub import ValidationFailure, sansio
+
+from handlers.routes import compose
+
+from .config import Settings
+from .context import utcnow
+from .github import GitHubApp
+from .store import NewDelivery, Store, make_store
+from .worker import Worker
+
+log = logging.getLogger(__name__)
+
+MAX_WEBHOOK_BYTES = 25 * 1024 * 1024  # GitHub caps webhook payloads at 25 MB
+_DELIVERY_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_EVENT_NAME = re.compile(r"^[a-z_]{1,64}$")
+
+SETTINGS = web.AppKey("settings", Settings)
+STORE = web.AppKey("store", Store)
+GITHUB = web.AppKey("github", GitHubApp)
+WORKER = web.AppKey("worker", Worker)
+CLOCK: web.AppKey[Callable[[], datetime]] = web.AppKey("clock")
+
+
+def _error(status: int, message: str, **extra: object) -> web.Response:
+    return web.Response(
+        status=status,
+        body=orjson.dumps({"error": message, **extra}),
+        content_type="application/json",
+    )
+
+
+async def github_webhook(request: web.Request) -> web.Response:
+    """Verify, store, acknowledge. The worker does everything else, after we have answered."""
+    settings = request.app[SETTINGS]
+    secret = settings.github_webhook_secret
+    if secret is None:
+        return _error(503, "webhooks are refused until GITHUB_WEBHOOK_SECRET is set (see /)")
+    headers = request.headers
+    delivery_id = headers.get("X-GitHub-Delivery", "")
+    if not _DELIVERY_ID.match(delivery_id):
+        return _error(400, "missing or malformed X-GitHub-Delivery header")
+    event_name = headers.get("X-GitHub-Event", "")
+    if not _EVENT_NAME.match(event_name):
+        return _error(400, "missing or malformed X-GitHub-Event header")
+    if request.content_type != "application/json":
+        return _error(
+            415,
+            f"content type {request.content_type!r} is not accepted: set the webhook's content "
+            "type to application/json",
+        )
+    if request.content_length is not None and request.content_length > MAX_WEBHOOK_BYTES:
+        return _error(413, f"payload over {MAX_WEBHOOK_BYTES} bytes")
+    signature = headers.get("X-Hub-Signature-256")
+    if not signature:
+        return _error(401, "missing X-Hub-Signature-256 header: is the webhook secret set on GitHub?")
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return _error(413, f"payload over {MAX_WEBHOOK_BYTES} bytes")
+    try:
+        # gidgethub's check: HMAC-SHA256 compared in constant time.
+        sansio.validate_event(body, signature=signature, secret=secret)
+    except ValidationFailure:
+        log.warning("webhook signature mismatch", extra={"delivery": delivery_id})
+        return _error(401, "signature does not match the payload and the webhook secret")
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        return _error(400, f"body is not valid JSON: {exc}")
+    if not isinstance(data, dict):
+        return _error(400, "body must be a JSON object")
+    installation = data.get("installation")
+    installation_id = installation.get("id") if isinstance(installation, dict) else None
+    if installation_id is not None and not isinstance(installation_id, int):
+        return _error(400, "installation.id must be an integer")
+    action = data.get("action")
+    clock = request.app[CLOCK]
+    delivery = NewDelivery(
+        key=f"{settings.github_app_id or 0}:{delivery_id}",
+        delivery_id=delivery_id,
+        event=event_name,
+        action=action if isinstance(action, str) else None,
+        installation_id=installation_id,
+        body=body,
+        received_at=clock(),
+    )
+    try:
+        new = await request.app[STORE].record_delivery(delivery)
+    except Exception:
+        # Not stored means not acknowledged: GitHub shows the failure and the sweep redelivers it.
+        log.exception("could not store delivery", extra={"delivery": delivery_id})
+        return _error(503, "could not store the delivery; it will be redelivered")
+    worker = request.app.get(WORKER)
+    if worker is not None:
+        worker.notify()
+    if not new:
+        return web.json_response({"status": "duplicate", "delivery": delivery_id}, status=200)
+    return web.json_response({"status": "queued", "delivery": delivery_id}, status=202)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    try:
+        await asyncio.wait_for(request.app[STORE].ping(), timeout=2)
+    except Exception as exc:  # noqa: BLE001 - any failure means unhealthy
+        return _error(503, f"store unreachable: {type(exc).__name__}", store=settings.store_kind)
+    return web.json_response({"status": "ok", "store": settings.store_kind})
+
+
+async def index(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    return web.Response(text=render_index(settings), content_type="text/html")
+
+
+def render_index(settings: Settings) -> str:
+    missing = settings.missing_for_github()
+    webhook_url = f"{settings.public_url or 'https://YOUR-HOST'}/webhooks/github"
+    if missing:
+        items = "".join(f"<li><code>{html.escape(m)}</code></li>" for m in missing)
+        status = f"""
+<section class="warn">
+  <h2>Not connected to GitHub yet</h2>
+  <p>The bot is running and storing nothing until a GitHub App is configured. Set these environment
+  variables (or put them in a <code>.env</code> file next to the Makefile) and restart:</p>
+  <ul>{items}</ul>
+  <ol>
+    <li>Create a GitHub App (Settings &rarr; Developer settings &rarr; GitHub Apps &rarr; New). Use
+    <code>app.yml</code> in this repository for its permissions and events.</li>
+    <li>Webhook URL: <code>{html.escape(webhook_url)}</code>; content type <code>application/json</code>;
+    a long random webhook secret (the same value goes in <code>GITHUB_WEBHOOK_SECRET</code>).</li>
+    <li>Generate a private key; point <code>GITHUB_PRIVATE_KEY_PATH</code> at the downloaded
+    <code>.pem</code>, and set <code>GITHUB_APP_ID</code> to the App ID shown on the App's page.</li>
+    <li>Check everything with <code>python -m bot doctor</code>.</li>
+  </ol>
+</section>"""
+    else:
+        status = f"""
+<section class="ok">
+  <h2>Connected</h2>
+  <p>GitHub App <code>{settings.github_app_id}</code>; webhooks are accepted at
+  <code>{html.escape(webhook_url)}</code>.</p>
+</section>"""
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Release Secretary</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+body {{ font: 16px/1.5 system-ui, sans-serif; max-width: 46rem; margin: 3rem auto; padding: 0 1rem;
+  color: #1f2328; }}
+h1 {{ font-size: 1.6rem; }} code {{ background: #f6f8fa; padding: .1em .3em; border-radius: 4px; }}
+section {{ border: 1px solid #d0d7de; border-radius: 8px; padding: .5rem 1.25rem; margin: 1.5rem 0; }}
+section.warn {{ border-left: 6px solid #bf8700; }} section.ok {{ border-left: 6px solid #1a7f37; }}
+footer {{ color: #59636e; font-size: .9rem; }}
+</style></head>
+<body>
+<h1>Release Secretary</h1>
+<p>Label a pull request <code>Ready for Prod</code> or comment <code>/ship friday</code>: the bot
+verifies the PR, books a release window and keeps the thread up to date.</p>
+{status}
+<footer>Store: {html.escape(settings.store_kind)} &middot; health: <a href="/healthz">/healthz</a></footer>
+</body></html>"""
+
+
+def make_app(
+    settings: Settings,
+    *,
+    store: Store | None = None,
+    run_worker: bool = False,
+    clock: Callable[[], datetime] = utcnow,
+) -> web.Application:
+    """Build the web application; with run_worker the worker runs in the same process (`serve`)."""
+    app = web.Application(client_max_size=MAX_WEBHOOK_BYTES)
+    app[SETTINGS] = settings
+    app[CLOCK] = clock
+    app.router.add_get("/", index)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_post("/webhooks/github", github_webhook)
+
+    async def store_ctx(app: web.Application) -> AsyncIterator[None]:
+        owned = store is None
+        app[STORE] = store if store is not None else make_store(settings)
+        if owned:
+            await app[STORE].open()
+        yield
+        if owned:
+            await app[STORE].close()
+
+    async def github_ctx(app: web.Application) -> AsyncIterator[None]:
+        async with aiohttp.ClientSession() as session:
+            app[GITHUB] = GitHubApp(settings, session)
+            yield
+
+    async def worker_ctx(app: web.Application) -> AsyncIterator[None]:
+        worker = Worker(app[STORE], settings, compose(), app[GITHUB], clock=clock)
+        app[WORKER] = worker
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        yield
+        stop.set()
+        await asyncio.wait_for(task, timeout=30)
+
+    app.cleanup_ctx.append(store_ctx)
+    app.cleanup_ctx.append(github_ctx)
+    if run_worker:
+        app.cleanup_ctx.append(worker_ctx)
+    return app

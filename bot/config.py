@@ -1,0 +1,251 @@
+"""Typed settings, read from the environment once in main() and validated with one message per bad value."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+DEFAULT_GITHUB_API_URL = "https://api.github.com"
+DEFAULT_GITHUB_URL = "https://github.com"
+
+
+class SettingsError(Exception):
+    """One or more settings are missing or malformed; `problems` says which and why."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid settings:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+@dataclass(frozen=True)
+class Settings:
+    github_app_id: int | None = None
+    github_private_key: str | None = field(default=None, repr=False)
+    github_webhook_secret: str | None = field(default=None, repr=False)
+    github_api_url: str = DEFAULT_GITHUB_API_URL
+    github_url: str = DEFAULT_GITHUB_URL
+    public_url: str | None = None
+    host: str = "0.0.0.0"  # noqa: S104 - a web service must be reachable by GitHub
+    port: int = 3000
+    data_dir: Path = Path("data")
+    database_path: Path | None = None
+    mongodb_uri: str | None = field(default=None, repr=False)
+    secrets_keys: tuple[str, ...] = field(default=(), repr=False)
+    log_level: str = "INFO"
+    log_format: str = "text"
+    # GitHub asks integrators to space mutating requests; per installation.
+    github_write_interval: float = 1.0
+    github_max_retry_wait: float = 60.0
+    worker_concurrency: int = 8
+    worker_lease_seconds: float = 60.0
+    worker_max_attempts: int = 8
+    worker_poll_interval: float = 1.0
+    worker_retry_base: float = 2.0
+
+    @property
+    def app_configured(self) -> bool:
+        return self.github_app_id is not None and self.github_private_key is not None
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.database_path or self.data_dir / "release-secretary.db"
+
+    @property
+    def store_kind(self) -> str:
+        return "mongo" if self.mongodb_uri else "sqlite"
+
+    def missing_for_github(self) -> list[str]:
+        """What an operator still has to set before the bot can talk to GitHub."""
+        missing = []
+        if self.github_app_id is None:
+            missing.append("GITHUB_APP_ID")
+        if self.github_private_key is None:
+            missing.append("GITHUB_PRIVATE_KEY or GITHUB_PRIVATE_KEY_PATH")
+        if self.github_webhook_secret is None:
+            missing.append("GITHUB_WEBHOOK_SECRET")
+        return missing
+
+    def replace(self, **changes: object) -> Settings:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from environment variables; raise SettingsError listing every problem."""
+        env = os.environ if env is None else env
+        reader = _Reader(env)
+        app_id = reader.integer("GITHUB_APP_ID", None, minimum=1)
+        private_key = reader.private_key()
+        secret = reader.text("GITHUB_WEBHOOK_SECRET")
+        if (app_id is None) != (private_key is None) and not reader.failed(
+            "GITHUB_APP_ID", "GITHUB_PRIVATE_KEY"
+        ):
+            have, need = (
+                ("GITHUB_APP_ID", "GITHUB_PRIVATE_KEY or GITHUB_PRIVATE_KEY_PATH")
+                if app_id is not None
+                else ("GITHUB_PRIVATE_KEY", "GITHUB_APP_ID")
+            )
+            reader.problems.append(f"{have} is set but {need} is not: a GitHub App needs both")
+        if (app_id is not None or private_key is not None) and secret is None:
+            reader.problems.append(
+                "GITHUB_WEBHOOK_SECRET is required when a GitHub App is configured: without it "
+                "anyone could post forged webhooks (set the same secret in the App's settings)"
+            )
+        keys = tuple(k.strip() for k in env.get("SECRETS_KEY", "").split(",") if k.strip())
+        for i, key in enumerate(keys):
+            if not _is_fernet_key(key):
+                reader.problems.append(
+                    f"SECRETS_KEY entry {i + 1} is not a Fernet key (32 url-safe base64-encoded "
+                    "bytes); make one with: python -m bot keygen"
+                )
+        settings = cls(
+            github_app_id=app_id,
+            github_private_key=private_key,
+            github_webhook_secret=secret,
+            github_api_url=reader.url("GITHUB_API_URL", DEFAULT_GITHUB_API_URL),
+            github_url=reader.url("GITHUB_URL", DEFAULT_GITHUB_URL),
+            public_url=reader.optional_url("PUBLIC_URL"),
+            host=env.get("HOST", "0.0.0.0") or "0.0.0.0",  # noqa: S104
+            port=reader.integer("PORT", 3000, minimum=1, maximum=65535) or 3000,
+            data_dir=Path(env.get("DATA_DIR") or "data"),
+            database_path=Path(env["DATABASE_PATH"]) if env.get("DATABASE_PATH") else None,
+            mongodb_uri=reader.mongo_uri(),
+            secrets_keys=keys,
+            log_level=reader.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"), upper=True),
+            log_format=reader.choice("LOG_FORMAT", "text", ("text", "json")),
+            github_write_interval=reader.number("GITHUB_WRITE_INTERVAL", 1.0),
+            github_max_retry_wait=reader.number("GITHUB_MAX_RETRY_WAIT", 60.0),
+            worker_concurrency=reader.integer("WORKER_CONCURRENCY", 8, minimum=1) or 8,
+            worker_lease_seconds=reader.number("WORKER_LEASE_SECONDS", 60.0, minimum=1.0),
+            worker_max_attempts=reader.integer("WORKER_MAX_ATTEMPTS", 8, minimum=1) or 8,
+            worker_poll_interval=reader.number("WORKER_POLL_INTERVAL", 1.0, minimum=0.01),
+        )
+        if reader.problems:
+            raise SettingsError(reader.problems)
+        return settings
+
+
+def _is_fernet_key(key: str) -> bool:
+    import base64
+    import binascii
+
+    try:
+        return len(base64.urlsafe_b64decode(key.encode())) == 32
+    except (binascii.Error, ValueError):
+        return False
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.problems: list[str] = []
+
+    def failed(self, *names: str) -> bool:
+        return any(p.startswith(n) for p in self.problems for n in names)
+
+    def text(self, name: str) -> str | None:
+        value = self.env.get(name, "")
+        return value if value.strip() else None
+
+    def integer(
+        self,
+        name: str,
+        default: int | None,
+        *,
+        minimum: int | None = None,
+        maximum: int | None = None,
+    ) -> int | None:
+        raw = self.env.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            self.problems.append(f"{name} must be a whole number, got {raw!r}")
+            return default
+        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+            bounds = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
+            self.problems.append(f"{name} must be {bounds}, got {value}")
+            return default
+        return value
+
+    def number(self, name: str, default: float, *, minimum: float = 0.0) -> float:
+        raw = self.env.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            self.problems.append(f"{name} must be a number of seconds, got {raw!r}")
+            return default
+        if value < minimum:
+            self.problems.append(f"{name} must be >= {minimum}, got {value}")
+            return default
+        return value
+
+    def choice(self, name: str, default: str, allowed: tuple[str, ...], *, upper: bool = False) -> str:
+        raw = self.env.get(name, "").strip()
+        if not raw:
+            return default
+        value = raw.upper() if upper else raw.lower()
+        if value not in allowed:
+            self.problems.append(f"{name} must be one of {', '.join(allowed)}, got {raw!r}")
+            return default
+        return value
+
+    def url(self, name: str, default: str) -> str:
+        return self.optional_url(name) or default
+
+    def optional_url(self, name: str) -> str | None:
+        raw = self.env.get(name, "").strip()
+        if not raw:
+            return None
+        parts = urlsplit(raw)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            self.problems.append(f"{name} must be an http(s) URL such as https://example.com, got {raw!r}")
+            return None
+        return raw.rstrip("/")
+
+    def mongo_uri(self) -> str | None:
+        raw = self.text("MONGODB_URI")
+        if raw is not None and not raw.startswith(("mongodb://", "mongodb+srv://")):
+            self.problems.append("MONGODB_URI must start with mongodb:// or mongodb+srv://")
+            return None
+        return raw
+
+    def private_key(self) -> str | None:
+        inline = self.text("GITHUB_PRIVATE_KEY")
+        path = self.text("GITHUB_PRIVATE_KEY_PATH")
+        if inline and path:
+            self.problems.append("GITHUB_PRIVATE_KEY and GITHUB_PRIVATE_KEY_PATH are both set: keep one")
+            return None
+        source = "GITHUB_PRIVATE_KEY"
+        if path:
+            source = "GITHUB_PRIVATE_KEY_PATH"
+            try:
+                inline = Path(path).expanduser().read_text()
+            except OSError as exc:
+                self.problems.append(f"GITHUB_PRIVATE_KEY_PATH: cannot read {path}: {exc.strerror}")
+                return None
+        if not inline:
+            return None
+        # Platforms that cannot hold multi-line values get the PEM with literal \n.
+        pem = inline.strip().replace("\\n", "\n") + "\n"
+        try:
+            key = load_pem_private_key(pem.encode(), password=None)
+        except (ValueError, TypeError):
+            self.problems.append(
+                f"{source} is not a PEM private key: paste the whole .pem file GitHub gave you, "
+                "from -----BEGIN RSA PRIVATE KEY----- to the END line"
+            )
+            return None
+        if not isinstance(key, rsa.RSAPrivateKey):
+            self.problems.append(f"{source} must be the App's RSA key; this is another kind of key")
+            return None
+        return pem

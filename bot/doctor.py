@@ -1,0 +1,143 @@
+"""`python -m bot doctor`: check settings, store and the GitHub App, and say precisely what is wrong."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+import aiohttp
+import gidgethub
+import yaml
+
+from handlers.routes import ALWAYS_DELIVERED, compose, handled_events
+
+from .config import Settings
+from .github import GitHubApp
+from .store import DeliveryStatus, make_store
+
+
+@dataclass
+class Report:
+    out: TextIO = sys.stdout
+    failures: int = 0
+    warnings: int = 0
+    lines: list[str] = field(default_factory=list)
+
+    def _say(self, mark: str, text: str) -> None:
+        line = f"[{mark}] {text}"
+        self.lines.append(line)
+        print(line, file=self.out)
+
+    def ok(self, text: str) -> None:
+        self._say(" ok ", text)
+
+    def warn(self, text: str) -> None:
+        self.warnings += 1
+        self._say("warn", text)
+
+    def fail(self, text: str) -> None:
+        self.failures += 1
+        self._say("FAIL", text)
+
+
+async def check_store(settings: Settings, report: Report) -> None:
+    where = (settings.mongodb_uri and "MongoDB") or f"SQLite at {settings.sqlite_path}"
+    store = make_store(settings)
+    try:
+        await asyncio.wait_for(store.open(), timeout=10)
+        await store.ping()
+    except Exception as exc:  # noqa: BLE001 - reported, not raised
+        report.fail(f"store: cannot open {where}: {type(exc).__name__}: {exc}")
+        return
+    try:
+        counts = await store.count_deliveries()
+        summary = ", ".join(f"{n} {s.value}" for s, n in counts.items())
+        report.ok(f"store: {where} ({summary})")
+        parked = await store.list_deliveries(DeliveryStatus.PARKED, limit=10)
+        if parked:
+            report.warn(
+                f"{counts[DeliveryStatus.PARKED]} webhook deliveries are parked after repeated "
+                "failures; retry them with `python -m bot requeue --all-parked` once fixed:"
+            )
+            for d in parked:
+                report.lines.append(f"       {d.key} {d.event}: {d.last_error}")
+                print(f"       {d.key} {d.event}: {d.last_error}", file=report.out)
+    finally:
+        await store.close()
+
+
+async def check_github(settings: Settings, report: Report) -> None:
+    missing = settings.missing_for_github()
+    if not settings.app_configured:
+        report.fail(f"github: no App configured; set {', '.join(missing)}")
+        return
+    if settings.github_webhook_secret is None:
+        report.fail("github: GITHUB_WEBHOOK_SECRET is not set: webhooks are refused")
+    else:
+        report.ok("github: webhook secret is set")
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
+        github = GitHubApp(settings.replace(github_max_retry_wait=5.0), session)
+        try:
+            app = await github.app_client().getitem("/app")
+        except gidgethub.HTTPException as exc:
+            if exc.status_code == 401:
+                report.fail(
+                    f"github: {settings.github_api_url} rejected the App's JWT (401): "
+                    f"GITHUB_APP_ID={settings.github_app_id} and the private key do not belong "
+                    "together, the key was revoked, or this machine's clock is off"
+                )
+            elif exc.status_code == 404:
+                report.fail(
+                    f"github: GET /app answered 404: no App {settings.github_app_id} at "
+                    f"{settings.github_api_url} (GitHub Enterprise Server wants https://HOST/api/v3)"
+                )
+            else:
+                report.fail(f"github: GET /app answered {exc.status_code}: {exc}")
+            return
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            report.fail(
+                f"github: cannot reach GITHUB_API_URL={settings.github_api_url}: {type(exc).__name__}: {exc}"
+            )
+            return
+    report.ok(
+        f"github: App {app.get('slug') or app.get('name')!r} (id {app.get('id')}) owned by "
+        f"{(app.get('owner') or {}).get('login')}, {app.get('installations_count', '?')} installation(s)"
+    )
+    subscribed = set(app.get("events") or ())
+    wanted = handled_events(compose()) - ALWAYS_DELIVERED
+    if wanted - subscribed:
+        report.warn(
+            "github: the App does not subscribe to events the bot handles: "
+            + ", ".join(sorted(wanted - subscribed))
+            + " (edit the App's permissions & events to match app.yml)"
+        )
+
+
+def check_local(settings: Settings, report: Report) -> None:
+    if settings.secrets_keys:
+        report.ok(f"secrets: {len(settings.secrets_keys)} key(s) in SECRETS_KEY")
+    elif settings.store_kind == "sqlite" and (settings.data_dir / "secrets.key").exists():
+        report.ok(f"secrets: local key {settings.data_dir / 'secrets.key'}")
+    else:
+        report.warn("secrets: SECRETS_KEY is not set; stored credentials cannot be encrypted")
+    if settings.public_url is None:
+        report.warn("PUBLIC_URL is not set: links and the webhook URL cannot be built")
+    manifest = Path("app.yml")
+    if manifest.exists():
+        events = set((yaml.safe_load(manifest.read_text()) or {}).get("default_events") or ())
+        if events != set(handled_events(compose()) - ALWAYS_DELIVERED):
+            report.warn("app.yml's default_events differ from the events the bot handles")
+
+
+async def run_doctor(settings: Settings, out: TextIO = sys.stdout) -> int:
+    report = Report(out=out)
+    report.ok(f"settings: valid (store={settings.store_kind}, api={settings.github_api_url})")
+    check_local(settings, report)
+    await check_store(settings, report)
+    await check_github(settings, report)
+    verdict = "all good" if not report.failures else f"{report.failures} problem(s)"
+    print(f"doctor: {verdict}, {report.warnings} warning(s)", file=out)
+    return 1 if report.failures else 0

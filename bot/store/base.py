@@ -1,0 +1,168 @@
+"""The store's contract: named operations and the records they pass, shared by SQLite and MongoDB."""
+
+from __future__ import annotations
+
+import enum
+import zlib
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+
+class DeliveryStatus(enum.StrEnum):
+    PENDING = "pending"  # waiting for a worker (new, or retrying after a failure)
+    PROCESSING = "processing"  # claimed under a lease
+    DONE = "done"
+    PARKED = "parked"  # failed too often; kept with its error for an operator
+
+
+class VersionConflict(Exception):
+    """Someone else saved the record since it was read: read it again and re-apply the change."""
+
+
+@dataclass(frozen=True, slots=True)
+class NewDelivery:
+    """A verified webhook as it arrived, before any processing."""
+
+    key: str  # app id + ":" + X-GitHub-Delivery: the dedupe key
+    delivery_id: str
+    event: str
+    action: str | None
+    installation_id: int | None
+    body: bytes  # the raw JSON bytes GitHub signed
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    key: str
+    delivery_id: str
+    event: str
+    action: str | None
+    installation_id: int | None
+    body: bytes
+    received_at: datetime
+    status: DeliveryStatus
+    attempts: int
+    next_attempt_at: datetime
+    lease_owner: str | None = None
+    lease_until: datetime | None = None
+    last_error: str | None = None
+    finished_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Installation:
+    """A GitHub App installation as the installation events describe it."""
+
+    id: int
+    account_login: str
+    account_type: str = "User"
+    repository_selection: str = "selected"
+    repositories: tuple[str, ...] = ()  # full names, sorted
+    suspended: bool = False
+    permissions: dict[str, str] = field(default_factory=dict)
+    events: tuple[str, ...] = ()
+    updated_at: datetime | None = None
+    version: int = 0  # 0: not stored yet; the store bumps it on every save
+
+
+class Store(Protocol):
+    """Every operation the bot needs from its database. Times are aware UTC datetimes."""
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> None:
+        """Raise if the database cannot be reached."""
+
+    # Webhook inbox.
+    async def record_delivery(self, delivery: NewDelivery) -> bool:
+        """Store a delivery durably; False if its key was already stored (a redelivery)."""
+
+    async def claim_deliveries(
+        self, owner: str, *, now: datetime, lease_seconds: float, limit: int
+    ) -> list[Delivery]:
+        """Lease up to `limit` due deliveries (pending, or processing with an expired lease)."""
+
+    async def finish_delivery(self, key: str, owner: str, *, now: datetime) -> bool:
+        """Mark done; False if the lease was lost to another worker."""
+
+    async def retry_delivery(
+        self, key: str, owner: str, *, error: str, next_attempt_at: datetime
+    ) -> bool: ...
+
+    async def park_delivery(self, key: str, owner: str, *, error: str, now: datetime) -> bool: ...
+
+    async def requeue_delivery(self, key: str, *, now: datetime) -> bool:
+        """Put a parked delivery back in the queue with a fresh attempt count."""
+
+    async def get_delivery(self, key: str) -> Delivery | None: ...
+
+    async def list_deliveries(
+        self, status: DeliveryStatus | None = None, *, limit: int = 50
+    ) -> list[Delivery]:
+        """Newest first."""
+
+    async def count_deliveries(self) -> dict[DeliveryStatus, int]: ...
+
+    async def purge_deliveries(self, *, finished_before: datetime) -> int:
+        """Drop done deliveries finished before the given time; return how many."""
+
+    async def next_delivery_due(self) -> datetime | None:
+        """When the earliest pending delivery becomes due, for the worker's sleep."""
+
+    # Installations.
+    async def get_installation(self, installation_id: int) -> Installation | None: ...
+
+    async def save_installation(self, installation: Installation) -> Installation:
+        """Insert (version 0) or update (version must match the stored one, else VersionConflict)."""
+
+    async def delete_installation(self, installation_id: int) -> bool: ...
+
+    async def list_installations(self) -> list[Installation]: ...
+
+    # Encrypted secrets: the store keeps opaque ciphertext; bot.secrets does the crypto.
+    async def put_secret(self, name: str, ciphertext: bytes, *, now: datetime) -> None: ...
+
+    async def get_secret(self, name: str) -> bytes | None: ...
+
+
+def installation_to_doc(inst: Installation) -> dict[str, Any]:
+    return {
+        "id": inst.id,
+        "account_login": inst.account_login,
+        "account_type": inst.account_type,
+        "repository_selection": inst.repository_selection,
+        "repositories": list(inst.repositories),
+        "suspended": inst.suspended,
+        "permissions": inst.permissions,
+        "events": list(inst.events),
+        "updated_at": inst.updated_at.isoformat() if inst.updated_at else None,
+    }
+
+
+def installation_from_doc(doc: dict[str, Any], version: int) -> Installation:
+    updated = doc.get("updated_at")
+    return Installation(
+        id=doc["id"],
+        account_login=doc["account_login"],
+        account_type=doc.get("account_type", "User"),
+        repository_selection=doc.get("repository_selection", "selected"),
+        repositories=tuple(doc.get("repositories", ())),
+        suspended=bool(doc.get("suspended", False)),
+        permissions=dict(doc.get("permissions", {})),
+        events=tuple(doc.get("events", ())),
+        updated_at=datetime.fromisoformat(updated) if updated else None,
+        version=version,
+    )
+
+
+def compress_body(body: bytes) -> bytes:
+    # Level 1: a 31 kB payload shrinks ~8x for ~36 us, cheaper than writing the raw bytes.
+    return zlib.compress(body, 1)
+
+
+def decompress_body(blob: bytes) -> bytes:
+    return zlib.decompress(blob)

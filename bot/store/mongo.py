@@ -1,0 +1,259 @@
+"""The production store: MongoDB through pymongo's AsyncMongoClient, for any number of web and worker
+processes. Leases and versions are single-document atomic updates, so no transactions are needed."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
+from pymongo.errors import DuplicateKeyError
+
+from .base import (
+    Delivery,
+    DeliveryStatus,
+    Installation,
+    NewDelivery,
+    VersionConflict,
+    compress_body,
+    decompress_body,
+    installation_from_doc,
+    installation_to_doc,
+)
+
+
+class MongoStore:
+    def __init__(self, uri: str, *, database: str | None = None) -> None:
+        self.uri = uri
+        self._database_name = database
+        self._client: AsyncMongoClient[dict[str, Any]] | None = None
+
+    @property
+    def _db(self) -> Any:
+        if self._client is None:
+            raise RuntimeError("MongoStore used before open()")
+        if self._database_name:
+            return self._client[self._database_name]
+        return self._client.get_default_database("release_secretary")
+
+    async def open(self) -> None:
+        self._client = AsyncMongoClient(self.uri, tz_aware=True, tzinfo=UTC)
+        db = self._db
+        await db.deliveries.create_index([("status", ASCENDING), ("next_attempt_at", ASCENDING)])
+        await db.deliveries.create_index([("status", ASCENDING), ("lease_until", ASCENDING)])
+        await db.deliveries.create_index([("received_at", DESCENDING)])
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    async def ping(self) -> None:
+        await self._db.command("ping")
+
+    async def drop_everything(self) -> None:
+        """For the contract tests: a clean database."""
+        for name in ("deliveries", "installations", "secrets"):
+            await self._db[name].drop()
+        await self.open()
+
+    # Webhook inbox.
+
+    async def record_delivery(self, delivery: NewDelivery) -> bool:
+        try:
+            await self._db.deliveries.insert_one(
+                {
+                    "_id": delivery.key,
+                    "delivery_id": delivery.delivery_id,
+                    "event": delivery.event,
+                    "action": delivery.action,
+                    "installation_id": delivery.installation_id,
+                    "body": compress_body(delivery.body),
+                    "received_at": delivery.received_at,
+                    "status": DeliveryStatus.PENDING.value,
+                    "attempts": 0,
+                    "next_attempt_at": delivery.received_at,
+                    "lease_owner": None,
+                    "lease_until": None,
+                    "last_error": None,
+                    "finished_at": None,
+                }
+            )
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def claim_deliveries(
+        self, owner: str, *, now: datetime, lease_seconds: float, limit: int
+    ) -> list[Delivery]:
+        claimed: list[Delivery] = []
+        due = {
+            "$or": [
+                {"status": "pending", "next_attempt_at": {"$lte": now}},
+                {"status": "processing", "lease_until": {"$lt": now}},
+            ]
+        }
+        for _ in range(limit):
+            doc = await self._db.deliveries.find_one_and_update(
+                due,
+                {
+                    "$set": {
+                        "status": "processing",
+                        "lease_owner": owner,
+                        "lease_until": now + timedelta(seconds=lease_seconds),
+                    },
+                    "$inc": {"attempts": 1},
+                },
+                sort=[("next_attempt_at", ASCENDING)],
+                return_document=ReturnDocument.AFTER,
+            )
+            if doc is None:
+                break
+            claimed.append(_delivery(doc))
+        return sorted(claimed, key=lambda d: d.received_at)
+
+    async def _leased_update(self, key: str, owner: str, changes: dict[str, Any]) -> bool:
+        result = await self._db.deliveries.update_one(
+            {"_id": key, "status": "processing", "lease_owner": owner},
+            {"$set": {**changes, "lease_owner": None, "lease_until": None}},
+        )
+        return bool(result.modified_count)
+
+    async def finish_delivery(self, key: str, owner: str, *, now: datetime) -> bool:
+        return await self._leased_update(
+            key, owner, {"status": "done", "finished_at": now, "last_error": None}
+        )
+
+    async def retry_delivery(self, key: str, owner: str, *, error: str, next_attempt_at: datetime) -> bool:
+        return await self._leased_update(
+            key,
+            owner,
+            {"status": "pending", "next_attempt_at": next_attempt_at, "last_error": error},
+        )
+
+    async def park_delivery(self, key: str, owner: str, *, error: str, now: datetime) -> bool:
+        return await self._leased_update(
+            key, owner, {"status": "parked", "last_error": error, "finished_at": now}
+        )
+
+    async def requeue_delivery(self, key: str, *, now: datetime) -> bool:
+        result = await self._db.deliveries.update_one(
+            {"_id": key, "status": "parked"},
+            {
+                "$set": {
+                    "status": "pending",
+                    "attempts": 0,
+                    "next_attempt_at": now,
+                    "finished_at": None,
+                }
+            },
+        )
+        return bool(result.modified_count)
+
+    async def get_delivery(self, key: str) -> Delivery | None:
+        doc = await self._db.deliveries.find_one({"_id": key})
+        return None if doc is None else _delivery(doc)
+
+    async def list_deliveries(
+        self, status: DeliveryStatus | None = None, *, limit: int = 50
+    ) -> list[Delivery]:
+        query = {} if status is None else {"status": status.value}
+        cursor = self._db.deliveries.find(query).sort("received_at", DESCENDING).limit(limit)
+        return [_delivery(doc) async for doc in cursor]
+
+    async def count_deliveries(self) -> dict[DeliveryStatus, int]:
+        counts = dict.fromkeys(DeliveryStatus, 0)
+        cursor = await self._db.deliveries.aggregate([{"$group": {"_id": "$status", "n": {"$sum": 1}}}])
+        async for row in cursor:
+            counts[DeliveryStatus(row["_id"])] = row["n"]
+        return counts
+
+    async def purge_deliveries(self, *, finished_before: datetime) -> int:
+        result = await self._db.deliveries.delete_many(
+            {"status": "done", "finished_at": {"$lt": finished_before}}
+        )
+        return int(result.deleted_count)
+
+    async def next_delivery_due(self) -> datetime | None:
+        doc = await self._db.deliveries.find_one(
+            {"status": "pending"},
+            sort=[("next_attempt_at", ASCENDING)],
+            projection=["next_attempt_at"],
+        )
+        return None if doc is None else _aware(doc["next_attempt_at"])
+
+    # Installations.
+
+    async def get_installation(self, installation_id: int) -> Installation | None:
+        doc = await self._db.installations.find_one({"_id": installation_id})
+        return None if doc is None else installation_from_doc(doc, doc["version"])
+
+    async def save_installation(self, installation: Installation) -> Installation:
+        doc = installation_to_doc(installation)
+        new_version = installation.version + 1
+        if installation.version == 0:
+            try:
+                await self._db.installations.insert_one(
+                    {**doc, "_id": installation.id, "version": new_version}
+                )
+            except DuplicateKeyError:
+                raise VersionConflict(f"installation {installation.id} already exists") from None
+        else:
+            result = await self._db.installations.update_one(
+                {"_id": installation.id, "version": installation.version},
+                {"$set": {**doc, "version": new_version}},
+            )
+            if not result.modified_count:
+                raise VersionConflict(
+                    f"installation {installation.id} changed since version {installation.version}"
+                )
+        from dataclasses import replace
+
+        return replace(installation, version=new_version)
+
+    async def delete_installation(self, installation_id: int) -> bool:
+        result = await self._db.installations.delete_one({"_id": installation_id})
+        return bool(result.deleted_count)
+
+    async def list_installations(self) -> list[Installation]:
+        cursor = self._db.installations.find({}).sort("_id", ASCENDING)
+        return [installation_from_doc(doc, doc["version"]) async for doc in cursor]
+
+    # Secrets.
+
+    async def put_secret(self, name: str, ciphertext: bytes, *, now: datetime) -> None:
+        await self._db.secrets.update_one(
+            {"_id": name}, {"$set": {"ciphertext": ciphertext, "updated_at": now}}, upsert=True
+        )
+
+    async def get_secret(self, name: str) -> bytes | None:
+        doc = await self._db.secrets.find_one({"_id": name})
+        return None if doc is None else bytes(doc["ciphertext"])
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _delivery(doc: dict[str, Any]) -> Delivery:
+    received = _aware(doc["received_at"])
+    due = _aware(doc["next_attempt_at"])
+    assert received is not None and due is not None
+    return Delivery(
+        key=doc["_id"],
+        delivery_id=doc["delivery_id"],
+        event=doc["event"],
+        action=doc.get("action"),
+        installation_id=doc.get("installation_id"),
+        body=decompress_body(doc["body"]),
+        received_at=received,
+        status=DeliveryStatus(doc["status"]),
+        attempts=doc["attempts"],
+        next_attempt_at=due,
+        lease_owner=doc.get("lease_owner"),
+        lease_until=_aware(doc.get("lease_until")),
+        last_error=doc.get("last_error"),
+        finished_at=_aware(doc.get("finished_at")),
+    )

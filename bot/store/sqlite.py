@@ -1,0 +1,334 @@
+"""The embedded store: SQLite in WAL mode through aiosqlite, one connection per process.
+
+Webhook inserts are group-committed: every delivery that arrives while a write is in flight goes into
+the next single multi-row INSERT, so a burst costs one fsync-free WAL append per batch, not per event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import orjson
+
+from .base import (
+    Delivery,
+    DeliveryStatus,
+    Installation,
+    NewDelivery,
+    VersionConflict,
+    compress_body,
+    decompress_body,
+    installation_from_doc,
+    installation_to_doc,
+)
+
+_BATCH_MAX = 400  # 8 columns a row stays far below SQLite's 32766 bound variables
+
+_MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE deliveries (
+        key TEXT PRIMARY KEY,
+        delivery_id TEXT NOT NULL,
+        event TEXT NOT NULL,
+        action TEXT,
+        installation_id INTEGER,
+        body BLOB NOT NULL,
+        received_at REAL NOT NULL,
+        status TEXT NOT NULL DEFAULT 'pending',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL,
+        lease_owner TEXT,
+        lease_until REAL,
+        last_error TEXT,
+        finished_at REAL
+    );
+    CREATE INDEX deliveries_due ON deliveries (status, next_attempt_at);
+    CREATE INDEX deliveries_lease ON deliveries (status, lease_until);
+    CREATE INDEX deliveries_received ON deliveries (received_at);
+    CREATE TABLE installations (
+        id INTEGER PRIMARY KEY,
+        account_login TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        doc TEXT NOT NULL
+    );
+    CREATE TABLE secrets (
+        name TEXT PRIMARY KEY,
+        ciphertext BLOB NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    """,
+)
+
+
+def _ts(value: datetime) -> float:
+    return value.timestamp()
+
+
+def _dt(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+class SqliteStore:
+    def __init__(self, path: Path | str) -> None:
+        self.path = str(path)
+        self._db: aiosqlite.Connection | None = None
+        self._pending: list[tuple[NewDelivery, asyncio.Future[bool]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise RuntimeError("SqliteStore used before open()")
+        return self._db
+
+    async def open(self) -> None:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        # Autocommit: every operation below is one statement, hence its own transaction.
+        self._db = await aiosqlite.connect(self.path, isolation_level=None)
+        self._db.row_factory = aiosqlite.Row
+        await self._db.execute("PRAGMA journal_mode=WAL")
+        await self._db.execute("PRAGMA synchronous=NORMAL")
+        await self._db.execute("PRAGMA busy_timeout=5000")
+        await self._migrate()
+
+    async def _migrate(self) -> None:
+        (version,) = await self._one("PRAGMA user_version")
+        for number, script in enumerate(_MIGRATIONS[version:], start=version + 1):
+            await self.db.executescript(f"BEGIN IMMEDIATE; {script}; PRAGMA user_version = {number}; COMMIT;")
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            with contextlib.suppress(Exception):
+                await self._writer
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    async def ping(self) -> None:
+        await self._one("SELECT 1")
+
+    async def _one(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        rows = list(await self.db.execute_fetchall(sql, params))
+        return rows[0] if rows else None
+
+    async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        return list(await self.db.execute_fetchall(sql, params))
+
+    # Webhook inbox.
+
+    async def record_delivery(self, delivery: NewDelivery) -> bool:
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._pending.append((delivery, future))
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_pending())
+        return await future
+
+    async def _write_pending(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending[:_BATCH_MAX], self._pending[_BATCH_MAX:]
+                try:
+                    inserted = await self._insert_batch([d for d, _ in batch])
+                except Exception as exc:  # noqa: BLE001 - handed to every waiting request
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                seen: set[str] = set()
+                for delivery, future in batch:
+                    new = delivery.key in inserted and delivery.key not in seen
+                    seen.add(delivery.key)
+                    if not future.done():
+                        future.set_result(new)
+        finally:
+            self._writer = None
+
+    async def _insert_batch(self, batch: list[NewDelivery]) -> set[str]:
+        rows: list[Any] = []
+        for d in batch:
+            received = _ts(d.received_at)
+            rows += (
+                d.key,
+                d.delivery_id,
+                d.event,
+                d.action,
+                d.installation_id,
+                compress_body(d.body),
+                received,
+                received,
+            )
+        values = ",".join(["(?,?,?,?,?,?,?,?)"] * len(batch))  # placeholders only
+        sql = (
+            "INSERT INTO deliveries (key, delivery_id, event, action, installation_id, body,"
+            " received_at, next_attempt_at) VALUES " + values + " ON CONFLICT (key) DO NOTHING RETURNING key"
+        )
+        result = await self.db.execute_fetchall(sql, rows)
+        return {row[0] for row in result}
+
+    async def claim_deliveries(
+        self, owner: str, *, now: datetime, lease_seconds: float, limit: int
+    ) -> list[Delivery]:
+        t = _ts(now)
+        rows = await self._all(
+            "UPDATE deliveries SET status = 'processing', lease_owner = ?, lease_until = ?,"
+            " attempts = attempts + 1"
+            " WHERE key IN (SELECT key FROM deliveries WHERE"
+            "   (status = 'pending' AND next_attempt_at <= ?)"
+            "   OR (status = 'processing' AND lease_until < ?)"
+            "   ORDER BY next_attempt_at LIMIT ?)"
+            " RETURNING *",
+            (owner, t + lease_seconds, t, t, limit),
+        )
+        return sorted((_delivery(r) for r in rows), key=lambda d: d.received_at)
+
+    async def finish_delivery(self, key: str, owner: str, *, now: datetime) -> bool:
+        return await self._leased_update(
+            key,
+            owner,
+            "status = 'done', finished_at = ?, last_error = NULL",
+            (_ts(now),),
+        )
+
+    async def retry_delivery(self, key: str, owner: str, *, error: str, next_attempt_at: datetime) -> bool:
+        return await self._leased_update(
+            key,
+            owner,
+            "status = 'pending', next_attempt_at = ?, last_error = ?",
+            (_ts(next_attempt_at), error),
+        )
+
+    async def park_delivery(self, key: str, owner: str, *, error: str, now: datetime) -> bool:
+        return await self._leased_update(
+            key, owner, "status = 'parked', last_error = ?, finished_at = ?", (error, _ts(now))
+        )
+
+    async def _leased_update(self, key: str, owner: str, assignments: str, params: Sequence[Any]) -> bool:
+        rows = await self._all(
+            f"UPDATE deliveries SET {assignments}, lease_owner = NULL, lease_until = NULL"
+            " WHERE key = ? AND status = 'processing' AND lease_owner = ? RETURNING key",
+            (*params, key, owner),
+        )
+        return bool(rows)
+
+    async def requeue_delivery(self, key: str, *, now: datetime) -> bool:
+        rows = await self._all(
+            "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = ?,"
+            " finished_at = NULL WHERE key = ? AND status = 'parked' RETURNING key",
+            (_ts(now), key),
+        )
+        return bool(rows)
+
+    async def get_delivery(self, key: str) -> Delivery | None:
+        row = await self._one("SELECT * FROM deliveries WHERE key = ?", (key,))
+        return None if row is None else _delivery(row)
+
+    async def list_deliveries(
+        self, status: DeliveryStatus | None = None, *, limit: int = 50
+    ) -> list[Delivery]:
+        if status is None:
+            rows = await self._all("SELECT * FROM deliveries ORDER BY received_at DESC LIMIT ?", (limit,))
+        else:
+            rows = await self._all(
+                "SELECT * FROM deliveries WHERE status = ? ORDER BY received_at DESC LIMIT ?",
+                (status.value, limit),
+            )
+        return [_delivery(r) for r in rows]
+
+    async def count_deliveries(self) -> dict[DeliveryStatus, int]:
+        rows = await self._all("SELECT status, COUNT(*) FROM deliveries GROUP BY status")
+        counts = dict.fromkeys(DeliveryStatus, 0)
+        counts.update({DeliveryStatus(s): n for s, n in rows})
+        return counts
+
+    async def purge_deliveries(self, *, finished_before: datetime) -> int:
+        rows = await self._all(
+            "DELETE FROM deliveries WHERE status = 'done' AND finished_at < ? RETURNING key",
+            (_ts(finished_before),),
+        )
+        return len(rows)
+
+    async def next_delivery_due(self) -> datetime | None:
+        row = await self._one("SELECT MIN(next_attempt_at) FROM deliveries WHERE status = 'pending'")
+        return _dt(row[0]) if row else None
+
+    # Installations.
+
+    async def get_installation(self, installation_id: int) -> Installation | None:
+        row = await self._one("SELECT version, doc FROM installations WHERE id = ?", (installation_id,))
+        return None if row is None else installation_from_doc(orjson.loads(row[1]), row[0])
+
+    async def save_installation(self, installation: Installation) -> Installation:
+        doc = orjson.dumps(installation_to_doc(installation))
+        new_version = installation.version + 1
+        if installation.version == 0:
+            rows = await self._all(
+                "INSERT INTO installations (id, account_login, version, doc) VALUES (?, ?, 1, ?)"
+                " ON CONFLICT (id) DO NOTHING RETURNING id",
+                (installation.id, installation.account_login, doc),
+            )
+        else:
+            rows = await self._all(
+                "UPDATE installations SET account_login = ?, version = ?, doc = ?"
+                " WHERE id = ? AND version = ? RETURNING id",
+                (
+                    installation.account_login,
+                    new_version,
+                    doc,
+                    installation.id,
+                    installation.version,
+                ),
+            )
+        if not rows:
+            raise VersionConflict(
+                f"installation {installation.id} changed since version {installation.version}"
+            )
+        return replace(installation, version=new_version)
+
+    async def delete_installation(self, installation_id: int) -> bool:
+        rows = await self._all("DELETE FROM installations WHERE id = ? RETURNING id", (installation_id,))
+        return bool(rows)
+
+    async def list_installations(self) -> list[Installation]:
+        rows = await self._all("SELECT version, doc FROM installations ORDER BY id")
+        return [installation_from_doc(orjson.loads(doc), version) for version, doc in rows]
+
+    # Secrets.
+
+    async def put_secret(self, name: str, ciphertext: bytes, *, now: datetime) -> None:
+        await self._all(
+            "INSERT INTO secrets (name, ciphertext, updated_at) VALUES (?, ?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET ciphertext = excluded.ciphertext,"
+            " updated_at = excluded.updated_at",
+            (name, ciphertext, _ts(now)),
+        )
+
+    async def get_secret(self, name: str) -> bytes | None:
+        row = await self._one("SELECT ciphertext FROM secrets WHERE name = ?", (name,))
+        return None if row is None else bytes(row[0])
+
+
+def _delivery(row: Any) -> Delivery:
+    return Delivery(
+        key=row["key"],
+        delivery_id=row["delivery_id"],
+        event=row["event"],
+        action=row["action"],
+        installation_id=row["installation_id"],
+        body=decompress_body(row["body"]),
+        received_at=datetime.fromtimestamp(row["received_at"], UTC),
+        status=DeliveryStatus(row["status"]),
+        attempts=row["attempts"],
+        next_attempt_at=datetime.fromtimestamp(row["next_attempt_at"], UTC),
+        lease_owner=row["lease_owner"],
+        lease_until=_dt(row["lease_until"]),
+        last_error=row["last_error"],
+        finished_at=_dt(row["finished_at"]),
+    )

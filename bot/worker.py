@@ -1,0 +1,203 @@
+"""The worker: claims stored webhook deliveries under leases, dispatches them, retries, parks failures.
+
+Any number of workers may share a store. A claim is a lease: a worker that dies mid-job simply stops
+renewing nothing, its lease expires, and another worker (or the same one after a restart) takes the
+delivery over. Every claim counts as an attempt, so an event that crashes its worker is parked too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+import gidgethub
+import orjson
+from gidgethub import routing, sansio
+from gidgethub.abc import GitHubAPI
+
+from .config import Settings
+from .context import HandlerContext, utcnow
+from .github import GitHubApp, RateLimitWaitTooLong
+from .logs import log_context, redact
+from .store import Delivery, Store
+
+log = logging.getLogger(__name__)
+
+_MAX_BACKOFF = 3600.0
+_PURGE_EVERY = timedelta(minutes=10)
+DELIVERY_RETENTION = timedelta(days=7)
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+def backoff(attempts: int, base: float) -> float:
+    """Exponential backoff with full jitter on the upper half, capped at an hour."""
+    ceiling = min(_MAX_BACKOFF, base * 2.0 ** max(0, attempts - 1))
+    return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+def describe_error(exc: BaseException) -> str:
+    if isinstance(exc, gidgethub.HTTPException):
+        text = f"GitHub answered {exc.status_code}: {exc}"
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    return redact(text)[:2000]
+
+
+class Worker:
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        router: routing.Router,
+        github: GitHubApp | None,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        owner: str | None = None,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.router = router
+        self.github = github
+        self.clock = clock
+        self.owner = owner or worker_id()
+        self.ctx = HandlerContext(store=store, settings=settings, clock=clock)
+        self.wakeup = asyncio.Event()
+        self.processed = 0
+        self._last_purge: datetime | None = None
+
+    def notify(self) -> None:
+        """Called by the web side of the same process when a delivery was stored."""
+        self.wakeup.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        log.info("worker started", extra={"worker": self.owner, "store": self.settings.store_kind})
+        while not stop.is_set():
+            try:
+                handled = await self.run_once()
+                await self._maybe_purge()
+            except Exception:
+                # The store went away for a moment: keep the worker alive and try again.
+                log.exception("worker loop error")
+                handled = 0
+            if handled == 0:
+                await self._idle(stop)
+        log.info("worker stopped", extra={"worker": self.owner, "processed": self.processed})
+
+    async def _idle(self, stop: asyncio.Event) -> None:
+        timeout = self.settings.worker_poll_interval
+        due = await self.store.next_delivery_due()
+        if due is not None:
+            timeout = max(0.0, min(timeout, (due - self.clock()).total_seconds()))
+        self.wakeup.clear()
+        waiters = [asyncio.ensure_future(self.wakeup.wait()), asyncio.ensure_future(stop.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+    async def run_once(self) -> int:
+        """Claim one batch of due deliveries and process them; return how many were claimed."""
+        batch = await self.store.claim_deliveries(
+            self.owner,
+            now=self.clock(),
+            lease_seconds=self.settings.worker_lease_seconds,
+            limit=self.settings.worker_concurrency,
+        )
+        if batch:
+            await asyncio.gather(*(self.process(d) for d in batch))
+        return len(batch)
+
+    async def drain(self, *, max_rounds: int = 100) -> int:
+        """Process until nothing is due (tests and the CLI's one-shot mode)."""
+        total = 0
+        for _ in range(max_rounds):
+            handled = await self.run_once()
+            total += handled
+            if not handled:
+                break
+        return total
+
+    def _client_for(self, delivery: Delivery) -> GitHubAPI | None:
+        if self.github is None:
+            return None
+        if delivery.installation_id is not None and self.github.configured:
+            return self.github.installation_client(delivery.installation_id)
+        return self.github.anonymous_client()
+
+    async def process(self, delivery: Delivery) -> None:
+        data = orjson.loads(delivery.body)
+        repo = (data.get("repository") or {}).get("full_name")
+        with log_context(
+            delivery=delivery.delivery_id,
+            gh_event=delivery.event,
+            action=delivery.action,
+            installation=delivery.installation_id,
+            repo=repo,
+        ):
+            event = sansio.Event(data, event=delivery.event, delivery_id=delivery.delivery_id)
+            try:
+                await self.router.dispatch(event, self._client_for(delivery), ctx=self.ctx)
+            except Exception as exc:  # noqa: BLE001 - any handler failure is retried, then parked
+                await self._failed(delivery, exc)
+                return
+            if await self.store.finish_delivery(delivery.key, self.owner, now=self.clock()):
+                self.processed += 1
+                log.debug("delivery processed", extra={"attempt": delivery.attempts})
+            else:
+                log.warning("delivery lease lost before it finished; another worker has it")
+
+    async def _failed(self, delivery: Delivery, exc: Exception) -> None:
+        error = describe_error(exc)
+        now = self.clock()
+        if delivery.attempts >= self.settings.worker_max_attempts:
+            await self.store.park_delivery(delivery.key, self.owner, error=error, now=now)
+            log.error(
+                "delivery parked after %d attempts: %s",
+                delivery.attempts,
+                error,
+                exc_info=exc,
+            )
+            return
+        if isinstance(exc, RateLimitWaitTooLong):
+            delay = exc.seconds
+        else:
+            delay = backoff(delivery.attempts, self.settings.worker_retry_base)
+        await self.store.retry_delivery(
+            delivery.key, self.owner, error=error, next_attempt_at=now + timedelta(seconds=delay)
+        )
+        log.warning(
+            "delivery failed (attempt %d), retrying in %.1fs: %s",
+            delivery.attempts,
+            delay,
+            error,
+            exc_info=exc,
+        )
+
+    async def _maybe_purge(self) -> None:
+        now = self.clock()
+        if self._last_purge is not None and now - self._last_purge < _PURGE_EVERY:
+            return
+        self._last_purge = now
+        purged = await self.store.purge_deliveries(finished_before=now - DELIVERY_RETENTION)
+        if purged:
+            log.info("purged %d processed deliveries older than %s", purged, DELIVERY_RETENTION)
+
+
+async def run_worker_forever(worker: Worker, stop: asyncio.Event) -> None:
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        await stop.wait()
+    finally:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, timeout=30)

@@ -1,0 +1,1 @@
+"""Chat surfaces (PR comments, Slack, Telegram) and the command grammar they share."""

@@ -1,0 +1,1 @@
+"""The reference dev agent: an A2A server that runs allowlisted release playbooks."""

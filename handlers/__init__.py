@@ -1,0 +1,1 @@
+"""GitHub event handlers: one module per event family, composed into one router here."""
