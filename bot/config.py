@@ -236,7 +236,7 @@ class _Reader:
         if not inline:
             return None
         # Platforms that cannot hold multi-line values get the PEM with literal \n.
-        pem = inline.strip().replace("\\n", "\n") + "\n"
+        pem = inline.replace("\\n", "\n").strip() + "\n"
         try:
             key = load_pem_private_key(pem.encode(), password=None)
         except (ValueError, TypeError):

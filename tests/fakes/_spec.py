@@ -12,7 +12,7 @@ import copy
 import functools
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from urllib.parse import quote, unquote
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
-from referencing import Registry, Resource
+from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "github"
@@ -52,6 +52,47 @@ def openapi_to_jsonschema(node: Any) -> Any:
         return out
     # `allOf`/`oneOf`/`anyOf`/`$ref` with nullable: null or whatever the rest says.
     return {"anyOf": [{"type": "null"}, out]}
+
+
+def _account_any_of(schema: dict[str, Any]) -> dict[str, Any]:
+    fixed = {k: v for k, v in schema.items() if k != "allOf"}
+    fixed["anyOf"] = schema["allOf"]
+    return fixed
+
+
+# Places where the upstream description contradicts itself; each fix is applied at load time.
+ERRATA: list[tuple[tuple[str, ...], Callable[[dict[str, Any]], dict[str, Any]], str]] = [
+    (
+        (
+            "paths",
+            "/app/installations",
+            "get",
+            "responses",
+            "200",
+            "content",
+            "application/json",
+            "schema",
+            "items",
+            "properties",
+            "account",
+        ),
+        _account_any_of,
+        "GET /app/installations inlines `account` as allOf[simple-user, enterprise] (an account "
+        "would have to be both); components/schemas/installation says anyOf, as here.",
+    ),
+]
+
+
+def apply_errata(document: dict[str, Any]) -> dict[str, Any]:
+    """A copy of `document` with every erratum applied (only where the path exists)."""
+    fixed = copy.deepcopy(document)
+    for path, fix, _reason in ERRATA:
+        parent: Any = fixed
+        for part in path[:-1]:
+            parent = parent.get(part) if isinstance(parent, dict) else None
+        if isinstance(parent, dict) and isinstance(parent.get(path[-1]), dict):
+            parent[path[-1]] = fix(parent[path[-1]])
+    return fixed
 
 
 def _pointer(*parts: str) -> str:
@@ -129,10 +170,14 @@ def describe_error(error: ValidationError) -> str:
 class Spec:
     """The reduced OpenAPI description: operations, routing, validators, example bodies."""
 
+    # GitHub documents two templates for the same URLs: `compare/{basehead}` and the more specific
+    # `compare/{base}...{head}`, which wins, so a compare is recorded as the latter.
+    SAME_URLS: Mapping[str, str] = {"repos/compare-commits-with-basehead": "repos/compare-commits"}
+
     def __init__(self, document: dict[str, Any]) -> None:
-        self.raw = document
-        self.translated = openapi_to_jsonschema(document)
-        resource = Resource(contents=self.translated, specification=DRAFT202012)
+        self.raw = apply_errata(document)
+        self.translated = openapi_to_jsonschema(self.raw)
+        resource = DRAFT202012.create_resource(self.translated)
         self.registry: Registry[Any] = Registry().with_resource(DOCUMENT_URI, resource)
         self.operations: list[Operation] = []
         self.by_id: dict[str, Operation] = {}
@@ -156,9 +201,7 @@ class Spec:
                 node = node[part]
         return node, parts
 
-    def _operation(
-        self, template: str, method: str, op: dict[str, Any], shared: list[Any]
-    ) -> Operation:
+    def _operation(self, template: str, method: str, op: dict[str, Any], shared: list[Any]) -> Operation:
         params: dict[str, Param] = {}
         for raw in [*shared, *op.get("parameters", [])]:
             param, _ = self.resolve(raw)

@@ -1,0 +1,122 @@
+"""The CLI as operators run it: `python -m bot serve` with nothing configured, and bad settings."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    return {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT), "HOME": str(tmp_path), **extra}
+
+
+async def test_serve_starts_unconfigured_and_explains_itself(tmp_path: Path) -> None:
+    port = _free_port()
+    proc = subprocess.Popen(  # noqa: ASYNC220
+        [sys.executable, "-m", "bot", "serve"],
+        cwd=tmp_path,
+        env=_env(tmp_path, PORT=str(port), HOST="127.0.0.1"),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        page = ""
+        async with aiohttp.ClientSession() as session:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                try:
+                    async with session.get(f"http://127.0.0.1:{port}/") as response:
+                        page = await response.text()
+                        break
+                except aiohttp.ClientConnectionError:
+                    await _sleep(0.1)
+            async with session.get(f"http://127.0.0.1:{port}/healthz") as response:
+                assert response.status == 200
+            async with session.post(
+                f"http://127.0.0.1:{port}/webhooks/github", data=b"{}", headers={"X-GitHub-Event": "ping"}
+            ) as response:
+                assert response.status == 503
+        assert "Not connected to GitHub yet" in page and "GITHUB_WEBHOOK_SECRET" in page
+        key = tmp_path / "data" / "secrets.key"
+        assert key.stat().st_mode & 0o777 == 0o600
+        assert (tmp_path / "data" / "release-secretary.db").exists()
+    finally:
+        proc.terminate()
+        _, stderr = proc.communicate(timeout=20)
+    assert proc.returncode == 0, stderr
+    assert "created" in stderr and "secrets.key" in stderr
+    assert "no GitHub App configured" in stderr
+
+
+async def _sleep(seconds: float) -> None:
+    import asyncio
+
+    await asyncio.sleep(seconds)
+
+
+def test_bad_settings_exit_2_with_every_problem(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", "serve"],
+        cwd=tmp_path,
+        env=_env(tmp_path, PORT="eighty", GITHUB_APP_ID="12", GITHUB_PRIVATE_KEY_PATH="/nope.pem"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "PORT must be a whole number, got 'eighty'" in result.stderr
+    assert "GITHUB_PRIVATE_KEY_PATH: cannot read /nope.pem" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_dotenv_file_is_read_and_environment_wins(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("PORT=notaport\nLOG_LEVEL=chatty\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", "deliveries"],
+        cwd=tmp_path,
+        env=_env(tmp_path, PORT="3001"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "LOG_LEVEL must be one of" in result.stderr
+    assert "PORT" not in result.stderr
+
+
+def test_keygen_prints_a_usable_key(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", "keygen"],
+        cwd=tmp_path,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    key = result.stdout.strip()
+    listing = subprocess.run(
+        [sys.executable, "-m", "bot", "deliveries"],
+        cwd=tmp_path,
+        env=_env(tmp_path, SECRETS_KEY=key),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert listing.returncode == 0, listing.stderr
+    assert "pending=0" in listing.stdout

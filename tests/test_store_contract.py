@@ -1,0 +1,188 @@
+"""One contract for every store: SQLite always, MongoDB when MONGODB_URI points at a server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from bot.secrets import SecretBox, generate_key
+from bot.store import DeliveryStatus, Installation, NewDelivery, Store, VersionConflict
+from bot.store.sqlite import SqliteStore
+
+T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture(params=["sqlite", "mongo"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    if request.param == "sqlite":
+        sqlite = SqliteStore(tmp_path / "store.db")
+        await sqlite.open()
+        yield sqlite
+        await sqlite.close()
+        return
+    uri = os.environ.get("MONGODB_URI")
+    if not uri:
+        pytest.skip("MongoDB leg of the store contract: set MONGODB_URI to a server to run it")
+    from bot.store.mongo import MongoStore
+
+    mongo = MongoStore(uri, database=f"rs_test_{uuid.uuid4().hex[:8]}")
+    await mongo.open()
+    await mongo.drop_everything()
+    yield mongo
+    await mongo.drop_everything()
+    await mongo.close()
+
+
+def delivery(
+    n: int | str, *, event: str = "pull_request", at: datetime = T0, body: bytes | None = None
+) -> NewDelivery:
+    return NewDelivery(
+        key=f"1:{n}",
+        delivery_id=str(n),
+        event=event,
+        action="labeled",
+        installation_id=42,
+        body=body if body is not None else b'{"action": "labeled", "n": "%s"}' % str(n).encode(),
+        received_at=at,
+    )
+
+
+async def test_record_is_idempotent_per_key(store: Store) -> None:
+    first = delivery("a")
+    assert await store.record_delivery(first) is True
+    assert await store.record_delivery(first) is False
+    stored = await store.get_delivery("1:a")
+    assert stored is not None
+    assert stored.body == first.body
+    assert stored.status is DeliveryStatus.PENDING
+    assert stored.attempts == 0
+    assert (await store.count_deliveries())[DeliveryStatus.PENDING] == 1
+
+
+async def test_concurrent_records_in_one_burst_keep_every_row_once(store: Store) -> None:
+    keys = [f"burst-{i % 150}" for i in range(300)]  # each key twice, interleaved
+    results = await asyncio.gather(*(store.record_delivery(delivery(k)) for k in keys))
+    assert sum(results) == 150
+    assert (await store.count_deliveries())[DeliveryStatus.PENDING] == 150
+
+
+async def test_large_body_round_trips(store: Store) -> None:
+    body = b'{"x": "' + b"y" * 2_000_000 + b'"}'
+    await store.record_delivery(delivery("big", body=body))
+    stored = await store.get_delivery("1:big")
+    assert stored is not None and stored.body == body
+
+
+async def test_claims_are_leases_and_exclusive(store: Store) -> None:
+    for i in range(5):
+        await store.record_delivery(delivery(i, at=T0 + timedelta(seconds=i)))
+    a = await store.claim_deliveries("worker-a", now=T0 + timedelta(seconds=10), lease_seconds=30, limit=3)
+    b = await store.claim_deliveries("worker-b", now=T0 + timedelta(seconds=10), lease_seconds=30, limit=10)
+    assert [d.delivery_id for d in a] == ["0", "1", "2"]
+    assert sorted(d.delivery_id for d in b) == ["3", "4"]
+    assert all(d.status is DeliveryStatus.PROCESSING and d.attempts == 1 for d in a + b)
+    assert (
+        await store.claim_deliveries("worker-c", now=T0 + timedelta(seconds=20), lease_seconds=30, limit=10)
+        == []
+    )
+
+
+async def test_expired_lease_is_taken_over_and_old_owner_loses(store: Store) -> None:
+    await store.record_delivery(delivery("x"))
+    [mine] = await store.claim_deliveries("crashed", now=T0, lease_seconds=30, limit=1)
+    assert (
+        await store.claim_deliveries("other", now=T0 + timedelta(seconds=29), lease_seconds=30, limit=1) == []
+    )
+    [taken] = await store.claim_deliveries("other", now=T0 + timedelta(seconds=31), lease_seconds=30, limit=1)
+    assert taken.key == mine.key and taken.attempts == 2 and taken.lease_owner == "other"
+    assert await store.finish_delivery("1:x", "crashed", now=T0) is False
+    assert await store.finish_delivery("1:x", "other", now=T0 + timedelta(seconds=32)) is True
+    done = await store.get_delivery("1:x")
+    assert done is not None and done.status is DeliveryStatus.DONE and done.lease_owner is None
+
+
+async def test_retry_waits_for_its_time_then_parks_and_requeues(store: Store) -> None:
+    await store.record_delivery(delivery("r"))
+    await store.claim_deliveries("w", now=T0, lease_seconds=30, limit=1)
+    later = T0 + timedelta(seconds=60)
+    assert await store.retry_delivery("1:r", "w", error="boom", next_attempt_at=later)
+    assert await store.next_delivery_due() == later
+    assert (
+        await store.claim_deliveries("w", now=later - timedelta(seconds=1), lease_seconds=30, limit=1) == []
+    )
+    [again] = await store.claim_deliveries("w", now=later, lease_seconds=30, limit=1)
+    assert again.attempts == 2 and again.last_error == "boom"
+    assert await store.park_delivery("1:r", "w", error="still boom", now=later)
+    parked = await store.list_deliveries(DeliveryStatus.PARKED)
+    assert [(d.key, d.last_error) for d in parked] == [("1:r", "still boom")]
+    assert await store.claim_deliveries("w", now=later + timedelta(days=1), lease_seconds=30, limit=1) == []
+    assert await store.requeue_delivery("1:r", now=later) is True
+    assert await store.requeue_delivery("1:r", now=later) is False
+    [fresh] = await store.claim_deliveries("w", now=later, lease_seconds=30, limit=1)
+    assert fresh.attempts == 1
+
+
+async def test_list_is_newest_first_and_purge_drops_old_done(store: Store) -> None:
+    for i in range(3):
+        await store.record_delivery(delivery(i, at=T0 + timedelta(minutes=i)))
+    assert [d.delivery_id for d in await store.list_deliveries(limit=2)] == ["2", "1"]
+    for d in await store.claim_deliveries("w", now=T0 + timedelta(hours=1), lease_seconds=30, limit=2):
+        await store.finish_delivery(d.key, "w", now=T0 + timedelta(hours=1))
+    assert await store.purge_deliveries(finished_before=T0 + timedelta(hours=2)) == 2
+    assert [d.delivery_id for d in await store.list_deliveries()] == ["2"]
+
+
+async def test_installations_are_versioned(store: Store) -> None:
+    inst = Installation(id=7, account_login="octo-org", repositories=("octo-org/a",))
+    saved = await store.save_installation(inst)
+    assert saved.version == 1
+    with pytest.raises(VersionConflict):
+        await store.save_installation(inst)  # a second insert of version 0
+    updated = await store.save_installation(replace(saved, repositories=("octo-org/a", "octo-org/b")))
+    assert updated.version == 2
+    with pytest.raises(VersionConflict):
+        await store.save_installation(replace(saved, suspended=True))  # stale version 1
+    got = await store.get_installation(7)
+    assert got is not None and got.repositories == ("octo-org/a", "octo-org/b") and got.version == 2
+    assert [i.id for i in await store.list_installations()] == [7]
+    assert await store.delete_installation(7) is True
+    assert await store.get_installation(7) is None
+
+
+async def test_secrets_are_stored_as_ciphertext(store: Store) -> None:
+    box = SecretBox((generate_key(),))
+    await store.put_secret("slack_bot_token", box.encrypt("xoxb-1"), now=T0)
+    await store.put_secret("slack_bot_token", box.encrypt("xoxb-2"), now=T0)
+    blob = await store.get_secret("slack_bot_token")
+    assert blob is not None and b"xoxb" not in blob
+    assert box.decrypt(blob) == "xoxb-2"
+    assert await store.get_secret("nope") is None
+
+
+async def test_ping(store: Store) -> None:
+    await store.ping()
+
+
+async def test_sqlite_file_is_wal_and_shared_between_connections(tmp_path: Path) -> None:
+    path = tmp_path / "shared.db"
+    one, two = SqliteStore(path), SqliteStore(path)
+    await one.open()
+    await two.open()
+    try:
+        await one.record_delivery(delivery("shared"))
+        assert await two.get_delivery("1:shared") is not None
+        [claimed] = await two.claim_deliveries("two", now=T0, lease_seconds=30, limit=5)
+        assert await one.claim_deliveries("one", now=T0, lease_seconds=30, limit=5) == []
+        assert claimed.key == "1:shared"
+        mode = await one._one("PRAGMA journal_mode")
+        assert mode[0] == "wal"
+    finally:
+        await one.close()
+        await two.close()

@@ -1,0 +1,116 @@
+"""The worker: failures are retried with backoff, then parked with their error; good work is done once."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from gidgethub import routing, sansio
+from gidgethub.abc import GitHubAPI
+
+from bot.config import Settings
+from bot.context import HandlerContext
+from bot.github import RateLimitWaitTooLong
+from bot.store import DeliveryStatus, NewDelivery
+from bot.store.sqlite import SqliteStore
+from bot.worker import Worker, backoff
+from tests.helpers import webhook_body
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    s = SqliteStore(tmp_path / "w.db")
+    await s.open()
+    yield s
+    await s.close()
+
+
+async def _record(store: SqliteStore, clock: Clock, key: str = "d1") -> None:
+    await store.record_delivery(
+        NewDelivery(
+            key=f"1:{key}",
+            delivery_id=key,
+            event="pull_request",
+            action="labeled",
+            installation_id=None,
+            body=webhook_body("pull_request", "labeled"),
+            received_at=clock(),
+        )
+    )
+
+
+async def test_failing_handler_is_retried_then_parked_with_its_error(
+    store: SqliteStore, settings: Settings
+) -> None:
+    clock = Clock()
+    router = routing.Router()
+    calls: list[str] = []
+
+    @router.register("pull_request", action="labeled")
+    async def explode(event: sansio.Event, gh: GitHubAPI, *, ctx: HandlerContext) -> None:
+        calls.append(event.delivery_id)
+        raise ValueError("label payload without a name")
+
+    worker = Worker(store, settings.replace(worker_max_attempts=3), router, None, clock=clock)
+    await _record(store, clock)
+    for attempt in range(1, 4):
+        assert await worker.run_once() == 1
+        d = await store.get_delivery("1:d1")
+        assert d is not None and d.attempts == attempt
+        clock.now = d.next_attempt_at + timedelta(seconds=1)
+    assert calls == ["d1"] * 3
+    parked = await store.get_delivery("1:d1")
+    assert parked is not None and parked.status is DeliveryStatus.PARKED
+    assert parked.last_error == "ValueError: label payload without a name"
+    assert await worker.run_once() == 0
+
+
+async def test_retry_waits_as_long_as_github_asks(store: SqliteStore, settings: Settings) -> None:
+    clock = Clock()
+    router = routing.Router()
+
+    @router.register("pull_request")
+    async def limited(event: sansio.Event, gh: GitHubAPI, *, ctx: HandlerContext) -> None:
+        raise RateLimitWaitTooLong(900)
+
+    worker = Worker(store, settings, router, None, clock=clock)
+    await _record(store, clock)
+    await worker.run_once()
+    d = await store.get_delivery("1:d1")
+    assert d is not None and d.status is DeliveryStatus.PENDING
+    assert d.next_attempt_at == clock.now + timedelta(seconds=900)
+    assert "rate limit" in (d.last_error or "")
+
+
+async def test_success_is_done_once(store: SqliteStore, settings: Settings) -> None:
+    clock = Clock()
+    router = routing.Router()
+    seen: list[str] = []
+
+    @router.register("pull_request")
+    async def ok(event: sansio.Event, gh: GitHubAPI, *, ctx: HandlerContext) -> None:
+        seen.append(event.data["action"])
+
+    worker = Worker(store, settings, router, None, clock=clock)
+    for i in range(5):
+        await _record(store, clock, f"d{i}")
+    assert await worker.drain() == 5
+    assert seen == ["labeled"] * 5
+    assert worker.processed == 5
+    assert await worker.drain() == 0
+
+
+def test_backoff_grows_and_is_capped() -> None:
+    assert 1.0 <= backoff(1, 2.0) <= 2.0
+    assert 8.0 <= backoff(4, 2.0) <= 16.0
+    assert 1800.0 <= backoff(30, 2.0) <= 3600.0
