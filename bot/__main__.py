@@ -9,8 +9,9 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from dotenv import dotenv_values
 
@@ -40,6 +41,27 @@ def load_settings(env: Mapping[str, str], *, create_local_key: bool) -> Settings
     return settings
 
 
+def new_event_loop(choice: str) -> asyncio.AbstractEventLoop:
+    """uvloop when asked for or available ("auto"): it roughly halves the event loop's own cost."""
+    if choice != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            if choice == "uvloop":
+                raise SystemExit("EVENT_LOOP=uvloop but uvloop is not installed") from None
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
+def _run(settings: Settings, main: Coroutine[Any, Any, int | None]) -> int | None:
+    loop = new_event_loop(settings.event_loop)
+    try:
+        return loop.run_until_complete(main)
+    finally:
+        loop.close()
+
+
 def _serve(settings: Settings, *, run_worker: bool) -> None:
     from aiohttp import web
 
@@ -59,7 +81,14 @@ def _serve(settings: Settings, *, run_worker: bool) -> None:
             ", ".join(settings.missing_for_github()),
             settings.port,
         )
-    web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None)
+    web.run_app(
+        app,
+        host=settings.host,
+        port=settings.port,
+        print=None,
+        access_log=None,
+        loop=new_event_loop(settings.event_loop),
+    )
 
 
 async def _run_worker(settings: Settings) -> None:
@@ -165,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _serve(settings, run_worker=False)
     elif args.command == "worker":
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(_run_worker(settings))
+            _run(settings, _run_worker(settings))
     elif args.command == "doctor":
         from .doctor import run_doctor
 

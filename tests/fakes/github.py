@@ -58,8 +58,20 @@ class _Fault:
 
 
 class FakeGitHub(Operations):
-    """The fake GitHub. `await start()`, arrange state with the `add_*`/`set_*` methods, point the
-    bot at `url`, then assert on `requests`, `calls(...)`, the state and `violations == []`."""
+    """The fake GitHub. `await start()`, arrange state with the `add_*`/`set_*` methods (`_state`),
+    point the bot at `url`, then assert on `requests`, `calls(...)`, the state and `violations == []`.
+
+        fake.add_app(APP_ID, app_key.public_key_pem)
+        fake.add_repo("octo-org/widgets")
+        fake.add_installation(77, "octo-org", repos=["octo-org/widgets"])
+        fake.add_pull("octo-org/widgets", 5, head_sha="a" * 40, labels=["release"])
+        ...  # the bot runs against fake.url
+        assert [c.json for c in fake.calls("issues/create-comment")] == [{"body": ...}]
+        assert fake.violations == []
+
+    Knobs: `token_ttl`, `rate_limit`, `clock` (a callable returning an aware datetime),
+    `redelivery_status_code`, and `fail_next(...)` for faults.
+    """
 
     def __init__(self, spec: Spec | None = None) -> None:
         super().__init__(spec or load_spec())
@@ -121,6 +133,8 @@ class FakeGitHub(Operations):
         canonical = same.get(operation_id, operation_id)
         wanted = {op_id for op_id in self.spec.by_id if same.get(op_id, op_id) == canonical}
         return [r for r in self.requests if r.operation_id in wanted]
+
+    # Reading state back, rendered as the API would answer.
 
     def comment(self, comment_id: int) -> JSON:
         return self._comment_json(self.comments[comment_id])
