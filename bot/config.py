@@ -49,6 +49,7 @@ class Settings:
     worker_max_attempts: int = 8
     worker_poll_interval: float = 1.0
     worker_retry_base: float = 2.0
+    redelivery_sweep_interval: float = 300.0  # 0 turns the sweep off
 
     @property
     def app_configured(self) -> bool:
@@ -127,6 +128,7 @@ class Settings:
             worker_lease_seconds=reader.number("WORKER_LEASE_SECONDS", 60.0, minimum=1.0),
             worker_max_attempts=reader.integer("WORKER_MAX_ATTEMPTS", 8, minimum=1) or 8,
             worker_poll_interval=reader.number("WORKER_POLL_INTERVAL", 1.0, minimum=0.01),
+            redelivery_sweep_interval=reader.number("REDELIVERY_SWEEP_INTERVAL", 300.0),
         )
         if reader.problems:
             raise SettingsError(reader.problems)

@@ -8,7 +8,6 @@ delivery over. Every claim counts as an attempt, so an event that crashes its wo
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import random
@@ -26,6 +25,7 @@ from .config import Settings
 from .context import HandlerContext, utcnow
 from .github import GitHubApp, RateLimitWaitTooLong
 from .logs import log_context, redact
+from .redelivery import sweep_failed_deliveries
 from .store import Delivery, Store
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,7 @@ class Worker:
         self.wakeup = asyncio.Event()
         self.processed = 0
         self._last_purge: datetime | None = None
+        self._last_sweep: datetime | None = None
 
     def notify(self) -> None:
         """Called by the web side of the same process when a delivery was stored."""
@@ -85,6 +86,7 @@ class Worker:
             try:
                 handled = await self.run_once()
                 await self._maybe_purge()
+                await self._maybe_sweep()
             except Exception:
                 # The store went away for a moment: keep the worker alive and try again.
                 log.exception("worker loop error")
@@ -184,6 +186,27 @@ class Worker:
             exc_info=exc,
         )
 
+    async def _maybe_sweep(self) -> None:
+        interval = self.settings.redelivery_sweep_interval
+        if interval <= 0 or self.github is None or not self.github.configured:
+            return
+        now = self.clock()
+        if self._last_sweep is not None and (now - self._last_sweep).total_seconds() < interval:
+            return
+        self._last_sweep = now
+        try:
+            result = await sweep_failed_deliveries(self.github, self.store, owner=self.owner, now=now)
+        except Exception as exc:  # noqa: BLE001 - the sweep is best effort; the next one tries again
+            log.warning("webhook redelivery sweep failed: %s", describe_error(exc))
+            return
+        if result is not None and result.failed:
+            log.info(
+                "redelivery sweep: %d failed deliveries, %d redelivered, %d given up",
+                result.failed,
+                result.redelivered,
+                result.gave_up,
+            )
+
     async def _maybe_purge(self) -> None:
         now = self.clock()
         if self._last_purge is not None and now - self._last_purge < _PURGE_EVERY:
@@ -192,12 +215,3 @@ class Worker:
         purged = await self.store.purge_deliveries(finished_before=now - DELIVERY_RETENTION)
         if purged:
             log.info("purged %d processed deliveries older than %s", purged, DELIVERY_RETENTION)
-
-
-async def run_worker_forever(worker: Worker, stop: asyncio.Event) -> None:
-    task = asyncio.create_task(worker.run(stop))
-    try:
-        await stop.wait()
-    finally:
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(task, timeout=30)

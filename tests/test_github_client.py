@@ -171,3 +171,38 @@ def test_retry_delay_follows_githubs_guidance(
     status: int, headers: dict[str, str], message: str, attempt: int, expected: float | None
 ) -> None:
     assert retry_delay(_exc(status, headers, message), attempt) == expected
+
+
+async def test_no_token_reaches_the_logs(
+    github: GitHubApp, fake_github: FakeGitHub, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from bot.logs import JsonFormatter, TextFormatter
+
+    caplog.set_level(logging.DEBUG)
+    await github.installation_client(99).getitem("/repos/octo-org/widgets")
+    [token] = list(fake_github.tokens)
+    assert token
+    formatted = "\n".join(
+        TextFormatter("%(message)s").format(r) + JsonFormatter().format(r) for r in caplog.records
+    )
+    assert "installation token issued" in formatted
+    assert token not in formatted
+    assert repr(await github.installation_token(99)).count(token) == 0
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        "ghs_16C7e42F292c6912E7710c838347Ae178B4a",
+        "ghp_abcdefghijklmnopqrstuvwxyz0123456789",
+        "xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx",
+        "110201543:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw",
+        "eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiI0MiJ9.c2lnbmF0dXJlLXNpZ25hdHVyZQ",
+    ],
+)
+def test_redact_masks_known_token_shapes(secret: str) -> None:
+    from bot.logs import redact
+
+    assert secret not in redact(f"request failed with token {secret} attached")

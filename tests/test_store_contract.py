@@ -186,3 +186,19 @@ async def test_sqlite_file_is_wal_and_shared_between_connections(tmp_path: Path)
     finally:
         await one.close()
         await two.close()
+
+
+async def test_named_lease_is_exclusive_until_it_expires(store: Store) -> None:
+    assert await store.acquire_lease("sweep", "a", now=T0, seconds=60)
+    assert await store.acquire_lease("sweep", "a", now=T0 + timedelta(seconds=10), seconds=60)  # renew
+    assert not await store.acquire_lease("sweep", "b", now=T0 + timedelta(seconds=30), seconds=60)
+    assert await store.acquire_lease("sweep", "b", now=T0 + timedelta(seconds=71), seconds=60)
+    assert not await store.acquire_lease("sweep", "a", now=T0 + timedelta(seconds=72), seconds=60)
+    assert await store.acquire_lease("other", "a", now=T0, seconds=60)
+
+
+async def test_values_round_trip(store: Store) -> None:
+    assert await store.get_value("cursor") is None
+    await store.set_value("cursor", "2026-11-25T12:00:00+00:00", now=T0)
+    await store.set_value("cursor", "2026-11-25T12:05:00+00:00", now=T0)
+    assert await store.get_value("cursor") == "2026-11-25T12:05:00+00:00"

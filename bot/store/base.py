@@ -123,6 +123,14 @@ class Store(Protocol):
 
     async def list_installations(self) -> list[Installation]: ...
 
+    # Named leases (one sweeper among many workers) and small durable values (cursors).
+    async def acquire_lease(self, name: str, owner: str, *, now: datetime, seconds: float) -> bool:
+        """Take or renew the named lease; False while another owner holds it unexpired."""
+
+    async def get_value(self, key: str) -> str | None: ...
+
+    async def set_value(self, key: str, value: str, *, now: datetime) -> None: ...
+
     # Encrypted secrets: the store keeps opaque ciphertext; bot.secrets does the crypto.
     async def put_secret(self, name: str, ciphertext: bytes, *, now: datetime) -> None: ...
 

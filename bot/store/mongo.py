@@ -53,7 +53,7 @@ class MongoStore:
 
     async def drop_everything(self) -> None:
         """For the contract tests: a clean database."""
-        for name in ("deliveries", "installations", "secrets"):
+        for name in ("deliveries", "installations", "secrets", "leases", "kv"):
             await self._db[name].drop()
         await self.open()
 
@@ -218,6 +218,28 @@ class MongoStore:
     async def list_installations(self) -> list[Installation]:
         cursor = self._db.installations.find({}).sort("_id", ASCENDING)
         return [installation_from_doc(doc, doc["version"]) async for doc in cursor]
+
+    # Leases and values.
+
+    async def acquire_lease(self, name: str, owner: str, *, now: datetime, seconds: float) -> bool:
+        until = now + timedelta(seconds=seconds)
+        try:
+            doc = await self._db.leases.find_one_and_update(
+                {"_id": name, "$or": [{"owner": owner}, {"until": {"$lt": now}}]},
+                {"$set": {"owner": owner, "until": until}},
+                upsert=True,
+                return_document=ReturnDocument.AFTER,
+            )
+        except DuplicateKeyError:
+            return False  # held by someone else: the upsert collided with their document
+        return doc is not None
+
+    async def get_value(self, key: str) -> str | None:
+        doc = await self._db.kv.find_one({"_id": key})
+        return None if doc is None else str(doc["value"])
+
+    async def set_value(self, key: str, value: str, *, now: datetime) -> None:
+        await self._db.kv.update_one({"_id": key}, {"$set": {"value": value, "updated_at": now}}, upsert=True)
 
     # Secrets.
 

@@ -64,6 +64,10 @@ _MIGRATIONS: tuple[str, ...] = (
         updated_at REAL NOT NULL
     );
     """,
+    """
+    CREATE TABLE leases (name TEXT PRIMARY KEY, owner TEXT NOT NULL, until REAL NOT NULL);
+    CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at REAL NOT NULL);
+    """,
 )
 
 
@@ -302,6 +306,29 @@ class SqliteStore:
     async def list_installations(self) -> list[Installation]:
         rows = await self._all("SELECT version, doc FROM installations ORDER BY id")
         return [installation_from_doc(orjson.loads(doc), version) for version, doc in rows]
+
+    # Leases and values.
+
+    async def acquire_lease(self, name: str, owner: str, *, now: datetime, seconds: float) -> bool:
+        t = _ts(now)
+        rows = await self._all(
+            "INSERT INTO leases (name, owner, until) VALUES (?, ?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, until = excluded.until"
+            " WHERE leases.owner = excluded.owner OR leases.until < ? RETURNING name",
+            (name, owner, t + seconds, t),
+        )
+        return bool(rows)
+
+    async def get_value(self, key: str) -> str | None:
+        row = await self._one("SELECT value FROM kv WHERE key = ?", (key,))
+        return None if row is None else str(row[0])
+
+    async def set_value(self, key: str, value: str, *, now: datetime) -> None:
+        await self._all(
+            "INSERT INTO kv (key, value, updated_at) VALUES (?, ?, ?) ON CONFLICT (key)"
+            " DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            (key, value, _ts(now)),
+        )
 
     # Secrets.
 
