@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
@@ -65,15 +66,24 @@ def generate_key() -> str:
 
 
 def load_or_create_local_key(data_dir: Path) -> tuple[str, bool]:
-    """Return the key kept in data_dir (mode 0600), creating it on first start; and whether it is new."""
+    """Return the key kept in data_dir (mode 0600), creating it on first start; and whether it is new.
+
+    Web and worker may start together on a fresh folder: the key is written to a private temporary
+    file and linked into place atomically, so both end up with the same complete key.
+    """
     path = data_dir / LOCAL_KEY_FILE
     try:
         return path.read_text().strip(), False
     except FileNotFoundError:
         pass
     data_dir.mkdir(parents=True, exist_ok=True)
-    key = generate_key()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(key + "\n")
-    return key, True
+    fd, tmp = tempfile.mkstemp(dir=data_dir, prefix=".secrets-")  # created with mode 0600
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(generate_key() + "\n")
+        os.link(tmp, path)
+    except FileExistsError:
+        return path.read_text().strip(), False
+    finally:
+        os.unlink(tmp)
+    return path.read_text().strip(), True

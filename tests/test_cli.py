@@ -120,3 +120,69 @@ def test_keygen_prints_a_usable_key(tmp_path: Path) -> None:
     )
     assert listing.returncode == 0, listing.stderr
     assert "pending=0" in listing.stdout
+
+
+async def _wait_http(session: aiohttp.ClientSession, url: str) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            async with session.get(url) as response:
+                if response.status == 200:
+                    return
+        except aiohttp.ClientConnectionError:
+            pass
+        await _sleep(0.1)
+    raise AssertionError(f"{url} never answered")
+
+
+async def _wait_installation(db: Path, installation_id: int) -> None:
+    from bot.store.sqlite import SqliteStore
+
+    store = SqliteStore(db)
+    await store.open()
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if await store.get_installation(installation_id) is not None:
+                return
+            await _sleep(0.1)
+        raise AssertionError(f"installation {installation_id} never stored")
+    finally:
+        await store.close()
+
+
+async def test_procfile_split_web_and_worker_share_the_work(tmp_path: Path) -> None:
+    """`web` stores and acknowledges; a separate `worker` process picks the delivery up."""
+    from tests.helpers import SECRET, webhook_body, webhook_headers
+
+    port = _free_port()
+    env = _env(
+        tmp_path,
+        PORT=str(port),
+        HOST="127.0.0.1",
+        GITHUB_WEBHOOK_SECRET=SECRET,
+        WORKER_POLL_INTERVAL="0.1",
+        REDELIVERY_SWEEP_INTERVAL="0",
+    )
+    procs = [
+        subprocess.Popen(  # noqa: ASYNC220
+            [sys.executable, "-m", "bot", role], cwd=tmp_path, env=env, stderr=subprocess.DEVNULL
+        )
+        for role in ("web", "worker")
+    ]
+    try:
+        body = webhook_body("installation", "created")
+        async with aiohttp.ClientSession() as session:
+            await _wait_http(session, f"http://127.0.0.1:{port}/healthz")
+            async with session.post(
+                f"http://127.0.0.1:{port}/webhooks/github",
+                data=body,
+                headers=webhook_headers("installation", body),
+            ) as response:
+                assert response.status == 202
+        await _wait_installation(tmp_path / "data" / "release-secretary.db", 957387)
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            assert proc.wait(timeout=20) == 0

@@ -107,9 +107,22 @@ class SqliteStore:
         await self._migrate()
 
     async def _migrate(self) -> None:
+        # Several processes may open a fresh file at once (web + worker): the version is read again
+        # inside the write lock, so each migration runs exactly once.
         (version,) = await self._one("PRAGMA user_version")
-        for number, script in enumerate(_MIGRATIONS[version:], start=version + 1):
-            await self.db.executescript(f"BEGIN IMMEDIATE; {script}; PRAGMA user_version = {number}; COMMIT;")
+        if version >= len(_MIGRATIONS):
+            return
+        await self.db.execute("BEGIN IMMEDIATE")
+        try:
+            (version,) = await self._one("PRAGMA user_version")
+            for number, script in enumerate(_MIGRATIONS[version:], start=version + 1):
+                for statement in filter(str.strip, script.split(";")):
+                    await self.db.execute(statement)
+                await self.db.execute(f"PRAGMA user_version = {number}")
+        except BaseException:
+            await self.db.execute("ROLLBACK")
+            raise
+        await self.db.execute("COMMIT")
 
     async def close(self) -> None:
         if self._writer is not None:
