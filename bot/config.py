@@ -50,6 +50,7 @@ class Settings:
     worker_poll_interval: float = 1.0
     worker_retry_base: float = 2.0
     redelivery_sweep_interval: float = 300.0  # 0 turns the sweep off
+    sticky_debounce: float = 3.0  # at most one edit of a PR's progress comment per this many seconds
 
     @property
     def app_configured(self) -> bool:
@@ -85,9 +86,7 @@ class Settings:
         app_id = reader.integer("GITHUB_APP_ID", None, minimum=1)
         private_key = reader.private_key()
         secret = reader.text("GITHUB_WEBHOOK_SECRET")
-        if (app_id is None) != (private_key is None) and not reader.failed(
-            "GITHUB_APP_ID", "GITHUB_PRIVATE_KEY"
-        ):
+        if (app_id is None) != (private_key is None) and not reader.failed("GITHUB_APP_ID", "GITHUB_PRIVATE_KEY"):
             have, need = (
                 ("GITHUB_APP_ID", "GITHUB_PRIVATE_KEY or GITHUB_PRIVATE_KEY_PATH")
                 if app_id is not None
@@ -129,6 +128,7 @@ class Settings:
             worker_max_attempts=reader.integer("WORKER_MAX_ATTEMPTS", 8, minimum=1) or 8,
             worker_poll_interval=reader.number("WORKER_POLL_INTERVAL", 1.0, minimum=0.01),
             redelivery_sweep_interval=reader.number("REDELIVERY_SWEEP_INTERVAL", 300.0),
+            sticky_debounce=reader.number("STICKY_DEBOUNCE_SECONDS", 3.0),
         )
         if reader.problems:
             raise SettingsError(reader.problems)

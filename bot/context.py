@@ -6,9 +6,13 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from .config import Settings
 from .store import Store
+
+if TYPE_CHECKING:
+    from .service import ReleaseService
 
 
 def utcnow() -> datetime:
@@ -21,3 +25,10 @@ class HandlerContext:
     settings: Settings
     clock: Callable[[], datetime] = utcnow
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("handlers"))
+    service: ReleaseService | None = None
+
+    @property
+    def releases(self) -> ReleaseService:
+        if self.service is None:
+            raise RuntimeError("this context has no release service")
+        return self.service

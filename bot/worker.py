@@ -23,10 +23,13 @@ from gidgethub.abc import GitHubAPI
 
 from .config import Settings
 from .context import HandlerContext, utcnow
+from .effects import EffectExecutor
 from .github import GitHubApp, RateLimitWaitTooLong
 from .logs import log_context, redact
 from .redelivery import sweep_failed_deliveries
+from .service import ReleaseService
 from .store import Delivery, Store
+from .store.base import Job
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +73,9 @@ class Worker:
         self.github = github
         self.clock = clock
         self.owner = owner or worker_id()
-        self.ctx = HandlerContext(store=store, settings=settings, clock=clock)
+        self.service = ReleaseService(store, settings, clock)
+        self.ctx = HandlerContext(store=store, settings=settings, clock=clock, service=self.service)
+        self.executor = EffectExecutor(store, github, clock) if github is not None else None
         self.wakeup = asyncio.Event()
         self.processed = 0
         self._last_purge: datetime | None = None
@@ -97,7 +102,8 @@ class Worker:
 
     async def _idle(self, stop: asyncio.Event) -> None:
         timeout = self.settings.worker_poll_interval
-        due = await self.store.next_delivery_due()
+        dues = [await self.store.next_delivery_due(), await self.store.next_job_due()]
+        due = min((d for d in dues if d is not None), default=None)
         if due is not None:
             timeout = max(0.0, min(timeout, (due - self.clock()).total_seconds()))
         self.wakeup.clear()
@@ -109,16 +115,45 @@ class Worker:
                 waiter.cancel()
 
     async def run_once(self) -> int:
-        """Claim one batch of due deliveries and process them; return how many were claimed."""
+        """Claim one batch of due deliveries and jobs and process them; return how many were claimed."""
+        now = self.clock()
         batch = await self.store.claim_deliveries(
             self.owner,
-            now=self.clock(),
+            now=now,
             lease_seconds=self.settings.worker_lease_seconds,
             limit=self.settings.worker_concurrency,
         )
         if batch:
             await asyncio.gather(*(self.process(d) for d in batch))
-        return len(batch)
+        jobs = []
+        if self.executor is not None:
+            jobs = await self.store.claim_jobs(
+                self.owner,
+                now=self.clock(),
+                lease_seconds=self.settings.worker_lease_seconds,
+                limit=self.settings.worker_concurrency,
+            )
+            if jobs:
+                await asyncio.gather(*(self.run_job(j) for j in jobs))
+        return len(batch) + len(jobs)
+
+    async def run_job(self, job: Job) -> None:
+        assert self.executor is not None
+        with log_context(job=job.key, job_kind=job.kind):
+            try:
+                await self.executor.run(job)
+            except Exception as exc:  # noqa: BLE001 - retried with backoff; a write is never dropped
+                delay = (
+                    exc.seconds
+                    if isinstance(exc, RateLimitWaitTooLong)
+                    else backoff(job.attempts, self.settings.worker_retry_base)
+                )
+                await self.store.retry_job(
+                    job, self.owner, error=describe_error(exc), due_at=self.clock() + timedelta(seconds=delay)
+                )
+                log.warning("job failed (attempt %d), retrying in %.1fs: %s", job.attempts, delay, describe_error(exc))
+                return
+            await self.store.finish_job(job, self.owner)
 
     async def drain(self, *, max_rounds: int = 100) -> int:
         """Process until nothing is due (tests and the CLI's one-shot mode)."""

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from gidgethub import routing
 
-from . import installation
+from . import checks, installation, pull_request, ship_command
 
-ROUTERS: tuple[routing.Router, ...] = (installation.router,)
+ROUTERS: tuple[routing.Router, ...] = (
+    installation.router,
+    pull_request.router,
+    ship_command.router,
+    checks.router,
+)
 
 # GitHub sends these to every App whatever it subscribes to; they never appear in default_events.
-ALWAYS_DELIVERED = frozenset(
-    {"installation", "installation_repositories", "github_app_authorization", "ping"}
-)
+ALWAYS_DELIVERED = frozenset({"installation", "installation_repositories", "github_app_authorization", "ping"})
 
 
 def compose() -> routing.Router:

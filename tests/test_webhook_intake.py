@@ -16,6 +16,7 @@ from bot.config import Settings
 from bot.store import DeliveryStatus
 from bot.worker import Worker
 from handlers.routes import compose
+from tests.fakes.github import FakeGitHub
 from tests.helpers import SECRET, sign, webhook_body, webhook_fixtures, webhook_headers
 
 ClientFactory = Callable[[web.Application], Awaitable[TestClient]]
@@ -36,21 +37,31 @@ FIXTURES = list(webhook_fixtures())
 
 
 async def test_every_fixture_payload_is_accepted_and_dispatched(
-    client: TestClient,
-    settings: Settings,
+    aiohttp_client: ClientFactory, app_settings: Settings, fake_github: FakeGitHub
 ) -> None:
+    """Every GitHub example payload goes through intake and the real handlers without an error,
+    against a fake GitHub that knows the payloads' installations and repositories."""
     assert len(FIXTURES) == 99
+    for _, path in FIXTURES:
+        data = json.loads(path.read_bytes())
+        repo = (data.get("repository") or {}).get("full_name")
+        if repo and repo.lower() not in fake_github.repos:
+            fake_github.add_repo(repo)
+        installation = (data.get("installation") or {}).get("id")
+        if installation and installation not in fake_github.installations:
+            fake_github.add_installation(installation, repo.split("/")[0] if repo else "octocat", app_id=4242)
+    client = await aiohttp_client(make_app(app_settings))
     for event, path in FIXTURES:
         body = path.read_bytes()
         response = await client.post("/webhooks/github", data=body, headers=webhook_headers(event, body))
         assert response.status == 202, (path, await response.text())
-    worker = _worker(client, settings)
-    assert await worker.drain() == 99
-    counts = await client.server.app[STORE].count_deliveries()
-    assert counts[DeliveryStatus.DONE] == 99, [
-        (d.event, d.last_error) for d in await client.server.app[STORE].list_deliveries()
-    ]
+    worker = _worker(client, app_settings)
+    await worker.drain()
+    store = client.server.app[STORE]
+    counts = await store.count_deliveries()
+    assert counts[DeliveryStatus.DONE] == 99, [(d.event, d.action, d.last_error) for d in await store.list_deliveries()]
     assert counts[DeliveryStatus.PARKED] == counts[DeliveryStatus.PENDING] == 0
+    assert fake_github.violations == []
 
 
 async def test_delivery_is_stored_with_its_metadata_before_the_ack(client: TestClient) -> None:
@@ -74,9 +85,7 @@ async def test_installation_id_is_indexed(client: TestClient) -> None:
 
 async def test_redelivery_is_answered_200_and_stored_once(client: TestClient) -> None:
     headers = webhook_headers("pull_request", LABELED, delivery="same-id")
-    statuses = [
-        (await client.post("/webhooks/github", data=LABELED, headers=headers)).status for _ in range(10)
-    ]
+    statuses = [(await client.post("/webhooks/github", data=LABELED, headers=headers)).status for _ in range(10)]
     assert statuses == [202] + [200] * 9
     counts = await client.server.app[STORE].count_deliveries()
     assert sum(counts.values()) == 1
@@ -137,9 +146,7 @@ async def test_bad_input_gets_its_status_and_nothing_is_stored(
 
 async def test_body_over_25_mb_is_refused_413(client: TestClient) -> None:
     body = b'{"a": "' + b"x" * (25 * 1024 * 1024) + b'"}'
-    response = await client.post(
-        "/webhooks/github", data=io.BytesIO(body), headers=webhook_headers("push", body)
-    )
+    response = await client.post("/webhooks/github", data=io.BytesIO(body), headers=webhook_headers("push", body))
     assert response.status == 413
     assert "payload over" in (await response.json())["error"]
 
@@ -162,9 +169,7 @@ async def test_without_a_secret_webhooks_are_refused_not_accepted(
     aiohttp_client: ClientFactory, tmp_path: Path
 ) -> None:
     client = await aiohttp_client(make_app(Settings(data_dir=tmp_path)))
-    response = await client.post(
-        "/webhooks/github", data=LABELED, headers=webhook_headers("pull_request", LABELED)
-    )
+    response = await client.post("/webhooks/github", data=LABELED, headers=webhook_headers("pull_request", LABELED))
     assert response.status == 503
     assert "GITHUB_WEBHOOK_SECRET" in (await response.json())["error"]
 

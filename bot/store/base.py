@@ -6,7 +6,10 @@ import enum
 import zlib
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from ..release import PullRecord, Release
 
 
 class DeliveryStatus(enum.StrEnum):
@@ -67,6 +70,20 @@ class Installation:
     version: int = 0  # 0: not stored yet; the store bumps it on every save
 
 
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A durable piece of work due at a time (an outbox write, a timer), coalesced by key."""
+
+    key: str
+    kind: str
+    payload: dict[str, Any]
+    due_at: datetime
+    attempts: int = 0
+    seq: int = 0  # bumped by every schedule: finishing an older seq leaves the newer request queued
+    lease_owner: str | None = None
+    last_error: str | None = None
+
+
 class Store(Protocol):
     """Every operation the bot needs from its database. Times are aware UTC datetimes."""
 
@@ -81,17 +98,13 @@ class Store(Protocol):
     async def record_delivery(self, delivery: NewDelivery) -> bool:
         """Store a delivery durably; False if its key was already stored (a redelivery)."""
 
-    async def claim_deliveries(
-        self, owner: str, *, now: datetime, lease_seconds: float, limit: int
-    ) -> list[Delivery]:
+    async def claim_deliveries(self, owner: str, *, now: datetime, lease_seconds: float, limit: int) -> list[Delivery]:
         """Lease up to `limit` due deliveries (pending, or processing with an expired lease)."""
 
     async def finish_delivery(self, key: str, owner: str, *, now: datetime) -> bool:
         """Mark done; False if the lease was lost to another worker."""
 
-    async def retry_delivery(
-        self, key: str, owner: str, *, error: str, next_attempt_at: datetime
-    ) -> bool: ...
+    async def retry_delivery(self, key: str, owner: str, *, error: str, next_attempt_at: datetime) -> bool: ...
 
     async def park_delivery(self, key: str, owner: str, *, error: str, now: datetime) -> bool: ...
 
@@ -100,9 +113,7 @@ class Store(Protocol):
 
     async def get_delivery(self, key: str) -> Delivery | None: ...
 
-    async def list_deliveries(
-        self, status: DeliveryStatus | None = None, *, limit: int = 50
-    ) -> list[Delivery]:
+    async def list_deliveries(self, status: DeliveryStatus | None = None, *, limit: int = 50) -> list[Delivery]:
         """Newest first."""
 
     async def count_deliveries(self) -> dict[DeliveryStatus, int]: ...
@@ -122,6 +133,42 @@ class Store(Protocol):
     async def delete_installation(self, installation_id: int) -> bool: ...
 
     async def list_installations(self) -> list[Installation]: ...
+
+    # Releases: one active per PR (a second one is a VersionConflict); versioned documents.
+    async def get_active_release(self, repo: str, pr: int) -> Release | None: ...
+
+    async def get_latest_release(self, repo: str, pr: int) -> Release | None: ...
+
+    async def save_release(self, release: Release) -> Release: ...
+
+    async def find_releases(
+        self,
+        *,
+        repo: str | None = None,
+        head_sha: str | None = None,
+        active_only: bool = True,
+        limit: int = 200,
+    ) -> list[Release]: ...
+
+    # The bot's own outputs on a PR (sticky comment id, check runs).
+    async def get_pull_record(self, repo: str, pr: int) -> PullRecord | None: ...
+
+    async def save_pull_record(self, record: PullRecord) -> PullRecord: ...
+
+    # Jobs: outbox and timers.
+    async def schedule_job(
+        self, key: str, kind: str, payload: dict[str, Any], *, due_at: datetime, keep_earlier: bool = True
+    ) -> None:
+        """Create or coalesce the job `key`; with keep_earlier a pending job keeps its earlier due time."""
+
+    async def claim_jobs(self, owner: str, *, now: datetime, lease_seconds: float, limit: int) -> list[Job]: ...
+
+    async def finish_job(self, job: Job, owner: str) -> bool:
+        """Done: removed, unless it was scheduled again meanwhile (then it stays queued)."""
+
+    async def retry_job(self, job: Job, owner: str, *, error: str, due_at: datetime) -> bool: ...
+
+    async def next_job_due(self) -> datetime | None: ...
 
     # Named leases (one sweeper among many workers) and small durable values (cursors).
     async def acquire_lease(self, name: str, owner: str, *, now: datetime, seconds: float) -> bool:
@@ -174,3 +221,31 @@ def compress_body(body: bytes) -> bytes:
 
 def decompress_body(blob: bytes) -> bytes:
     return zlib.decompress(blob)
+
+
+def pull_record_to_doc(record: PullRecord) -> dict[str, Any]:
+    return {
+        "repo": record.repo,
+        "pr": record.pr,
+        "comment_id": record.comment_id,
+        "check_runs": record.check_runs,
+        "rendered": record.rendered,
+        "rendered_at": record.rendered_at.isoformat() if record.rendered_at else None,
+        "config_problems": list(record.config_problems),
+    }
+
+
+def pull_record_from_doc(doc: dict[str, Any], version: int) -> PullRecord:
+    from ..release import PullRecord
+
+    rendered_at = doc.get("rendered_at")
+    return PullRecord(
+        repo=doc["repo"],
+        pr=doc["pr"],
+        comment_id=doc.get("comment_id"),
+        check_runs={str(k): int(v) for k, v in (doc.get("check_runs") or {}).items()},
+        rendered=doc.get("rendered"),
+        rendered_at=datetime.fromisoformat(rendered_at) if rendered_at else None,
+        config_problems=tuple(doc.get("config_problems") or ()),
+        version=version,
+    )

@@ -3,22 +3,27 @@ processes. Leases and versions are single-document atomic updates, so no transac
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
+from ..release import PullRecord, Release, release_from_doc, release_to_doc
 from .base import (
     Delivery,
     DeliveryStatus,
     Installation,
+    Job,
     NewDelivery,
     VersionConflict,
     compress_body,
     decompress_body,
     installation_from_doc,
     installation_to_doc,
+    pull_record_from_doc,
+    pull_record_to_doc,
 )
 
 
@@ -42,6 +47,15 @@ class MongoStore:
         await db.deliveries.create_index([("status", ASCENDING), ("next_attempt_at", ASCENDING)])
         await db.deliveries.create_index([("status", ASCENDING), ("lease_until", ASCENDING)])
         await db.deliveries.create_index([("received_at", DESCENDING)])
+        await db.releases.create_index(
+            [("repo", ASCENDING), ("pr", ASCENDING)],
+            unique=True,
+            partialFilterExpression={"active": True},
+            name="one_active_release_per_pr",
+        )
+        await db.releases.create_index([("repo", ASCENDING), ("pr", ASCENDING), ("number", DESCENDING)])
+        await db.releases.create_index([("head_sha", ASCENDING), ("active", ASCENDING)])
+        await db.jobs.create_index([("status", ASCENDING), ("due_at", ASCENDING)])
 
     async def close(self) -> None:
         if self._client is not None:
@@ -53,7 +67,7 @@ class MongoStore:
 
     async def drop_everything(self) -> None:
         """For the contract tests: a clean database."""
-        for name in ("deliveries", "installations", "secrets", "leases", "kv"):
+        for name in ("deliveries", "installations", "secrets", "leases", "kv", "releases", "pulls", "jobs"):
             await self._db[name].drop()
         await self.open()
 
@@ -83,9 +97,7 @@ class MongoStore:
             return False
         return True
 
-    async def claim_deliveries(
-        self, owner: str, *, now: datetime, lease_seconds: float, limit: int
-    ) -> list[Delivery]:
+    async def claim_deliveries(self, owner: str, *, now: datetime, lease_seconds: float, limit: int) -> list[Delivery]:
         claimed: list[Delivery] = []
         due = {
             "$or": [
@@ -120,9 +132,7 @@ class MongoStore:
         return bool(result.modified_count)
 
     async def finish_delivery(self, key: str, owner: str, *, now: datetime) -> bool:
-        return await self._leased_update(
-            key, owner, {"status": "done", "finished_at": now, "last_error": None}
-        )
+        return await self._leased_update(key, owner, {"status": "done", "finished_at": now, "last_error": None})
 
     async def retry_delivery(self, key: str, owner: str, *, error: str, next_attempt_at: datetime) -> bool:
         return await self._leased_update(
@@ -132,9 +142,7 @@ class MongoStore:
         )
 
     async def park_delivery(self, key: str, owner: str, *, error: str, now: datetime) -> bool:
-        return await self._leased_update(
-            key, owner, {"status": "parked", "last_error": error, "finished_at": now}
-        )
+        return await self._leased_update(key, owner, {"status": "parked", "last_error": error, "finished_at": now})
 
     async def requeue_delivery(self, key: str, *, now: datetime) -> bool:
         result = await self._db.deliveries.update_one(
@@ -154,9 +162,7 @@ class MongoStore:
         doc = await self._db.deliveries.find_one({"_id": key})
         return None if doc is None else _delivery(doc)
 
-    async def list_deliveries(
-        self, status: DeliveryStatus | None = None, *, limit: int = 50
-    ) -> list[Delivery]:
+    async def list_deliveries(self, status: DeliveryStatus | None = None, *, limit: int = 50) -> list[Delivery]:
         query = {} if status is None else {"status": status.value}
         cursor = self._db.deliveries.find(query).sort("received_at", DESCENDING).limit(limit)
         return [_delivery(doc) async for doc in cursor]
@@ -169,9 +175,7 @@ class MongoStore:
         return counts
 
     async def purge_deliveries(self, *, finished_before: datetime) -> int:
-        result = await self._db.deliveries.delete_many(
-            {"status": "done", "finished_at": {"$lt": finished_before}}
-        )
+        result = await self._db.deliveries.delete_many({"status": "done", "finished_at": {"$lt": finished_before}})
         return int(result.deleted_count)
 
     async def next_delivery_due(self) -> datetime | None:
@@ -193,9 +197,7 @@ class MongoStore:
         new_version = installation.version + 1
         if installation.version == 0:
             try:
-                await self._db.installations.insert_one(
-                    {**doc, "_id": installation.id, "version": new_version}
-                )
+                await self._db.installations.insert_one({**doc, "_id": installation.id, "version": new_version})
             except DuplicateKeyError:
                 raise VersionConflict(f"installation {installation.id} already exists") from None
         else:
@@ -204,11 +206,7 @@ class MongoStore:
                 {"$set": {**doc, "version": new_version}},
             )
             if not result.modified_count:
-                raise VersionConflict(
-                    f"installation {installation.id} changed since version {installation.version}"
-                )
-        from dataclasses import replace
-
+                raise VersionConflict(f"installation {installation.id} changed since version {installation.version}")
         return replace(installation, version=new_version)
 
     async def delete_installation(self, installation_id: int) -> bool:
@@ -218,6 +216,180 @@ class MongoStore:
     async def list_installations(self) -> list[Installation]:
         cursor = self._db.installations.find({}).sort("_id", ASCENDING)
         return [installation_from_doc(doc, doc["version"]) async for doc in cursor]
+
+    # Releases.
+
+    async def get_active_release(self, repo: str, pr: int) -> Release | None:
+        doc = await self._db.releases.find_one({"repo": repo, "pr": pr, "active": True})
+        return None if doc is None else release_from_doc(doc["doc"], doc["version"])
+
+    async def get_latest_release(self, repo: str, pr: int) -> Release | None:
+        doc = await self._db.releases.find_one({"repo": repo, "pr": pr}, sort=[("number", DESCENDING)])
+        return None if doc is None else release_from_doc(doc["doc"], doc["version"])
+
+    async def save_release(self, release: Release) -> Release:
+        fields = {
+            "repo": release.repo,
+            "pr": release.pr,
+            "number": release.number,
+            "state": release.state.value,
+            "active": release.active,
+            "head_sha": release.head_sha,
+            "doc": release_to_doc(release),
+            "version": release.version + 1,
+        }
+        try:
+            if release.version == 0:
+                await self._db.releases.insert_one({"_id": release.key, **fields})
+                ok = True
+            else:
+                result = await self._db.releases.update_one(
+                    {"_id": release.key, "version": release.version}, {"$set": fields}
+                )
+                ok = bool(result.modified_count)
+        except DuplicateKeyError:
+            ok = False
+        if not ok:
+            raise VersionConflict(f"release {release.key} changed since version {release.version}")
+        return replace(release, version=release.version + 1)
+
+    async def find_releases(
+        self,
+        *,
+        repo: str | None = None,
+        head_sha: str | None = None,
+        active_only: bool = True,
+        limit: int = 200,
+    ) -> list[Release]:
+        query: dict[str, Any] = {}
+        if repo is not None:
+            query["repo"] = repo
+        if head_sha is not None:
+            query["head_sha"] = head_sha
+        if active_only:
+            query["active"] = True
+        cursor = self._db.releases.find(query).sort([("repo", 1), ("pr", 1), ("number", -1)]).limit(limit)
+        return [release_from_doc(doc["doc"], doc["version"]) async for doc in cursor]
+
+    # Pull records.
+
+    async def get_pull_record(self, repo: str, pr: int) -> PullRecord | None:
+        doc = await self._db.pulls.find_one({"_id": f"{repo}#{pr}"})
+        return None if doc is None else pull_record_from_doc(doc["doc"], doc["version"])
+
+    async def save_pull_record(self, record: PullRecord) -> PullRecord:
+        key = f"{record.repo}#{record.pr}"
+        fields = {"doc": pull_record_to_doc(record), "version": record.version + 1}
+        try:
+            if record.version == 0:
+                await self._db.pulls.insert_one({"_id": key, **fields})
+                ok = True
+            else:
+                result = await self._db.pulls.update_one({"_id": key, "version": record.version}, {"$set": fields})
+                ok = bool(result.modified_count)
+        except DuplicateKeyError:
+            ok = False
+        if not ok:
+            raise VersionConflict(f"pull record {key} changed")
+        return replace(record, version=record.version + 1)
+
+    # Jobs.
+
+    async def schedule_job(
+        self, key: str, kind: str, payload: dict[str, Any], *, due_at: datetime, keep_earlier: bool = True
+    ) -> None:
+        pending_due: Any = {"$min": [{"$ifNull": ["$due_at", due_at]}, due_at]} if keep_earlier else due_at
+        await self._db.jobs.update_one(
+            {"_id": key},
+            [
+                {
+                    "$set": {
+                        "kind": kind,
+                        "payload": payload,
+                        "seq": {"$add": [{"$ifNull": ["$seq", 0]}, 1]},
+                        "status": {"$ifNull": ["$status", "pending"]},
+                        "attempts": {"$ifNull": ["$attempts", 0]},
+                        "due_at": {
+                            "$cond": [
+                                {"$eq": [{"$ifNull": ["$status", "pending"]}, "pending"]},
+                                pending_due,
+                                due_at,
+                            ]
+                        },
+                    }
+                }
+            ],
+            upsert=True,
+        )
+
+    async def claim_jobs(self, owner: str, *, now: datetime, lease_seconds: float, limit: int) -> list[Job]:
+        jobs: list[Job] = []
+        due = {
+            "$or": [
+                {"status": "pending", "due_at": {"$lte": now}},
+                {"status": "processing", "lease_until": {"$lt": now}},
+            ]
+        }
+        for _ in range(limit):
+            doc = await self._db.jobs.find_one_and_update(
+                due,
+                {
+                    "$set": {
+                        "status": "processing",
+                        "lease_owner": owner,
+                        "lease_until": now + timedelta(seconds=lease_seconds),
+                    },
+                    "$inc": {"attempts": 1},
+                },
+                sort=[("due_at", ASCENDING)],
+                return_document=ReturnDocument.AFTER,
+            )
+            if doc is None:
+                break
+            due_at = _aware(doc["due_at"])
+            assert due_at is not None
+            jobs.append(
+                Job(
+                    key=doc["_id"],
+                    kind=doc["kind"],
+                    payload=doc["payload"],
+                    due_at=due_at,
+                    attempts=doc["attempts"],
+                    seq=doc["seq"],
+                    lease_owner=owner,
+                    last_error=doc.get("last_error"),
+                )
+            )
+        return jobs
+
+    async def finish_job(self, job: Job, owner: str) -> bool:
+        result = await self._db.jobs.delete_one({"_id": job.key, "lease_owner": owner, "seq": job.seq})
+        if result.deleted_count:
+            return True
+        await self._db.jobs.update_one(
+            {"_id": job.key, "lease_owner": owner},
+            {"$set": {"status": "pending", "attempts": 0, "lease_owner": None, "lease_until": None}},
+        )
+        return False
+
+    async def retry_job(self, job: Job, owner: str, *, error: str, due_at: datetime) -> bool:
+        result = await self._db.jobs.update_one(
+            {"_id": job.key, "lease_owner": owner},
+            {
+                "$set": {
+                    "status": "pending",
+                    "due_at": due_at,
+                    "last_error": error,
+                    "lease_owner": None,
+                    "lease_until": None,
+                }
+            },
+        )
+        return bool(result.modified_count)
+
+    async def next_job_due(self) -> datetime | None:
+        doc = await self._db.jobs.find_one({"status": "pending"}, sort=[("due_at", ASCENDING)])
+        return None if doc is None else _aware(doc["due_at"])
 
     # Leases and values.
 

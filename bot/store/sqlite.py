@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -17,16 +18,20 @@ from typing import Any
 import aiosqlite
 import orjson
 
+from ..release import PullRecord, Release, release_from_doc, release_to_doc
 from .base import (
     Delivery,
     DeliveryStatus,
     Installation,
+    Job,
     NewDelivery,
     VersionConflict,
     compress_body,
     decompress_body,
     installation_from_doc,
     installation_to_doc,
+    pull_record_from_doc,
+    pull_record_to_doc,
 )
 
 _BATCH_MAX = 400  # 8 columns a row stays far below SQLite's 32766 bound variables
@@ -67,6 +72,42 @@ _MIGRATIONS: tuple[str, ...] = (
     """
     CREATE TABLE leases (name TEXT PRIMARY KEY, owner TEXT NOT NULL, until REAL NOT NULL);
     CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at REAL NOT NULL);
+    """,
+    """
+    CREATE TABLE releases (
+        key TEXT PRIMARY KEY,
+        repo TEXT NOT NULL,
+        pr INTEGER NOT NULL,
+        number INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        active INTEGER NOT NULL,
+        head_sha TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        doc TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX releases_one_active ON releases (repo, pr) WHERE active = 1;
+    CREATE INDEX releases_by_pr ON releases (repo, pr, number);
+    CREATE INDEX releases_by_sha ON releases (head_sha) WHERE active = 1;
+    CREATE TABLE pulls (
+        repo TEXT NOT NULL,
+        pr INTEGER NOT NULL,
+        version INTEGER NOT NULL,
+        doc TEXT NOT NULL,
+        PRIMARY KEY (repo, pr)
+    );
+    CREATE TABLE jobs (
+        key TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        due_at REAL NOT NULL,
+        status TEXT NOT NULL DEFAULT 'pending',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        seq INTEGER NOT NULL DEFAULT 1,
+        lease_owner TEXT,
+        lease_until REAL,
+        last_error TEXT
+    );
+    CREATE INDEX jobs_due ON jobs (status, due_at);
     """,
 )
 
@@ -193,9 +234,7 @@ class SqliteStore:
         result = await self.db.execute_fetchall(sql, rows)
         return {row[0] for row in result}
 
-    async def claim_deliveries(
-        self, owner: str, *, now: datetime, lease_seconds: float, limit: int
-    ) -> list[Delivery]:
+    async def claim_deliveries(self, owner: str, *, now: datetime, lease_seconds: float, limit: int) -> list[Delivery]:
         t = _ts(now)
         rows = await self._all(
             "UPDATE deliveries SET status = 'processing', lease_owner = ?, lease_until = ?,"
@@ -250,9 +289,7 @@ class SqliteStore:
         row = await self._one("SELECT * FROM deliveries WHERE key = ?", (key,))
         return None if row is None else _delivery(row)
 
-    async def list_deliveries(
-        self, status: DeliveryStatus | None = None, *, limit: int = 50
-    ) -> list[Delivery]:
+    async def list_deliveries(self, status: DeliveryStatus | None = None, *, limit: int = 50) -> list[Delivery]:
         if status is None:
             rows = await self._all("SELECT * FROM deliveries ORDER BY received_at DESC LIMIT ?", (limit,))
         else:
@@ -307,9 +344,7 @@ class SqliteStore:
                 ),
             )
         if not rows:
-            raise VersionConflict(
-                f"installation {installation.id} changed since version {installation.version}"
-            )
+            raise VersionConflict(f"installation {installation.id} changed since version {installation.version}")
         return replace(installation, version=new_version)
 
     async def delete_installation(self, installation_id: int) -> bool:
@@ -319,6 +354,170 @@ class SqliteStore:
     async def list_installations(self) -> list[Installation]:
         rows = await self._all("SELECT version, doc FROM installations ORDER BY id")
         return [installation_from_doc(orjson.loads(doc), version) for version, doc in rows]
+
+    # Releases.
+
+    async def get_active_release(self, repo: str, pr: int) -> Release | None:
+        row = await self._one("SELECT version, doc FROM releases WHERE repo = ? AND pr = ? AND active = 1", (repo, pr))
+        return None if row is None else release_from_doc(orjson.loads(row[1]), row[0])
+
+    async def get_latest_release(self, repo: str, pr: int) -> Release | None:
+        row = await self._one(
+            "SELECT version, doc FROM releases WHERE repo = ? AND pr = ? ORDER BY number DESC LIMIT 1",
+            (repo, pr),
+        )
+        return None if row is None else release_from_doc(orjson.loads(row[1]), row[0])
+
+    async def save_release(self, release: Release) -> Release:
+        doc = orjson.dumps(release_to_doc(release))
+        new_version = release.version + 1
+        try:
+            if release.version == 0:
+                rows = await self._all(
+                    "INSERT INTO releases (key, repo, pr, number, state, active, head_sha, version, doc)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?) ON CONFLICT (key) DO NOTHING RETURNING key",
+                    (
+                        release.key,
+                        release.repo,
+                        release.pr,
+                        release.number,
+                        release.state.value,
+                        int(release.active),
+                        release.head_sha,
+                        doc,
+                    ),
+                )
+            else:
+                rows = await self._all(
+                    "UPDATE releases SET state = ?, active = ?, head_sha = ?, version = ?, doc = ?"
+                    " WHERE key = ? AND version = ? RETURNING key",
+                    (
+                        release.state.value,
+                        int(release.active),
+                        release.head_sha,
+                        new_version,
+                        doc,
+                        release.key,
+                        release.version,
+                    ),
+                )
+        except sqlite3.IntegrityError:
+            rows = []  # another active release on this PR
+        if not rows:
+            raise VersionConflict(f"release {release.key} changed since version {release.version}")
+        return replace(release, version=new_version)
+
+    async def find_releases(
+        self,
+        *,
+        repo: str | None = None,
+        head_sha: str | None = None,
+        active_only: bool = True,
+        limit: int = 200,
+    ) -> list[Release]:
+        clauses, params = [], []
+        if repo is not None:
+            clauses.append("repo = ?")
+            params.append(repo)
+        if head_sha is not None:
+            clauses.append("head_sha = ?")
+            params.append(head_sha)
+        if active_only:
+            clauses.append("active = 1")
+        where = " WHERE " + " AND ".join(clauses) if clauses else ""
+        rows = await self._all(
+            "SELECT version, doc FROM releases" + where + " ORDER BY repo, pr, number DESC LIMIT ?",
+            (*params, limit),
+        )
+        return [release_from_doc(orjson.loads(doc), version) for version, doc in rows]
+
+    # Pull records.
+
+    async def get_pull_record(self, repo: str, pr: int) -> PullRecord | None:
+        row = await self._one("SELECT version, doc FROM pulls WHERE repo = ? AND pr = ?", (repo, pr))
+        return None if row is None else pull_record_from_doc(orjson.loads(row[1]), row[0])
+
+    async def save_pull_record(self, record: PullRecord) -> PullRecord:
+        doc = orjson.dumps(pull_record_to_doc(record))
+        if record.version == 0:
+            rows = await self._all(
+                "INSERT INTO pulls (repo, pr, version, doc) VALUES (?, ?, 1, ?)"
+                " ON CONFLICT (repo, pr) DO NOTHING RETURNING pr",
+                (record.repo, record.pr, doc),
+            )
+        else:
+            rows = await self._all(
+                "UPDATE pulls SET version = ?, doc = ? WHERE repo = ? AND pr = ? AND version = ? RETURNING pr",
+                (record.version + 1, doc, record.repo, record.pr, record.version),
+            )
+        if not rows:
+            raise VersionConflict(f"pull record {record.repo}#{record.pr} changed")
+        return replace(record, version=record.version + 1)
+
+    # Jobs.
+
+    async def schedule_job(
+        self, key: str, kind: str, payload: dict[str, Any], *, due_at: datetime, keep_earlier: bool = True
+    ) -> None:
+        due = _ts(due_at)
+        keep = "MIN(jobs.due_at, excluded.due_at)" if keep_earlier else "excluded.due_at"
+        await self._all(
+            "INSERT INTO jobs (key, kind, payload, due_at) VALUES (?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET"
+            " kind = excluded.kind, payload = excluded.payload, seq = jobs.seq + 1,"
+            f" due_at = CASE WHEN jobs.status = 'pending' THEN {keep} ELSE excluded.due_at END",
+            (key, kind, orjson.dumps(payload), due),
+        )
+
+    async def claim_jobs(self, owner: str, *, now: datetime, lease_seconds: float, limit: int) -> list[Job]:
+        t = _ts(now)
+        rows = await self._all(
+            "UPDATE jobs SET status = 'processing', lease_owner = ?, lease_until = ?, attempts = attempts + 1"
+            " WHERE key IN (SELECT key FROM jobs WHERE (status = 'pending' AND due_at <= ?)"
+            "   OR (status = 'processing' AND lease_until < ?) ORDER BY due_at LIMIT ?)"
+            " RETURNING key, kind, payload, due_at, attempts, seq, lease_owner, last_error",
+            (owner, t + lease_seconds, t, t, limit),
+        )
+        jobs = [
+            Job(
+                key=r[0],
+                kind=r[1],
+                payload=orjson.loads(r[2]),
+                due_at=datetime.fromtimestamp(r[3], UTC),
+                attempts=r[4],
+                seq=r[5],
+                lease_owner=r[6],
+                last_error=r[7],
+            )
+            for r in rows
+        ]
+        return sorted(jobs, key=lambda j: j.due_at)
+
+    async def finish_job(self, job: Job, owner: str) -> bool:
+        rows = await self._all(
+            "DELETE FROM jobs WHERE key = ? AND lease_owner = ? AND seq = ? RETURNING key",
+            (job.key, owner, job.seq),
+        )
+        if rows:
+            return True
+        # Scheduled again while we worked: hand it back to the queue with its new due time.
+        await self._all(
+            "UPDATE jobs SET status = 'pending', attempts = 0, lease_owner = NULL, lease_until = NULL"
+            " WHERE key = ? AND lease_owner = ?",
+            (job.key, owner),
+        )
+        return False
+
+    async def retry_job(self, job: Job, owner: str, *, error: str, due_at: datetime) -> bool:
+        rows = await self._all(
+            "UPDATE jobs SET status = 'pending', due_at = ?, last_error = ?, lease_owner = NULL,"
+            " lease_until = NULL WHERE key = ? AND lease_owner = ? RETURNING key",
+            (_ts(due_at), error, job.key, owner),
+        )
+        return bool(rows)
+
+    async def next_job_due(self) -> datetime | None:
+        row = await self._one("SELECT MIN(due_at) FROM jobs WHERE status = 'pending'")
+        return _dt(row[0]) if row else None
 
     # Leases and values.
 

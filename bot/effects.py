@@ -1,0 +1,112 @@
+"""The one executor of writes to GitHub: the sticky comment, the `Release` check run, replies and
+reactions. Work arrives as durable jobs, so a crash between deciding and writing loses nothing, and
+every write is idempotent (edit in place, found again by its marker, keyed by delivery)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import gidgethub
+from gidgethub.abc import GitHubAPI
+
+from .checks import OWN_CHECK_NAME
+from .github import GitHubApp
+from .release import PullRecord
+from .render import MARKER, render_check_run, render_sticky
+from .store import Store, VersionConflict
+from .store.base import Job
+
+log = logging.getLogger(__name__)
+
+_MAX_BODY = 65_000  # GitHub refuses comments over 65,536 characters
+
+
+class EffectExecutor:
+    def __init__(self, store: Store, github: GitHubApp, clock: Callable[[], datetime]) -> None:
+        self.store = store
+        self.github = github
+        self.clock = clock
+        self.writes = 0
+
+    async def run(self, job: Job) -> None:
+        gh = self.github.installation_client(int(job.payload["installation_id"]))
+        match job.kind:
+            case "render":
+                await self.render(gh, job.payload["repo"], int(job.payload["pr"]))
+            case "reply":
+                await self.comment(gh, job.payload["repo"], int(job.payload["pr"]), job.payload["text"])
+            case "react":
+                await gh.post(
+                    f"/repos/{job.payload['repo']}/issues/comments/{job.payload['comment_id']}/reactions",
+                    data={"content": job.payload["content"]},
+                )
+                self.writes += 1
+            case _:
+                raise ValueError(f"unknown job kind {job.kind!r}")
+
+    async def comment(self, gh: GitHubAPI, repo: str, pr: int, text: str) -> int:
+        data = await gh.post(f"/repos/{repo}/issues/{pr}/comments", data={"body": text[:_MAX_BODY]})
+        self.writes += 1
+        return int(data["id"])
+
+    async def render(self, gh: GitHubAPI, repo: str, pr: int) -> None:
+        release = await self.store.get_active_release(repo, pr) or await self.store.get_latest_release(repo, pr)
+        record = await self.store.get_pull_record(repo, pr) or PullRecord(repo=repo, pr=pr)
+        tz = ZoneInfo(release.timezone if release else "UTC")
+        body = render_sticky(release, tz, config_problems=record.config_problems)
+        if body == record.rendered:
+            return
+        comment_id = await self._write_sticky(gh, repo, pr, record.comment_id, body)
+        check_runs = dict(record.check_runs)
+        if release is not None:
+            view = render_check_run(release, tz, config_problems=record.config_problems)
+            output = {"title": view.title[:250], "summary": view.summary[:_MAX_BODY]}
+            fields: dict[str, Any] = {"status": view.status, "output": output}
+            if view.conclusion is not None:
+                fields["conclusion"] = view.conclusion
+            run_id = check_runs.get(release.head_sha)
+            if run_id is not None:
+                await gh.patch(f"/repos/{repo}/check-runs/{run_id}", data=fields)
+            else:
+                created = await gh.post(
+                    f"/repos/{repo}/check-runs",
+                    data={"name": OWN_CHECK_NAME, "head_sha": release.head_sha, **fields},
+                )
+                check_runs[release.head_sha] = int(created["id"])
+            self.writes += 1
+        await self._save_record(
+            record, comment_id=comment_id, check_runs=check_runs, rendered=body, rendered_at=self.clock()
+        )
+
+    async def _write_sticky(self, gh: GitHubAPI, repo: str, pr: int, known: int | None, body: str) -> int:
+        if known is not None:
+            try:
+                await gh.patch(f"/repos/{repo}/issues/comments/{known}", data={"body": body})
+                self.writes += 1
+                return known
+            except gidgethub.BadRequest as exc:
+                if exc.status_code != 404:
+                    raise
+                log.info("sticky comment %s is gone; looking for another or writing a new one", known)
+        # The store may have lost the id (or never saved it after a crash): find ours by its marker.
+        async for comment in gh.getiter(f"/repos/{repo}/issues/{pr}/comments?per_page=100"):
+            if (comment.get("user") or {}).get("type") == "Bot" and str(comment.get("body", "")).startswith(MARKER):
+                await gh.patch(f"/repos/{repo}/issues/comments/{comment['id']}", data={"body": body})
+                self.writes += 1
+                return int(comment["id"])
+        return await self.comment(gh, repo, pr, body)
+
+    async def _save_record(self, record: PullRecord, **changes: Any) -> None:
+        for _ in range(5):
+            try:
+                await self.store.save_pull_record(replace(record, **changes))
+                return
+            except VersionConflict:
+                fresh = await self.store.get_pull_record(record.repo, record.pr)
+                record = fresh or PullRecord(repo=record.repo, pr=record.pr)
+        raise VersionConflict(f"pull record {record.repo}#{record.pr} kept changing")

@@ -1,0 +1,612 @@
+"""The release state machine: `decide(release, event, now) -> Decision`. Pure: no I/O, no clock.
+
+Every input (label, PR comment, push, checks, chat, API, timers) arrives as a typed event carrying
+what the adapters observed; every output (sticky comment, check run, replies) leaves as effect data
+for the executor. Each rule lives here once, so a PR comment, a Slack button and an API call can
+never disagree.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from .checks import CheckItem, CheckState, ChecksVerdict
+from .policy import Policy, Slot, WhenError, describe_windows, format_slot, resolve_when, slot_problems
+
+
+class State(enum.StrEnum):
+    REQUESTED = "requested"
+    VERIFYING = "verifying"
+    SCHEDULED = "scheduled"
+    RELEASING = "releasing"
+    RELEASED = "released"
+    BLOCKED = "blocked"
+    HELD = "held"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+    ROLLED_BACK = "rolled_back"
+
+
+TERMINAL = frozenset({State.RELEASED, State.CANCELLED, State.FAILED, State.ROLLED_BACK})
+# States a release can still be cancelled, held or re-verified from (not once it is releasing).
+OPEN = frozenset({State.REQUESTED, State.VERIFYING, State.SCHEDULED, State.BLOCKED, State.HELD})
+
+
+class Source(enum.StrEnum):
+    """Which input an event came from: recorded in the audit trail."""
+
+    LABEL = "github_label"
+    COMMENT = "github_comment"
+    PUSH = "github_push"
+    CHECKS = "github_checks"
+    PULL_REQUEST = "github_pull_request"
+    SLACK = "slack"
+    TELEGRAM = "telegram"
+    API = "api"
+    MCP = "mcp"
+    TIMER = "timer"
+    AGENT = "dev_agent"
+
+
+# GitHub's repository roles, weakest first; `ship_permission` names the weakest allowed.
+PERMISSION_ORDER = ("none", "read", "triage", "write", "maintain", "admin")
+
+
+def permission_reaches(have: str | None, need: str) -> bool:
+    if have not in PERMISSION_ORDER:
+        return False
+    return PERMISSION_ORDER.index(have) >= PERMISSION_ORDER.index(need)
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    login: str
+    permission: str | None = None  # the login's role on the repo, as GitHub reports it
+    is_bot: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    sha: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class PullSnapshot:
+    """What the bot read of the PR when the event arrived."""
+
+    title: str
+    head_sha: str
+    base: str
+    state: str = "open"  # open | closed
+    draft: bool = False
+    merged: bool = False
+    commits: tuple[Commit, ...] = ()
+    author: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    at: datetime
+    from_state: State | None
+    to_state: State
+    actor: str
+    reason: str
+    source: str
+    delivery: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    repo: str
+    pr: int
+    number: int  # the nth ship request on this PR
+    installation_id: int
+    state: State
+    title: str
+    base: str
+    head_sha: str
+    requested_by: str
+    requested_at: datetime
+    slot: Slot | None = None
+    when_text: str | None = None
+    verified_sha: str | None = None
+    checks: ChecksVerdict | None = None
+    blockers: tuple[str, ...] = ()
+    held_from: State | None = None
+    commits: tuple[Commit, ...] = ()
+    audit: tuple[Transition, ...] = ()
+    updated_at: datetime | None = None
+    timezone: str = "UTC"  # the repo's zone when last asked: how times are shown
+    check_run_blocks_merge: bool = False
+    version: int = 0
+
+    @property
+    def key(self) -> str:
+        return f"{self.repo}#{self.pr}/{self.number}"
+
+    @property
+    def active(self) -> bool:
+        return self.state not in TERMINAL
+
+
+# Events ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EventBase:
+    actor: Actor
+    source: Source
+    delivery: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ShipRequested(EventBase):
+    """`/ship [WHEN]`, `/ship now`, the label, a chat button or an API call."""
+
+    repo: str
+    pr: int
+    installation_id: int
+    pull: PullSnapshot
+    checks: ChecksVerdict
+    policy: Policy
+    ship_permission: str = "write"
+    when_text: str | None = None
+    immediately: bool = False  # `/ship now`
+    dry_run: bool = False
+    check_run_blocks_merge: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CancelRequested(EventBase):
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class HoldRequested(EventBase):
+    ship_permission: str = "write"
+
+
+@dataclass(frozen=True, slots=True)
+class UnholdRequested(EventBase):
+    ship_permission: str = "write"
+
+
+@dataclass(frozen=True, slots=True)
+class HeadMoved(EventBase):
+    """A push to the PR (`pull_request.synchronize`)."""
+
+    head_sha: str
+    pull: PullSnapshot | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChecksChanged(EventBase):
+    head_sha: str
+    checks: ChecksVerdict
+
+
+@dataclass(frozen=True, slots=True)
+class PullClosed(EventBase):
+    merged: bool = False
+
+
+Event = ShipRequested | CancelRequested | HoldRequested | UnholdRequested | HeadMoved | ChecksChanged | PullClosed
+
+# Effects --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RenderProgress:
+    """Bring the sticky PR comment and the `Release` check run in line with the release."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A short answer to the person who acted (a PR comment reply, a chat reply)."""
+
+    text: str
+
+
+Effect = RenderProgress | Reply
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    release: Release | None
+    effects: tuple[Effect, ...] = ()
+
+    @property
+    def changed(self) -> bool:
+        return any(isinstance(e, RenderProgress) for e in self.effects)
+
+
+# Messages -------------------------------------------------------------------------------------
+
+NEED_PERMISSION = (
+    "@{login} only people with **{need}** access (or more) to this repository can {what}; "
+    "GitHub reports your access as **{have}**."
+)
+NO_RELEASE = "@{login} there is no release in progress on this PR. Comment `/ship` or `/ship friday` to ask for one."
+TOO_LATE = "@{login} the release is already {state}; it can no longer be {what}."
+BAD_TIME = "@{login} I can't schedule `{text}`: {reason}"
+PR_NOT_OPEN = "@{login} this PR is {state}: only open pull requests can be shipped."
+PR_DRAFT = "@{login} this PR is a draft: mark it ready for review first."
+
+
+def _slot_sentence(slot: Slot, policy: Policy) -> str:
+    return str(format_slot(slot, policy.timezone))
+
+
+def _note(release: Release, event: EventBase, to: State, reason: str, now: datetime) -> Release:
+    transition = Transition(
+        at=now,
+        from_state=release.state if release.audit else None,
+        to_state=to,
+        actor=event.actor.login,
+        reason=reason,
+        source=event.source.value,
+        delivery=event.delivery,
+    )
+    return replace(release, state=to, audit=(*release.audit, transition), updated_at=now)
+
+
+def _evaluate(release: Release, event: EventBase, now: datetime, why: str) -> Release:
+    """Place an open release according to its checks: scheduled only when the head SHA is green."""
+    checks = release.checks
+    blockers: tuple[str, ...]
+    if checks is None or checks.state == "pending":
+        waiting = [*checks.pending, *checks.missing] if checks else []
+        blockers = (f"waiting for {', '.join(waiting)}",) if waiting else ("waiting for checks",)
+        target, verified = State.VERIFYING, None
+        reason = f"{why}; waiting for required checks on {release.head_sha[:7]}"
+    elif checks.state == "failing":
+        blockers = tuple(f"{name} is failing" for name in checks.failing)
+        target, verified = State.BLOCKED, None
+        reason = f"{why}; required checks failing: {', '.join(checks.failing)}"
+    else:
+        blockers = ()
+        target, verified = State.SCHEDULED, release.head_sha
+        reason = f"{why}; checks green on {release.head_sha[:7]}"
+    updated = replace(release, verified_sha=verified, blockers=blockers)
+    if updated.state == target:
+        return updated  # the audit trail records changes of state, not every new check result
+    return _note(updated, event, target, reason, now)
+
+
+def _refuse_permission(event: EventBase, need: str, what: str) -> Decision | None:
+    if permission_reaches(event.actor.permission, need):
+        return None
+    text = NEED_PERMISSION.format(login=event.actor.login, need=need, what=what, have=event.actor.permission or "none")
+    return Decision(None, (Reply(text),))
+
+
+def plan_slot(event: ShipRequested, now: datetime) -> Slot | WhenError:
+    if event.immediately:
+        start = now
+        problems = slot_problems(start, event.policy, now)
+        if problems:
+            return WhenError(
+                text="now",
+                reason="; ".join(problems),
+                suggestion=None,
+                examples=(),
+            )
+        return Slot(start=start, end=start + event.policy.slot)
+    return resolve_when(event.when_text, now=now, policy=event.policy)
+
+
+def decide(release: Release | None, event: Event, now: datetime) -> Decision:
+    """The next state of the PR's active release (None: no release) and what to do about it."""
+    match event:
+        case ShipRequested():
+            return _ship(release, event, now)
+        case CancelRequested():
+            return _cancel(release, event, now)
+        case HoldRequested():
+            return _hold(release, event, now)
+        case UnholdRequested():
+            return _unhold(release, event, now)
+        case HeadMoved():
+            return _head_moved(release, event, now)
+        case ChecksChanged():
+            return _checks_changed(release, event, now)
+        case PullClosed():
+            return _closed(release, event, now)
+
+
+def _ship(release: Release | None, event: ShipRequested, now: datetime) -> Decision:
+    login = event.actor.login
+    refused = _refuse_permission(event, event.ship_permission, "ship it")
+    if refused:
+        return Decision(release, refused.effects)
+    if event.pull.state != "open" or event.pull.merged:
+        state = "merged" if event.pull.merged else "closed"
+        return Decision(release, (Reply(PR_NOT_OPEN.format(login=login, state=state)),))
+    if event.pull.draft:
+        return Decision(release, (Reply(PR_DRAFT.format(login=login)),))
+    if release is not None and release.state == State.RELEASING:
+        return Decision(release, (Reply(TOO_LATE.format(login=login, state="releasing", what="rescheduled")),))
+    slot = plan_slot(event, now)
+    if isinstance(slot, WhenError):
+        reason = slot.reason
+        if slot.suggestion is not None:
+            local = slot.suggestion.start.astimezone(event.policy.timezone)
+            reason += (
+                f". The next free slot is {_slot_sentence(slot.suggestion, event.policy)}:"
+                f" `/ship {local:%Y-%m-%d %H:%M}`"
+            )
+        text = event.when_text or "now"
+        return Decision(release, (Reply(BAD_TIME.format(login=login, text=text, reason=reason)),))
+    if event.dry_run:
+        return Decision(release, (Reply(dry_run_text(event, slot)),))
+
+    if release is None or not release.active:
+        number = 1 if release is None else release.number + 1
+        fresh = Release(
+            repo=event.repo,
+            pr=event.pr,
+            number=number,
+            installation_id=event.installation_id,
+            state=State.REQUESTED,
+            title=event.pull.title,
+            base=event.pull.base,
+            head_sha=event.pull.head_sha,
+            requested_by=login,
+            requested_at=now,
+            slot=slot,
+            when_text=event.when_text,
+            checks=event.checks,
+            commits=event.pull.commits,
+            timezone=event.policy.timezone.key,
+            check_run_blocks_merge=event.check_run_blocks_merge,
+        )
+        requested = _note(
+            fresh, event, State.REQUESTED, f"ship requested for {_slot_sentence(slot, event.policy)}", now
+        )
+        return Decision(_evaluate(requested, event, now, "requested"), (RenderProgress(),))
+
+    # An open release asked again: reschedule, keep the audit trail; a hold stays a hold.
+    moved = replace(
+        release,
+        slot=slot,
+        when_text=event.when_text,
+        title=event.pull.title,
+        checks=event.checks,  # evaluated just now, for the PR's current head
+        commits=event.pull.commits or release.commits,
+        timezone=event.policy.timezone.key,
+        check_run_blocks_merge=event.check_run_blocks_merge,
+    )
+    if event.pull.head_sha != release.head_sha:
+        moved = replace(moved, head_sha=event.pull.head_sha, verified_sha=None)
+    why = f"rescheduled by {login} to {_slot_sentence(slot, event.policy)}"
+    if release.state == State.HELD:
+        return Decision(_note(moved, event, State.HELD, why, now), (RenderProgress(),))
+    noted = _note(moved, event, release.state, why, now)
+    return Decision(_evaluate(noted, event, now, "rescheduled"), (RenderProgress(),))
+
+
+def dry_run_text(event: ShipRequested, slot: Slot) -> str:
+    checks = event.checks
+    if checks.state == "green":
+        gate = "Required checks are green, so it would be **scheduled**."
+    elif checks.state == "failing":
+        gate = f"It would be **blocked**: {', '.join(checks.failing)} failing."
+    else:
+        waiting = ", ".join([*checks.pending, *checks.missing]) or "checks"
+        gate = f"It would wait (**verifying**) for {waiting}."
+    return (
+        f"@{event.actor.login} dry run, nothing booked: `/ship {event.when_text or ''}`".rstrip()
+        + f" would release {event.pull.head_sha[:7]} at **{_slot_sentence(slot, event.policy)}**. {gate}"
+        + f" Windows: {describe_windows(event.policy)}."
+    )
+
+
+def _cancel(release: Release | None, event: CancelRequested, now: datetime) -> Decision:
+    login = event.actor.login
+    if release is None or not release.active:
+        if event.source == Source.LABEL:
+            return Decision(release)  # a label removed from a PR with nothing to cancel: fine
+        return Decision(release, (Reply(NO_RELEASE.format(login=login)),))
+    if event.source != Source.PULL_REQUEST:
+        refused = _refuse_permission(event, "triage", "cancel a release")
+        if refused:
+            return Decision(release, refused.effects)
+    if release.state not in OPEN:
+        return Decision(release, (Reply(TOO_LATE.format(login=login, state=release.state.value, what="cancelled")),))
+    reason = event.reason or f"cancelled by {login}"
+    return Decision(_note(release, event, State.CANCELLED, reason, now), (RenderProgress(),))
+
+
+def _hold(release: Release | None, event: HoldRequested, now: datetime) -> Decision:
+    login = event.actor.login
+    if release is None or not release.active:
+        return Decision(release, (Reply(NO_RELEASE.format(login=login)),))
+    refused = _refuse_permission(event, event.ship_permission, "hold a release")
+    if refused:
+        return Decision(release, refused.effects)
+    if release.state == State.HELD:
+        return Decision(release, (Reply(f"@{login} the release is already on hold; `/ship unhold` resumes it."),))
+    if release.state not in OPEN:
+        return Decision(release, (Reply(TOO_LATE.format(login=login, state=release.state.value, what="held")),))
+    held = replace(release, held_from=release.state)
+    return Decision(_note(held, event, State.HELD, f"held by {login}", now), (RenderProgress(),))
+
+
+def _unhold(release: Release | None, event: UnholdRequested, now: datetime) -> Decision:
+    login = event.actor.login
+    if release is None or release.state != State.HELD:
+        return Decision(release, (Reply(f"@{login} the release is not on hold."),))
+    refused = _refuse_permission(event, event.ship_permission, "resume a release")
+    if refused:
+        return Decision(release, refused.effects)
+    resumed = replace(release, held_from=None)
+    return Decision(_evaluate(resumed, event, now, f"resumed by {login}"), (RenderProgress(),))
+
+
+def _head_moved(release: Release | None, event: HeadMoved, now: datetime) -> Decision:
+    if release is None or release.state not in OPEN or event.head_sha == release.head_sha:
+        return Decision(release)
+    moved = replace(
+        release,
+        head_sha=event.head_sha,
+        verified_sha=None,
+        checks=None,
+        commits=event.pull.commits if event.pull and event.pull.commits else release.commits,
+        title=event.pull.title if event.pull else release.title,
+    )
+    why = f"new push {event.head_sha[:7]}: the slot is kept, the checks must pass again"
+    if release.state == State.HELD:
+        return Decision(_note(moved, event, State.HELD, why, now), (RenderProgress(),))
+    blockers = ("waiting for checks on the new push",)
+    return Decision(_note(replace(moved, blockers=blockers), event, State.VERIFYING, why, now), (RenderProgress(),))
+
+
+def _checks_changed(release: Release | None, event: ChecksChanged, now: datetime) -> Decision:
+    if release is None or release.state not in OPEN or event.head_sha != release.head_sha:
+        return Decision(release)
+    updated = replace(release, checks=event.checks)
+    if release.state == State.HELD:
+        return Decision(updated, (RenderProgress(),) if updated.checks != release.checks else ())
+    evaluated = _evaluate(updated, event, now, "checks changed")
+    changed = evaluated.checks != release.checks or evaluated.state != release.state
+    return Decision(evaluated, (RenderProgress(),) if changed else ())
+
+
+def _closed(release: Release | None, event: PullClosed, now: datetime) -> Decision:
+    if release is None or release.state not in OPEN:
+        return Decision(release)
+    reason = "the PR was merged outside the release" if event.merged else "the PR was closed"
+    return Decision(_note(release, event, State.CANCELLED, reason, now), (RenderProgress(),))
+
+
+# Serialization (the store keeps releases as JSON documents) -----------------------------------
+
+
+def verdict_to_doc(verdict: ChecksVerdict) -> dict[str, Any]:
+    return {
+        "state": verdict.state,
+        "required": sorted(verdict.required),
+        "items": [
+            {
+                "name": i.name,
+                "state": i.state.value,
+                "source": i.source,
+                "url": i.url,
+                "summary": i.summary,
+                "detail": i.detail,
+            }
+            for i in verdict.items
+        ],
+    }
+
+
+def verdict_from_doc(doc: dict[str, Any]) -> ChecksVerdict:
+    return ChecksVerdict(
+        state=doc["state"],
+        required=frozenset(doc.get("required", ())),
+        items=tuple(
+            CheckItem(
+                name=i["name"],
+                state=CheckState(i["state"]),
+                source=i.get("source"),
+                url=i.get("url"),
+                summary=i.get("summary"),
+                detail=i.get("detail"),
+            )
+            for i in doc.get("items", ())
+        ),
+    )
+
+
+def release_to_doc(release: Release) -> dict[str, Any]:
+    return {
+        "repo": release.repo,
+        "pr": release.pr,
+        "number": release.number,
+        "installation_id": release.installation_id,
+        "state": release.state.value,
+        "title": release.title,
+        "base": release.base,
+        "head_sha": release.head_sha,
+        "requested_by": release.requested_by,
+        "requested_at": release.requested_at.isoformat(),
+        "slot": [release.slot.start.isoformat(), release.slot.end.isoformat()] if release.slot else None,
+        "when_text": release.when_text,
+        "verified_sha": release.verified_sha,
+        "checks": verdict_to_doc(release.checks) if release.checks else None,
+        "blockers": list(release.blockers),
+        "held_from": release.held_from.value if release.held_from else None,
+        "commits": [[c.sha, c.message] for c in release.commits],
+        "audit": [
+            {
+                "at": t.at.isoformat(),
+                "from": t.from_state.value if t.from_state else None,
+                "to": t.to_state.value,
+                "actor": t.actor,
+                "reason": t.reason,
+                "source": t.source,
+                "delivery": t.delivery,
+            }
+            for t in release.audit
+        ],
+        "updated_at": release.updated_at.isoformat() if release.updated_at else None,
+        "timezone": release.timezone,
+        "check_run_blocks_merge": release.check_run_blocks_merge,
+    }
+
+
+def release_from_doc(doc: dict[str, Any], version: int) -> Release:
+    slot = doc.get("slot")
+    return Release(
+        repo=doc["repo"],
+        pr=doc["pr"],
+        number=doc["number"],
+        installation_id=doc["installation_id"],
+        state=State(doc["state"]),
+        title=doc["title"],
+        base=doc["base"],
+        head_sha=doc["head_sha"],
+        requested_by=doc["requested_by"],
+        requested_at=datetime.fromisoformat(doc["requested_at"]),
+        slot=Slot(datetime.fromisoformat(slot[0]), datetime.fromisoformat(slot[1])) if slot else None,
+        when_text=doc.get("when_text"),
+        verified_sha=doc.get("verified_sha"),
+        checks=verdict_from_doc(doc["checks"]) if doc.get("checks") else None,
+        blockers=tuple(doc.get("blockers", ())),
+        held_from=State(doc["held_from"]) if doc.get("held_from") else None,
+        commits=tuple(Commit(sha, message) for sha, message in doc.get("commits", ())),
+        audit=tuple(
+            Transition(
+                at=datetime.fromisoformat(t["at"]),
+                from_state=State(t["from"]) if t.get("from") else None,
+                to_state=State(t["to"]),
+                actor=t["actor"],
+                reason=t["reason"],
+                source=t["source"],
+                delivery=t.get("delivery"),
+            )
+            for t in doc.get("audit", ())
+        ),
+        updated_at=datetime.fromisoformat(doc["updated_at"]) if doc.get("updated_at") else None,
+        timezone=doc.get("timezone", "UTC"),
+        check_run_blocks_merge=bool(doc.get("check_run_blocks_merge")),
+        version=version,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PullRecord:
+    """Per-PR bookkeeping of the bot's own outputs, so they are edited, never duplicated."""
+
+    repo: str
+    pr: int
+    comment_id: int | None = None
+    check_runs: dict[str, int] = field(default_factory=dict)  # head SHA -> check run id
+    rendered: str | None = None  # the last body written, to skip no-op edits
+    rendered_at: datetime | None = None
+    config_problems: tuple[str, ...] = ()
+    version: int = 0

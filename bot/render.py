@@ -1,0 +1,138 @@
+"""How a release reads on GitHub: the sticky PR comment and the `Release` check run. Pure text."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+from .checks import render_table
+from .policy import format_slot
+from .release import Release, State
+
+MARKER = "<!-- release-secretary -->"
+
+HEADLINES = {
+    State.REQUESTED: "📝 Release requested",
+    State.VERIFYING: "🔎 Verifying",
+    State.SCHEDULED: "📅 Scheduled",
+    State.RELEASING: "🚀 Releasing",
+    State.RELEASED: "✅ Released",
+    State.BLOCKED: "⛔ Blocked",
+    State.HELD: "⏸️ On hold",
+    State.CANCELLED: "🚫 Cancelled",
+    State.FAILED: "💥 Release failed",
+    State.ROLLED_BACK: "↩️ Rolled back",
+}
+
+NEXT_STEP = {
+    State.REQUESTED: "Reading the required checks.",
+    State.VERIFYING: "Waiting for the required checks to pass on the head commit; the slot is kept.",
+    State.SCHEDULED: "Merging the verified commit at the start of the window, after a last check.",
+    State.RELEASING: "Merging and deploying.",
+    State.BLOCKED: "Fix what blocks the release; it moves on by itself once the checks pass.",
+    State.HELD: "Nothing happens until someone comments `/ship unhold`.",
+    State.CANCELLED: "Nothing. Comment `/ship` to ask again.",
+    State.RELEASED: "Nothing: done.",
+    State.FAILED: "Someone needs to look at the failure; comment `/ship` to try again.",
+    State.ROLLED_BACK: "Someone needs to look at the rollback; comment `/ship` to try again.",
+}
+
+COMMANDS = {
+    State.REQUESTED: ("/ship cancel", "/ship hold", "/ship status"),
+    State.VERIFYING: ("/ship cancel", "/ship hold", "/ship friday 3pm", "/ship status"),
+    State.SCHEDULED: ("/ship cancel", "/ship hold", "/ship now", "/ship friday 3pm", "/ship status"),
+    State.BLOCKED: ("/ship cancel", "/ship hold", "/ship friday 3pm", "/ship status"),
+    State.HELD: ("/ship unhold", "/ship cancel", "/ship status"),
+    State.RELEASING: ("/ship status",),
+    State.CANCELLED: ("/ship", "/ship friday", "/ship help"),
+    State.RELEASED: ("/ship help",),
+    State.FAILED: ("/ship", "/ship help"),
+    State.ROLLED_BACK: ("/ship", "/ship help"),
+}
+
+_SOURCE_WORDS = {
+    "github_label": "label",
+    "github_comment": "comment",
+    "slack": "Slack",
+    "telegram": "Telegram",
+    "api": "API",
+    "mcp": "Micromanager",
+}
+
+
+def short(sha: str | None) -> str:
+    return f"`{sha[:7]}`" if sha else "—"
+
+
+def render_sticky(release: Release | None, tz: ZoneInfo, *, config_problems: tuple[str, ...] = ()) -> str:
+    lines = [MARKER]
+    if config_problems:
+        lines += [
+            "> [!WARNING]",
+            "> `.github/release-secretary.yml` is invalid, so the last good settings (or the defaults) apply:",
+            *(f"> - {p}" for p in config_problems),
+            "",
+        ]
+    if release is None:
+        lines.append("### Release Secretary\n\nNo release requested. Comment `/ship` or `/ship friday` to ask for one.")
+        return "\n".join(lines) + "\n"
+    first = release.audit[0] if release.audit else None
+    via = _SOURCE_WORDS.get(first.source, first.source) if first else "?"
+    window = format_slot(release.slot, tz) if release.slot else "not booked"
+    lines += [
+        f"### {HEADLINES[release.state]}: `{release.repo}#{release.pr}`",
+        "",
+        "| | |",
+        "| --- | --- |",
+        f"| **State** | **{release.state.value}**: {release.audit[-1].reason if release.audit else ''} |",
+        f"| **Requested by** | @{release.requested_by} (via {via}) |",
+        f"| **Window** | {window} |",
+        f"| **Head** | {short(release.head_sha)} |",
+        f"| **Verified SHA** | {short(release.verified_sha)} |",
+        "",
+    ]
+    if release.checks is not None and release.checks.items:
+        lines += ["**Required checks**", "", render_table(release.checks), ""]
+    elif release.checks is not None:
+        lines += ["**Required checks**: none are required or reported.", ""]
+    if release.blockers and release.state in (State.VERIFYING, State.BLOCKED):
+        lines += ["**Blockers**", "", *(f"- {b}" for b in release.blockers), ""]
+    lines += [f"**Next**: {NEXT_STEP[release.state]}", ""]
+    commands = " · ".join(f"`{c}`" for c in COMMANDS[release.state])
+    lines += [f"**Commands**: {commands}", ""]
+    history = [
+        f"- {t.at.astimezone(tz):%a %d %b %H:%M} {t.to_state.value} by @{t.actor}: {t.reason}" for t in release.audit
+    ]
+    lines += ["<details><summary>History</summary>", "", *history, "", "</details>"]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class CheckRunView:
+    status: str  # queued | in_progress | completed
+    conclusion: str | None
+    title: str
+    summary: str
+
+
+def render_check_run(release: Release, tz: ZoneInfo, *, config_problems: tuple[str, ...] = ()) -> CheckRunView:
+    """The `Release` check run: neutral (never blocking a merge) unless the repo asks otherwise."""
+    window = format_slot(release.slot, tz) if release.slot else "no window booked"
+    title = f"{release.state.value.capitalize()}: {window}"
+    summary = render_sticky(release, tz, config_problems=config_problems).replace(MARKER + "\n", "")
+    if config_problems:
+        return CheckRunView("completed", "failure", "Invalid .github/release-secretary.yml", summary)
+    blocks_merge = release.check_run_blocks_merge
+    done = {
+        State.RELEASED: "success",
+        State.CANCELLED: "neutral",
+        State.FAILED: "failure",
+        State.ROLLED_BACK: "failure",
+    }
+    if release.state in done:
+        return CheckRunView("completed", done[release.state], title, summary)
+    if not blocks_merge:
+        return CheckRunView("completed", "neutral", title, summary)
+    if release.state == State.BLOCKED:
+        return CheckRunView("completed", "failure", title, summary)
+    return CheckRunView("in_progress", None, title, summary)
