@@ -98,9 +98,7 @@ async def check_github(settings: Settings, report: Report) -> None:
                 report.fail(f"github: GET /app answered {exc.status_code}: {exc}")
             return
         except (aiohttp.ClientError, TimeoutError) as exc:
-            report.fail(
-                f"github: cannot reach GITHUB_API_URL={settings.github_api_url}: {type(exc).__name__}: {exc}"
-            )
+            report.fail(f"github: cannot reach GITHUB_API_URL={settings.github_api_url}: {type(exc).__name__}: {exc}")
             return
     report.ok(
         f"github: App {app.get('slug') or app.get('name')!r} (id {app.get('id')}) owned by "

@@ -196,8 +196,8 @@ class GitHubApp:
             timer=time.time,
         )
         self._token_locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self._etag_caches: cachetools.LRUCache[int | str, cachetools.LRUCache[Any, Any]] = (
-            cachetools.LRUCache(maxsize=2_000)
+        self._etag_caches: cachetools.LRUCache[int | str, cachetools.LRUCache[Any, Any]] = cachetools.LRUCache(
+            maxsize=2_000
         )
         self._pacers: dict[int | str, Pacer] = {}
         self.token_requests = 0

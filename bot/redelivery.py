@@ -78,9 +78,7 @@ async def sweep_failed_deliveries(
             continue
         latest = max(tries, key=_when)
         try:
-            await gh.post(
-                "/app/hook/deliveries/{delivery_id}/attempts", {"delivery_id": latest["id"]}, data=b""
-            )
+            await gh.post("/app/hook/deliveries/{delivery_id}/attempts", {"delivery_id": latest["id"]}, data=b"")
         except gidgethub.HTTPException as exc:
             log.warning("redelivery of %s refused: %s", guid, exc)
             continue

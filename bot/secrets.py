@@ -50,9 +50,7 @@ class SecretBox:
         try:
             return self._fernet.decrypt(token).decode()
         except InvalidToken:
-            raise SecretUnreadable(
-                f"{name} does not decrypt with any key in SECRETS_KEY: was a key removed?"
-            ) from None
+            raise SecretUnreadable(f"{name} does not decrypt with any key in SECRETS_KEY: was a key removed?") from None
 
     def rotate(self, token: bytes) -> bytes:
         """Re-encrypt a token under the current first key."""

@@ -27,9 +27,7 @@ def webhook_body(event: str, name: str) -> bytes:
     return (WEBHOOKS / event / f"{name}.json").read_bytes()
 
 
-def webhook_headers(
-    event: str, body: bytes, *, delivery: str | None = None, secret: str = SECRET
-) -> dict[str, str]:
+def webhook_headers(event: str, body: bytes, *, delivery: str | None = None, secret: str = SECRET) -> dict[str, str]:
     return {
         "Content-Type": "application/json",
         "User-Agent": "GitHub-Hookshot/044aadd",

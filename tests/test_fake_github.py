@@ -130,18 +130,14 @@ async def test_missing_required_body_gets_422(world: FakeGitHub, gh: GitHubAPI, 
 
 
 @pytest.mark.parametrize("query", ["per_page=abc", "state=weird", "per_page=500"])
-async def test_query_that_breaks_the_schema_gets_422(
-    world: FakeGitHub, gh: GitHubAPI, token: str, query: str
-) -> None:
+async def test_query_that_breaks_the_schema_gets_422(world: FakeGitHub, gh: GitHubAPI, token: str, query: str) -> None:
     with pytest.raises(BadRequest) as raised:
         await gh.getitem(f"/repos/{REPO}/pulls?{query}", oauth_token=token)
     assert raised.value.status_code == 422
     assert len(world.violations) == 1 and "pulls/list: bad query" in world.violations[0]
 
 
-async def test_unknown_query_parameter_is_answered_but_recorded(
-    world: FakeGitHub, gh: GitHubAPI, token: str
-) -> None:
+async def test_unknown_query_parameter_is_answered_but_recorded(world: FakeGitHub, gh: GitHubAPI, token: str) -> None:
     pulls = await gh.getitem(f"/repos/{REPO}/pulls?sate=open", oauth_token=token)
     assert [p["number"] for p in pulls] == [5]
     assert world.violations == ["pulls/list: unknown query parameter 'sate'"]
@@ -178,9 +174,7 @@ def test_nullable_becomes_a_type_union_or_an_any_of() -> None:
         "enum": ["a", None],
     }
     ref = {"$ref": "#/components/schemas/simple-user"}
-    assert openapi_to_jsonschema({"allOf": [ref], "nullable": True}) == {
-        "anyOf": [{"type": "null"}, {"allOf": [ref]}]
-    }
+    assert openapi_to_jsonschema({"allOf": [ref], "nullable": True}) == {"anyOf": [{"type": "null"}, {"allOf": [ref]}]}
     assert openapi_to_jsonschema({"type": "object", "nullable": False}) == {
         "type": "object",
         "nullable": False,
@@ -243,9 +237,7 @@ async def test_every_operation_answers_in_its_documented_shape(
     assert rules[0]["parameters"]["required_status_checks"] == [{"context": "lint"}]
     permission = await gh.getitem(f"{r}/collaborators/alice/permission", oauth_token=token)
     assert (permission["permission"], permission["role_name"]) == ("write", "maintain")
-    content = await gh.getitem(
-        f"{r}/contents/{{+path}}", {"path": ".github/release-secretary.yml"}, oauth_token=token
-    )
+    content = await gh.getitem(f"{r}/contents/{{+path}}", {"path": ".github/release-secretary.yml"}, oauth_token=token)
     assert content["encoding"] == "base64" and content["content"] == "bGFiZWw6IHNoaXAK\n"
     listing = await gh.getitem(f"{r}/contents/.github", oauth_token=token)
     assert [entry["name"] for entry in listing] == ["release-secretary.yml"]
@@ -269,9 +261,7 @@ async def test_every_operation_answers_in_its_documented_shape(
     created = await gh.post(f"{comment['url']}/reactions", data={"content": "eyes"}, oauth_token=token)
     again = await gh.post(f"{comment['url']}/reactions", data={"content": "eyes"}, oauth_token=token)
     assert created == again
-    assert [x["content"] async for x in gh.getiter(f"{comment['url']}/reactions", oauth_token=token)] == [
-        "eyes"
-    ]
+    assert [x["content"] async for x in gh.getiter(f"{comment['url']}/reactions", oauth_token=token)] == ["eyes"]
     await gh.delete(f"{comment['url']}/reactions/{created['id']}", oauth_token=token)
     await gh.delete(comment["url"], oauth_token=token)
     assert world.comments == {} and world.reactions == {}
@@ -300,17 +290,13 @@ async def test_every_operation_answers_in_its_documented_shape(
     suites = gh.getiter(f"{r}/commits/{HEAD}/check-suites", oauth_token=token, iterable_key="check_suites")
     suite_ids = [s["id"] async for s in suites]
     await gh.post(f"{r}/check-suites/{suite_ids[0]}/rerequest", data=b"", oauth_token=token)
-    status = await gh.post(
-        f"{r}/statuses/{HEAD}", data={"state": "success", "context": "ci"}, oauth_token=token
-    )
+    status = await gh.post(f"{r}/statuses/{HEAD}", data={"state": "success", "context": "ci"}, oauth_token=token)
     assert status["creator"]["type"] == "Bot"
     assert (await gh.getitem(f"{r}/commits/{HEAD}/status", oauth_token=token))["state"] == "success"
     assert len([s async for s in gh.getiter(f"{r}/commits/{HEAD}/statuses", oauth_token=token)]) == 1
     assert (await gh.getitem(f"{r}/compare/main...feature-5", oauth_token=token))["status"] == "ahead"
     world.set_compare(REPO, "main", "feature-5", status="diverged", ahead_by=1, behind_by=3)
-    compared = await gh.getitem(
-        f"{r}/compare/{{basehead}}", {"basehead": "main...feature-5"}, oauth_token=token
-    )
+    compared = await gh.getitem(f"{r}/compare/{{basehead}}", {"basehead": "main...feature-5"}, oauth_token=token)
     assert (compared["status"], compared["behind_by"]) == ("diverged", 3)
 
     deployment = await gh.post(f"{r}/deployments", data={"ref": "main"}, oauth_token=token)
@@ -324,9 +310,7 @@ async def test_every_operation_answers_in_its_documented_shape(
     rate = await gh.getitem("/rate_limit", oauth_token=token)
     assert rate["resources"]["core"]["remaining"] < 5000
 
-    merged = await gh.put(
-        f"{r}/pulls/5/merge", data={"sha": HEAD, "merge_method": "squash"}, oauth_token=token
-    )
+    merged = await gh.put(f"{r}/pulls/5/merge", data={"sha": HEAD, "merge_method": "squash"}, oauth_token=token)
     assert merged["merged"] is True
 
     world.add_manifest_code("code-1", app_id=APP_ID + 1, private_key_pem=app_key.rsa_private_key_pem)
@@ -387,9 +371,7 @@ async def test_each_credential_only_opens_its_own_endpoints(
     assert world.violations == []
 
 
-async def test_installation_tokens_are_issued_and_expire(
-    world: FakeGitHub, gh: GitHubAPI, app_key: AppKey
-) -> None:
+async def test_installation_tokens_are_issued_and_expire(world: FakeGitHub, gh: GitHubAPI, app_key: AppKey) -> None:
     issued = await apps.get_installation_access_token(
         gh, installation_id=str(INSTALLATION_ID), app_id=str(APP_ID), private_key=app_key.rsa_private_key_pem
     )
@@ -421,9 +403,7 @@ async def test_token_scoped_to_repositories(world: FakeGitHub, gh: GitHubAPI, ap
     wide = await gh.post("/app/installations/88/access_tokens", data=b"", jwt=bearer)
     assert wide["repository_selection"] == "all" and "repositories" not in wide
     assert (await gh.getitem("/repos/octo-org/other", oauth_token=wide["token"]))["name"] == "other"
-    narrow = await gh.post(
-        "/app/installations/88/access_tokens", data={"repositories": ["widgets"]}, jwt=bearer
-    )
+    narrow = await gh.post("/app/installations/88/access_tokens", data={"repositories": ["widgets"]}, jwt=bearer)
     with pytest.raises(BadRequest) as raised:
         await gh.getitem("/repos/octo-org/other", oauth_token=narrow["token"])
     assert raised.value.status_code == 404
@@ -453,9 +433,7 @@ async def test_manifest_code_is_exchanged_once_and_registers_the_app(
 # ------------------------------------------------------------------ HTTP semantics
 
 
-async def test_etag_turns_a_repeated_get_into_a_free_304(
-    world: FakeGitHub, gh: GitHubAPI, token: str
-) -> None:
+async def test_etag_turns_a_repeated_get_into_a_free_304(world: FakeGitHub, gh: GitHubAPI, token: str) -> None:
     url = f"/repos/{REPO}/pulls/5"
     first = await gh.getitem(url, oauth_token=token)
     second = await gh.getitem(url, oauth_token=token)
@@ -517,9 +495,7 @@ async def test_link_headers_match_what_github_really_sends(
         world.add_comment(REPO, 5, f"comment {n}")
     url = f"{world.url}/repos/{REPO}/issues/5/comments?per_page=3"
     for page, real in enumerate(recorded, start=1):
-        async with session.get(
-            url + f"&page={page}", headers={"Authorization": f"token {token}"}
-        ) as response:
+        async with session.get(url + f"&page={page}", headers={"Authorization": f"token {token}"}) as response:
             ours = response.headers["Link"]
         assert [part.split("; ")[1] for part in ours.split(", ")] == [
             part.split("; ")[1] for part in real["headers"]["link"].split(", ")
@@ -530,9 +506,7 @@ async def test_link_headers_match_what_github_really_sends(
 
 async def test_fault_injection_secondary_rate_limit(world: FakeGitHub, gh: GitHubAPI, token: str) -> None:
     message = "You have exceeded a secondary rate limit. Please wait a few minutes before you try again."
-    world.fail_next(
-        "POST", r"/issues/5/comments$", 403, headers={"Retry-After": "1"}, body={"message": message}
-    )
+    world.fail_next("POST", r"/issues/5/comments$", 403, headers={"Retry-After": "1"}, body={"message": message})
     with pytest.raises(BadRequest) as raised:  # remaining > 0: not a primary RateLimitExceeded
         await gh.post(f"/repos/{REPO}/issues/5/comments", data={"body": "hi"}, oauth_token=token)
     assert raised.value.status_code == 403
@@ -580,9 +554,7 @@ async def test_merge_is_pinned_to_the_head_sha(world: FakeGitHub, gh: GitHubAPI,
     assert world.violations == []
 
 
-async def test_merge_refuses_unmergeable_and_unchecked_pulls(
-    world: FakeGitHub, gh: GitHubAPI, token: str
-) -> None:
+async def test_merge_refuses_unmergeable_and_unchecked_pulls(world: FakeGitHub, gh: GitHubAPI, token: str) -> None:
     world.add_pull(REPO, 6, head_sha="d" * 40, mergeable=False)
     with pytest.raises(BadRequest) as raised:
         await gh.put(f"/repos/{REPO}/pulls/6/merge", data={"sha": "d" * 40}, oauth_token=token)
@@ -596,9 +568,7 @@ async def test_merge_refuses_unmergeable_and_unchecked_pulls(
     assert (await gh.put(f"/repos/{REPO}/pulls/5/merge", data={"sha": HEAD}, oauth_token=token))["merged"]
 
 
-async def test_request_log_records_what_was_sent_and_answered(
-    world: FakeGitHub, gh: GitHubAPI, token: str
-) -> None:
+async def test_request_log_records_what_was_sent_and_answered(world: FakeGitHub, gh: GitHubAPI, token: str) -> None:
     await gh.post(f"/repos/{REPO}/issues/5/comments", data={"body": "booked"}, oauth_token=token)
     [call] = world.calls("issues/create-comment")
     assert (call.method, call.path, call.status) == ("POST", f"/repos/{REPO}/issues/5/comments", 201)
@@ -609,9 +579,7 @@ async def test_request_log_records_what_was_sent_and_answered(
     assert world.comments_on(REPO, 5)[0]["id"] == call.response["id"]
 
 
-async def test_paths_with_slashes_and_dots_route_like_github(
-    world: FakeGitHub, gh: GitHubAPI, token: str
-) -> None:
+async def test_paths_with_slashes_and_dots_route_like_github(world: FakeGitHub, gh: GitHubAPI, token: str) -> None:
     world.set_branch(REPO, "release/1.0", "e" * 40)
     world.set_branch_protection(REPO, "release/1.0", ["ci"])
     world.set_file(REPO, "deploy/prod.yml", "x: 1\n")
@@ -641,9 +609,7 @@ def test_vendored_openapi_resolves_every_ref_and_keeps_nothing_else() -> None:
         if not ref.startswith("#/components/examples/"):  # example values are not schemas
             resolver.lookup("https://fake-github.invalid/openapi.json" + ref)
         spec.resolve({"$ref": ref})
-    components = {
-        f"#/components/{kind}/{name}" for kind, items in spec.raw["components"].items() for name in items
-    }
+    components = {f"#/components/{kind}/{name}" for kind, items in spec.raw["components"].items() for name in items}
     assert components == refs & components
 
 

@@ -33,14 +33,10 @@ async def test_app_jwt_is_accepted(github: GitHubApp, fake_github: FakeGitHub) -
     assert fake_github.violations == []
 
 
-async def test_installation_token_is_fetched_lazily_once_and_shared(
-    github: GitHubApp, fake_github: FakeGitHub
-) -> None:
+async def test_installation_token_is_fetched_lazily_once_and_shared(github: GitHubApp, fake_github: FakeGitHub) -> None:
     gh = github.installation_client(99)
     assert fake_github.calls(TOKENS) == []  # nothing until the first request
-    await asyncio.gather(
-        *(github.installation_client(99).getitem("/repos/octo-org/widgets") for _ in range(20))
-    )
+    await asyncio.gather(*(github.installation_client(99).getitem("/repos/octo-org/widgets") for _ in range(20)))
     await gh.getitem("/repos/octo-org/widgets")
     assert len(fake_github.calls(TOKENS)) == 1
     assert github.token_requests == 1
@@ -76,7 +72,7 @@ async def test_secondary_rate_limit_honours_retry_after(github: GitHubApp, fake_
         403,
         headers={"Retry-After": "1"},
         body={
-            "message": "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.",  # noqa: E501
+            "message": "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.",
             "documentation_url": "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api",
         },
     )
@@ -184,9 +180,7 @@ async def test_no_token_reaches_the_logs(
     await github.installation_client(99).getitem("/repos/octo-org/widgets")
     [token] = list(fake_github.tokens)
     assert token
-    formatted = "\n".join(
-        TextFormatter("%(message)s").format(r) + JsonFormatter().format(r) for r in caplog.records
-    )
+    formatted = "\n".join(TextFormatter("%(message)s").format(r) + JsonFormatter().format(r) for r in caplog.records)
     assert "installation token issued" in formatted
     assert token not in formatted
     assert repr(await github.installation_token(99)).count(token) == 0

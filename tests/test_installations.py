@@ -65,9 +65,7 @@ async def test_installation_lifecycle(
 
     removed = json.loads(webhook_body("installation_repositories", "removed"))
     removed["installation"]["id"] = 957387
-    removed["repositories_removed"] = [
-        {"id": 1, "name": "Hello-World", "full_name": "Codertocat/Hello-World"}
-    ]
+    removed["repositories_removed"] = [{"id": 1, "name": "Hello-World", "full_name": "Codertocat/Hello-World"}]
     await deliver(client, app_settings, "installation_repositories", json.dumps(removed).encode())
     inst = await store.get_installation(957387)
     assert inst is not None and inst.repositories == ("Codertocat/api",)

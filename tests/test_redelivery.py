@@ -35,9 +35,7 @@ async def test_failed_deliveries_are_redelivered_once(
         event="push", status_code=500, guid="too-old", delivered_at=now - timedelta(days=4)
     )
     ok = fake_github.add_hook_delivery(event="pull_request", action="labeled", status_code=202, guid="ok-1")
-    lost = fake_github.add_hook_delivery(
-        event="issue_comment", action="created", status_code=502, guid="lost-1"
-    )
+    lost = fake_github.add_hook_delivery(event="issue_comment", action="created", status_code=502, guid="lost-1")
     timeout = fake_github.add_hook_delivery(event="check_suite", status_code=0, guid="lost-2")
     stored = fake_github.add_hook_delivery(event="push", status_code=504, guid="stored-late")
     # GitHub timed out on this one while we were still storing it: it is ours already.
@@ -62,9 +60,7 @@ async def test_repeatedly_failing_delivery_is_given_up(
 ) -> None:
     now = datetime.now(UTC)
     fake_github.clock = lambda: now
-    fake_github.add_hook_delivery(
-        event="push", status_code=500, guid="poison", delivered_at=now - timedelta(minutes=9)
-    )
+    fake_github.add_hook_delivery(event="push", status_code=500, guid="poison", delivered_at=now - timedelta(minutes=9))
     for i in range(3):
         fake_github.add_hook_delivery(
             event="push",

@@ -40,9 +40,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     await mongo.close()
 
 
-def delivery(
-    n: int | str, *, event: str = "pull_request", at: datetime = T0, body: bytes | None = None
-) -> NewDelivery:
+def delivery(n: int | str, *, event: str = "pull_request", at: datetime = T0, body: bytes | None = None) -> NewDelivery:
     return NewDelivery(
         key=f"1:{n}",
         delivery_id=str(n),
@@ -88,18 +86,13 @@ async def test_claims_are_leases_and_exclusive(store: Store) -> None:
     assert [d.delivery_id for d in a] == ["0", "1", "2"]
     assert sorted(d.delivery_id for d in b) == ["3", "4"]
     assert all(d.status is DeliveryStatus.PROCESSING and d.attempts == 1 for d in a + b)
-    assert (
-        await store.claim_deliveries("worker-c", now=T0 + timedelta(seconds=20), lease_seconds=30, limit=10)
-        == []
-    )
+    assert await store.claim_deliveries("worker-c", now=T0 + timedelta(seconds=20), lease_seconds=30, limit=10) == []
 
 
 async def test_expired_lease_is_taken_over_and_old_owner_loses(store: Store) -> None:
     await store.record_delivery(delivery("x"))
     [mine] = await store.claim_deliveries("crashed", now=T0, lease_seconds=30, limit=1)
-    assert (
-        await store.claim_deliveries("other", now=T0 + timedelta(seconds=29), lease_seconds=30, limit=1) == []
-    )
+    assert await store.claim_deliveries("other", now=T0 + timedelta(seconds=29), lease_seconds=30, limit=1) == []
     [taken] = await store.claim_deliveries("other", now=T0 + timedelta(seconds=31), lease_seconds=30, limit=1)
     assert taken.key == mine.key and taken.attempts == 2 and taken.lease_owner == "other"
     assert await store.finish_delivery("1:x", "crashed", now=T0) is False
@@ -114,9 +107,7 @@ async def test_retry_waits_for_its_time_then_parks_and_requeues(store: Store) ->
     later = T0 + timedelta(seconds=60)
     assert await store.retry_delivery("1:r", "w", error="boom", next_attempt_at=later)
     assert await store.next_delivery_due() == later
-    assert (
-        await store.claim_deliveries("w", now=later - timedelta(seconds=1), lease_seconds=30, limit=1) == []
-    )
+    assert await store.claim_deliveries("w", now=later - timedelta(seconds=1), lease_seconds=30, limit=1) == []
     [again] = await store.claim_deliveries("w", now=later, lease_seconds=30, limit=1)
     assert again.attempts == 2 and again.last_error == "boom"
     assert await store.park_delivery("1:r", "w", error="still boom", now=later)

@@ -49,9 +49,7 @@ async def _record(store: SqliteStore, clock: Clock, key: str = "d1") -> None:
     )
 
 
-async def test_failing_handler_is_retried_then_parked_with_its_error(
-    store: SqliteStore, settings: Settings
-) -> None:
+async def test_failing_handler_is_retried_then_parked_with_its_error(store: SqliteStore, settings: Settings) -> None:
     clock = Clock()
     router = routing.Router()
     calls: list[str] = []

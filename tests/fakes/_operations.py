@@ -259,9 +259,7 @@ class Operations(Rendering):
                         "The permissions requested are not granted to this installation.",
                     )
             permissions = dict(body["permissions"])
-        token = self._issue_token(
-            installation, frozenset(chosen) if chosen is not None else None, permissions
-        )
+        token = self._issue_token(installation, frozenset(chosen) if chosen is not None else None, permissions)
         return Reply(201, self._token_json(token))
 
     def _op_apps_get_repo_installation(self, call: Call) -> Reply:
@@ -276,11 +274,7 @@ class Operations(Rendering):
 
     def _op_apps_list_repos_accessible_to_installation(self, call: Call) -> Page:
         assert call.principal.installation is not None
-        repos = [
-            r
-            for r in self._installation_repos(call.principal.installation)
-            if self._covers(call.principal, r)
-        ]
+        repos = [r for r in self._installation_repos(call.principal.installation) if self._covers(call.principal, r)]
         template = "apps/list-repos-accessible-to-installation"
         return Page([self._repo_json(r, template, "repositories", 0) for r in repos], key="repositories")
 
@@ -529,11 +523,7 @@ class Operations(Rendering):
     def _op_repos_list_pull_requests_associated_with_commit(self, call: Call) -> Page:
         repo = self._repo(call)
         sha = call.params["commit_sha"]
-        found = [
-            p
-            for p in self.pulls.values()
-            if p.repo == repo.full_name and (sha == p.head_sha or sha in p.commits)
-        ]
+        found = [p for p in self.pulls.values() if p.repo == repo.full_name and (sha == p.head_sha or sha in p.commits)]
         return Page([self._pull_json(p, full=False) for p in sorted(found, key=lambda p: -p.number)])
 
     def _op_repos_create_deployment(self, call: Call) -> Reply:
@@ -860,9 +850,7 @@ class Operations(Rendering):
             app_id=app.app_id,
             app_slug=app.slug,
             started_at=self._parse_time(body.get("started_at")) or now,
-            completed_at=(self._parse_time(body.get("completed_at")) or now)
-            if status == "completed"
-            else None,
+            completed_at=(self._parse_time(body.get("completed_at")) or now) if status == "completed" else None,
         )
         run.details_url = body.get("details_url")
         run.external_id = body.get("external_id")
@@ -903,9 +891,7 @@ class Operations(Rendering):
                 raise GitHubError(
                     422,
                     "Validation Failed",
-                    errors=[
-                        self._field_error(call.op, "conclusion", "conclusion is required", "missing_field")
-                    ],
+                    errors=[self._field_error(call.op, "conclusion", "conclusion is required", "missing_field")],
                 )
             run.completed_at = self._parse_time(body.get("completed_at")) or run.completed_at or now
         else:

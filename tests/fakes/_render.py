@@ -233,9 +233,7 @@ class Rendering(State):
             id=comment.id,
             node_id=_node_id("IC", comment.id),
             url=f"{self.url}/repos/{repo.full_name}/issues/comments/{comment.id}",
-            html_url=(
-                f"https://github.com/{repo.full_name}/{kind}/{comment.issue_number}#issuecomment-{comment.id}"
-            ),
+            html_url=(f"https://github.com/{repo.full_name}/{kind}/{comment.issue_number}#issuecomment-{comment.id}"),
             body=comment.body,
             user=self._user_json(comment.user_login),
             created_at=iso(comment.created_at),
@@ -492,9 +490,7 @@ class Rendering(State):
             git_url=f"{api}/git/{'blobs' if data is not None else 'trees'}/{sha}",
             html_url=f"{html}/{ref}/{path}",
             download_url=(
-                f"https://raw.githubusercontent.com/{repo.full_name}/{ref}/{path}"
-                if data is not None
-                else None
+                f"https://raw.githubusercontent.com/{repo.full_name}/{ref}/{path}" if data is not None else None
             ),
         )
         node["_links"] = {"git": node["git_url"], "self": node["url"], "html": node["html_url"]}
@@ -575,9 +571,7 @@ class Rendering(State):
             token=token.token,
             expires_at=iso(token.expires_at),
             permissions=dict(token.permissions),
-            repository_selection=(
-                "all" if installation.repos is None and token.repos is None else "selected"
-            ),
+            repository_selection=("all" if installation.repos is None and token.repos is None else "selected"),
         )
         for key in ("has_multiple_single_files", "single_file_paths", "single_file"):
             node.pop(key, None)

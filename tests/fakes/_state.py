@@ -512,9 +512,7 @@ class State:
         files: Sequence[str] = (),
     ) -> FakePull:
         repo = self._repo_state(full_name)
-        issue = self.add_issue(
-            full_name, number, title=title, body=body, user_login=user_login, labels=labels
-        )
+        issue = self.add_issue(full_name, number, title=title, body=body, user_login=user_login, labels=labels)
         issue.is_pull = True
         issue.state = state
         head_ref = head_ref or f"feature-{number}"
@@ -546,9 +544,7 @@ class State:
         repo.commits.add(head_sha)
         self._issue_state(full_name, number).updated_at = self.now()
 
-    def add_comment(
-        self, full_name: str, issue_number: int, body: str, *, user_login: str = "octocat"
-    ) -> int:
+    def add_comment(self, full_name: str, issue_number: int, body: str, *, user_login: str = "octocat") -> int:
         """A comment someone else wrote (e.g. a `/ship` command); returns its id."""
         issue = self._issue_state(full_name, issue_number)
         return self._create_comment(issue, body, user_login).id
@@ -806,9 +802,7 @@ class State:
 
     def _comments_of(self, issue: FakeIssue) -> list[FakeComment]:
         return [
-            c
-            for c in self.comments.values()
-            if c.repo.lower() == issue.repo.lower() and c.issue_number == issue.number
+            c for c in self.comments.values() if c.repo.lower() == issue.repo.lower() and c.issue_number == issue.number
         ]
 
     def _create_comment(self, issue: FakeIssue, body: str, user_login: str) -> FakeComment:

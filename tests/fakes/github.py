@@ -123,9 +123,7 @@ class FakeGitHub(Operations):
     ) -> None:
         """Answer the next `times` requests whose method matches (`"*"`: any) and whose path
         `re.search`es `path_regex` with `status`, `headers` and `body` instead of serving them."""
-        self._faults.append(
-            _Fault(method.upper(), re.compile(path_regex), status, headers or {}, body, times)
-        )
+        self._faults.append(_Fault(method.upper(), re.compile(path_regex), status, headers or {}, body, times))
 
     def calls(self, operation_id: str) -> list[RecordedRequest]:
         """The requests matched to an operation (either id of a compare, see `Spec.SAME_URLS`)."""
@@ -281,9 +279,7 @@ class FakeGitHub(Operations):
     def _check_rate_limit(self, principal: Principal) -> None:
         if self._bucket(principal).remaining <= 0:
             who = (
-                f"installation ID {principal.installation.installation_id}"
-                if principal.installation
-                else "this client"
+                f"installation ID {principal.installation.installation_id}" if principal.installation else "this client"
             )
             raise GitHubError(403, f"API rate limit exceeded for {who}.")
 
@@ -306,9 +302,7 @@ class FakeGitHub(Operations):
             if app is None:
                 return Principal("anonymous"), error
             if needs == "installation":
-                return Principal("app", app=app), (
-                    "an App JWT cannot call this endpoint: use an installation token"
-                )
+                return Principal("app", app=app), ("an App JWT cannot call this endpoint: use an installation token")
             return Principal("app", app=app), None
         token = self.tokens.get(credential)
         if token is None:
