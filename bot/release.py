@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from .checks import CheckItem, CheckState, ChecksVerdict
@@ -287,7 +287,8 @@ def _refuse_permission(event: EventBase, need: str, what: str) -> Decision | Non
 def plan_slot(event: ShipRequested, now: datetime) -> Slot | WhenError:
     if event.immediately:
         start = now
-        problems = slot_problems(start, event.policy, now)
+        # "Now" means now: the lead time, there to give people notice, is waived; windows and freezes are not.
+        problems = slot_problems(start, replace(event.policy, lead_time=timedelta(0)), now)
         if problems:
             return WhenError(
                 text="now",

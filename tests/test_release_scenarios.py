@@ -170,3 +170,82 @@ async def test_invalid_config_is_reported_and_defaults_stay_in_force(scenario: S
     assert release is not None and release.timezone == "UTC"  # the defaults, as no good config was seen
     run = scenario.fake.check_runs_for(REPO, HEAD)[-1]
     assert run["conclusion"] == "failure" and "Invalid" in run["output"]["title"]
+
+
+async def test_a_burst_of_changes_is_one_edit_per_debounce_window(scenario: Scenario) -> None:
+    await scenario.deliver("issue_comment", scenario.comment(7, "/ship friday 3pm", sender="alice"))
+    assert len(scenario.fake.calls("issues/create-comment")) == 1
+    for hour in ("10:00", "10:30", "11:00", "11:30", "12:00"):
+        scenario.clock.advance(seconds=0.2)
+        await scenario.deliver("issue_comment", scenario.comment(7, f"/ship monday {hour}", sender="alice"))
+    # Inside the two-second window nothing was edited yet; the work is queued, not lost.
+    assert scenario.fake.calls("issues/update-comment") == []
+    scenario.clock.advance(seconds=2)
+    await scenario.settle()
+    [edit] = scenario.fake.calls("issues/update-comment")
+    assert "Mon 30 Nov 12:00-12:30 Europe/Berlin (11:00 UTC)" in edit.json["body"]
+    assert len(scenario.fake.calls("issues/create-comment")) == 1
+
+
+async def test_sticky_comment_is_found_by_its_marker_when_the_store_lost_its_id(scenario: Scenario) -> None:
+    await scenario.deliver("pull_request", labeled(7, HEAD, sender="alice"))
+    first = scenario.sticky(7)
+    record = await scenario.store.get_pull_record(REPO, 7)
+    assert record is not None and record.comment_id == first["id"]
+    from dataclasses import replace
+
+    await scenario.store.save_pull_record(replace(record, comment_id=None, rendered=None))
+    scenario.clock.advance(seconds=5)
+    await scenario.deliver("issue_comment", scenario.comment(7, "/ship hold", sender="alice"))
+    assert scenario.sticky(7)["id"] == first["id"] and "On hold" in scenario.sticky(7)["body"]
+    assert len(scenario.fake.calls("issues/create-comment")) == 1
+    record = await scenario.store.get_pull_record(REPO, 7)
+    assert record is not None and record.comment_id == first["id"]
+
+
+async def test_label_from_a_reader_is_refused(scenario: Scenario) -> None:
+    await scenario.deliver("pull_request", labeled(7, HEAD, sender="bob"))
+    assert await scenario.store.get_latest_release(REPO, 7) is None
+    [reply] = scenario.replies(7)
+    assert "@bob" in reply and "**write**" in reply
+
+
+async def test_status_help_hold_unhold(scenario: Scenario) -> None:
+    await scenario.deliver("issue_comment", scenario.comment(7, "/ship status", sender="bob"))
+    await scenario.deliver("issue_comment", scenario.comment(7, "/ship help", sender="bob"))
+    status, help_text = scenario.replies(7)
+    assert "no release has been requested" in status
+    assert "/ship cancel" in help_text and "/ship hold" in help_text
+    await scenario.deliver("issue_comment", scenario.comment(7, "/ship", sender="alice"))
+    await scenario.deliver("issue_comment", scenario.comment(7, "/ship hold", sender="alice"))
+    release = await scenario.store.get_active_release(REPO, 7)
+    assert release is not None and release.state is State.HELD
+    await scenario.deliver("issue_comment", scenario.comment(7, "/ship unhold", sender="alice"))
+    release = await scenario.store.get_active_release(REPO, 7)
+    assert release is not None and release.state is State.VERIFYING
+    await scenario.deliver("issue_comment", scenario.comment(7, "/ship status", sender="bob"))
+    assert "**verifying**" in scenario.replies(7)[-1] and "waiting for ci/build" in scenario.replies(7)[-1]
+
+
+async def test_ruleset_required_checks_count_too(scenario: Scenario) -> None:
+    scenario.fake.remove_branch_protection(REPO, "main")
+    scenario.fake.set_branch_rules(
+        REPO,
+        "main",
+        [
+            {
+                "type": "required_status_checks",
+                "parameters": {
+                    "strict_required_status_checks_policy": False,
+                    "required_status_checks": [{"context": "security/scan"}],
+                },
+            }
+        ],
+    )
+    scenario.fake.add_check_run(REPO, HEAD, "ci/build", status="completed", conclusion="success")
+    await scenario.deliver("issue_comment", scenario.comment(7, "/ship", sender="alice"))
+    release = await scenario.store.get_active_release(REPO, 7)
+    assert release is not None and release.state is State.VERIFYING
+    assert release.checks is not None and release.checks.missing == ["security/scan"]
+    assert "security/scan" in scenario.sticky(7)["body"]
+    assert scenario.fake.violations == []
