@@ -171,13 +171,11 @@ def evaluate(
     ignored = frozenset(ignore)
     runs = _latest(check_runs, "name", "started_at")
     reported_statuses = _latest(statuses, "context", "updated_at")
-    wanted: frozenset[str]
-    if required:
-        wanted = required - ignored
-    elif require_all_when_none:
+    wanted = required - ignored
+    # "Nothing required" is judged after ignoring: protection that requires only "Release" (to stop
+    # merges around the bot) still leaves the repository's CI to wait for.
+    if not wanted and require_all_when_none:
         wanted = frozenset(runs.keys() | reported_statuses.keys()) - ignored
-    else:
-        wanted = frozenset()
 
     items = []
     for name in sorted(wanted):
@@ -202,9 +200,7 @@ def evaluate(
     return ChecksVerdict(state=verdict, items=tuple(items), required=wanted)
 
 
-def _latest(
-    reports: Iterable[Mapping[str, Any]], name_key: str, time_key: str
-) -> dict[str, Mapping[str, Any]]:
+def _latest(reports: Iterable[Mapping[str, Any]], name_key: str, time_key: str) -> dict[str, Mapping[str, Any]]:
     latest: dict[str, tuple[tuple[datetime, int], Mapping[str, Any]]] = {}
     for report in reports:
         name = report.get(name_key)

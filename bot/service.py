@@ -46,6 +46,10 @@ log = logging.getLogger(__name__)
 
 _MAX_CONFLICT_RETRIES = 5
 _PERMISSION_TTL = 60.0  # seconds a collaborator permission is trusted
+# The repo's config and its branch's required checks change rarely; within these seconds they are
+# reused without even the (free) conditional request, which saves a round trip on every event.
+_CONFIG_TTL = 30.0
+_PROTECTION_TTL = 60.0
 _MAX_CHECK_PAGES = 10
 
 
@@ -80,9 +84,19 @@ class GitHubReader:
         self._permissions: cachetools.TTLCache[tuple[str, str], str] = cachetools.TTLCache(
             maxsize=10_000, ttl=_PERMISSION_TTL
         )
+        self._configs: cachetools.TTLCache[str, LoadedConfig] = cachetools.TTLCache(maxsize=10_000, ttl=_CONFIG_TTL)
+        self._required: cachetools.TTLCache[tuple[str, str], tuple[dict[str, Any] | None, list[dict[str, Any]]]] = (
+            cachetools.TTLCache(maxsize=10_000, ttl=_PROTECTION_TTL)
+        )
 
     async def config(self, gh: GitHubAPI, repo: str) -> LoadedConfig:
         """The repo's config from its default branch; an invalid file keeps the last good one in force."""
+        cached = self._configs.get(repo)
+        if cached is None:
+            cached = self._configs[repo] = await self._read_config(gh, repo)
+        return cached
+
+    async def _read_config(self, gh: GitHubAPI, repo: str) -> LoadedConfig:
         try:
             content = await gh.getitem(f"/repos/{repo}/contents/{CONFIG_PATH}")
         except gidgethub.BadRequest as exc:
@@ -134,12 +148,22 @@ class GitHubReader:
             author=(data.get("user") or {}).get("login", ""),
         )
 
-    async def checks(self, gh: GitHubAPI, repo: str, base: str, head_sha: str, config: RepoConfig) -> ChecksVerdict:
+    async def _protection(
+        self, gh: GitHubAPI, repo: str, base: str
+    ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        cached = self._required.get((repo, base))
+        if cached is not None:
+            return cached
         # The branch's own view of its protection needs only read access, unlike the protection
         # endpoint (administration: read), so the App keeps to least privilege.
         branch = await gh.getitem(f"/repos/{repo}/branches/{base}")
         protection: dict[str, Any] | None = branch.get("protection") if branch.get("protected") else None
         rules = [rule async for rule in gh.getiter(f"/repos/{repo}/rules/branches/{base}?per_page=100")]
+        self._required[(repo, base)] = (protection, rules)
+        return protection, rules
+
+    async def checks(self, gh: GitHubAPI, repo: str, base: str, head_sha: str, config: RepoConfig) -> ChecksVerdict:
+        protection, rules = await self._protection(gh, repo, base)
         runs: list[dict[str, Any]] = []
         async for run in gh.getiter(
             f"/repos/{repo}/commits/{head_sha}/check-runs?per_page=100", iterable_key="check_runs"

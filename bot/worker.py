@@ -86,21 +86,43 @@ class Worker:
         self.wakeup.set()
 
     async def run(self, stop: asyncio.Event) -> None:
+        """A pool, not batches: a slot freed by a finished task is refilled at once, so one slow job
+        (say, a write waiting out GitHub's pacing) never holds up the deliveries behind it."""
         log.info("worker started", extra={"worker": self.owner, "store": self.settings.store_kind})
+        inflight: set[asyncio.Task[None]] = set()
         while not stop.is_set():
+            claimed = 0
             try:
-                handled = await self.run_once()
+                claimed = await self._fill(inflight)
                 await self._maybe_purge()
                 await self._maybe_sweep()
             except Exception:
                 # The store went away for a moment: keep the worker alive and try again.
                 log.exception("worker loop error")
-                handled = 0
-            if handled == 0:
-                await self._idle(stop)
+            if claimed == 0 or len(inflight) >= self.settings.worker_concurrency:
+                await self._idle(stop, inflight)
+        if inflight:
+            await asyncio.wait(inflight, timeout=self.settings.worker_lease_seconds)
         log.info("worker stopped", extra={"worker": self.owner, "processed": self.processed})
 
-    async def _idle(self, stop: asyncio.Event) -> None:
+    async def _fill(self, inflight: set[asyncio.Task[None]]) -> int:
+        free = self.settings.worker_concurrency - len(inflight)
+        if free <= 0:
+            return 0
+        now = self.clock()
+        lease = self.settings.worker_lease_seconds
+        deliveries = await self.store.claim_deliveries(self.owner, now=now, lease_seconds=lease, limit=free)
+        tasks = [asyncio.create_task(self.process(d)) for d in deliveries]
+        free -= len(deliveries)
+        if free > 0 and self.executor is not None:
+            jobs = await self.store.claim_jobs(self.owner, now=now, lease_seconds=lease, limit=free)
+            tasks += [asyncio.create_task(self.run_job(j)) for j in jobs]
+        for task in tasks:
+            inflight.add(task)
+            task.add_done_callback(inflight.discard)
+        return len(tasks)
+
+    async def _idle(self, stop: asyncio.Event, inflight: set[asyncio.Task[None]]) -> None:
         timeout = self.settings.worker_poll_interval
         dues = [await self.store.next_delivery_due(), await self.store.next_job_due()]
         due = min((d for d in dues if d is not None), default=None)
@@ -109,7 +131,7 @@ class Worker:
         self.wakeup.clear()
         waiters = [asyncio.ensure_future(self.wakeup.wait()), asyncio.ensure_future(stop.wait())]
         try:
-            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait([*waiters, *inflight], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for waiter in waiters:
                 waiter.cancel()
@@ -125,7 +147,7 @@ class Worker:
         )
         if batch:
             await asyncio.gather(*(self.process(d) for d in batch))
-        jobs = []
+        jobs: list[Job] = []
         if self.executor is not None:
             jobs = await self.store.claim_jobs(
                 self.owner,
