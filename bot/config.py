@@ -44,7 +44,7 @@ class Settings:
     # GitHub asks integrators to space mutating requests; per installation.
     github_write_interval: float = 1.0
     github_max_retry_wait: float = 60.0
-    worker_concurrency: int = 32
+    worker_concurrency: int = 64
     worker_lease_seconds: float = 60.0
     worker_max_attempts: int = 8
     worker_poll_interval: float = 1.0
@@ -123,7 +123,7 @@ class Settings:
             event_loop=reader.choice("EVENT_LOOP", "auto", ("auto", "asyncio", "uvloop")),
             github_write_interval=reader.number("GITHUB_WRITE_INTERVAL", 1.0),
             github_max_retry_wait=reader.number("GITHUB_MAX_RETRY_WAIT", 60.0),
-            worker_concurrency=reader.integer("WORKER_CONCURRENCY", 32, minimum=1) or 32,
+            worker_concurrency=reader.integer("WORKER_CONCURRENCY", 64, minimum=1) or 64,
             worker_lease_seconds=reader.number("WORKER_LEASE_SECONDS", 60.0, minimum=1.0),
             worker_max_attempts=reader.integer("WORKER_MAX_ATTEMPTS", 8, minimum=1) or 8,
             worker_poll_interval=reader.number("WORKER_POLL_INTERVAL", 1.0, minimum=0.01),

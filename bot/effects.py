@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -38,6 +38,8 @@ class EffectExecutor:
         match job.kind:
             case "render":
                 await self.render(gh, job.payload["repo"], int(job.payload["pr"]))
+            case "checkrun":
+                await self.check_run(gh, job.payload["repo"], int(job.payload["pr"]))
             case "reply":
                 await self.comment(gh, job.payload["repo"], int(job.payload["pr"]), job.payload["text"])
             case "react":
@@ -55,6 +57,11 @@ class EffectExecutor:
         return int(data["id"])
 
     async def render(self, gh: GitHubAPI, repo: str, pr: int) -> None:
+        """Edit the sticky comment to the release's current state, then queue the check run's update.
+
+        The check run is its own job: with writes spaced per installation, the comment (what people
+        read) never waits for it."""
+        started = self.clock()
         release = await self.store.get_active_release(repo, pr) or await self.store.get_latest_release(repo, pr)
         record = await self.store.get_pull_record(repo, pr) or PullRecord(repo=repo, pr=pr)
         tz = ZoneInfo(release.timezone if release else "UTC")
@@ -62,26 +69,32 @@ class EffectExecutor:
         if body == record.rendered:
             return
         comment_id = await self._write_sticky(gh, repo, pr, record.comment_id, body)
-        check_runs = dict(record.check_runs)
+        await self._save_record(record, comment_id=comment_id, rendered=body, rendered_at=started)
         if release is not None:
-            view = render_check_run(release, tz, config_problems=record.config_problems)
-            output = {"title": view.title[:250], "summary": view.summary[:_MAX_BODY]}
-            fields: dict[str, Any] = {"status": view.status, "output": output}
-            if view.conclusion is not None:
-                fields["conclusion"] = view.conclusion
-            run_id = check_runs.get(release.head_sha)
-            if run_id is not None:
-                await gh.patch(f"/repos/{repo}/check-runs/{run_id}", data=fields)
-            else:
-                created = await gh.post(
-                    f"/repos/{repo}/check-runs",
-                    data={"name": OWN_CHECK_NAME, "head_sha": release.head_sha, **fields},
-                )
-                check_runs[release.head_sha] = int(created["id"])
-            self.writes += 1
-        await self._save_record(
-            record, comment_id=comment_id, check_runs=check_runs, rendered=body, rendered_at=self.clock()
-        )
+            # Due when the installation's next write is allowed: waiting in the queue, not in a worker slot.
+            due = started + timedelta(seconds=self.github.settings.github_write_interval)
+            payload = {"repo": repo, "pr": pr, "installation_id": release.installation_id}
+            await self.store.schedule_job(f"checkrun:{repo}#{pr}", "checkrun", payload, due_at=due)
+
+    async def check_run(self, gh: GitHubAPI, repo: str, pr: int) -> None:
+        release = await self.store.get_active_release(repo, pr) or await self.store.get_latest_release(repo, pr)
+        record = await self.store.get_pull_record(repo, pr)
+        if release is None or record is None:
+            return
+        view = render_check_run(release, ZoneInfo(release.timezone), config_problems=record.config_problems)
+        output = {"title": view.title[:250], "summary": view.summary[:_MAX_BODY]}
+        fields: dict[str, Any] = {"status": view.status, "output": output}
+        if view.conclusion is not None:
+            fields["conclusion"] = view.conclusion
+        run_id = record.check_runs.get(release.head_sha)
+        if run_id is not None:
+            await gh.patch(f"/repos/{repo}/check-runs/{run_id}", data=fields)
+        else:
+            created = await gh.post(
+                f"/repos/{repo}/check-runs", data={"name": OWN_CHECK_NAME, "head_sha": release.head_sha, **fields}
+            )
+            await self._save_record(record, check_runs={**record.check_runs, release.head_sha: int(created["id"])})
+        self.writes += 1
 
     async def _write_sticky(self, gh: GitHubAPI, repo: str, pr: int, known: int | None, body: str) -> int:
         if known is not None:

@@ -124,10 +124,12 @@ class Worker:
 
     async def _idle(self, stop: asyncio.Event, inflight: set[asyncio.Task[None]]) -> None:
         timeout = self.settings.worker_poll_interval
-        dues = [await self.store.next_delivery_due(), await self.store.next_job_due()]
-        due = min((d for d in dues if d is not None), default=None)
-        if due is not None:
-            timeout = max(0.0, min(timeout, (due - self.clock()).total_seconds()))
+        if not inflight:
+            # Busy, a finishing task wakes us anyway; idle, sleep exactly until the next due work.
+            dues = [await self.store.next_delivery_due(), await self.store.next_job_due()]
+            due = min((d for d in dues if d is not None), default=None)
+            if due is not None:
+                timeout = max(0.0, min(timeout, (due - self.clock()).total_seconds()))
         self.wakeup.clear()
         waiters = [asyncio.ensure_future(self.wakeup.wait()), asyncio.ensure_future(stop.wait())]
         try:
