@@ -392,13 +392,14 @@ def _ship(release: Release | None, event: ShipRequested, now: datetime) -> Decis
 
 def dry_run_text(event: ShipRequested, slot: Slot) -> str:
     checks = event.checks
+    author = f"@{event.pull.author}" if event.pull.author else "the PR's author"
     if checks.state == "green":
-        gate = "Required checks are green, so it would be **scheduled**."
+        gate = "Required checks are green, so it would be **scheduled**. Nobody needs to act."
     elif checks.state == "failing":
-        gate = f"It would be **blocked**: {', '.join(checks.failing)} failing."
+        gate = f"It would be **blocked**: {', '.join(checks.failing)} failing; {author} must fix that first."
     else:
         waiting = ", ".join([*checks.pending, *checks.missing]) or "checks"
-        gate = f"It would wait (**verifying**) for {waiting}."
+        gate = f"It would wait (**verifying**) for {waiting}; CI must finish (or {author} push a fix)."
     return (
         f"@{event.actor.login} dry run, nothing booked: `/ship {event.when_text or ''}`".rstrip()
         + f" would release {event.pull.head_sha[:7]} at **{_slot_sentence(slot, event.policy)}**. {gate}"
