@@ -29,6 +29,9 @@ def read_environment(dotenv_path: Path = Path(".env")) -> dict[str, str]:
 
 def load_settings(env: Mapping[str, str], *, create_local_key: bool) -> Settings:
     settings = Settings.from_env(env)
+    from .logs import setup_logging
+
+    setup_logging(settings.log_level, settings.log_format)
     if not settings.secrets_keys and settings.store_kind == "sqlite" and create_local_key:
         key, created = load_or_create_local_key(settings.data_dir)
         if created:
@@ -185,9 +188,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"release-secretary: {exc}", file=sys.stderr)
         return 2
-    from .logs import setup_logging
-
-    setup_logging(settings.log_level, settings.log_format)
     if args.command == "serve":
         _serve(settings, run_worker=True)
     elif args.command == "web":

@@ -74,7 +74,7 @@ def load_or_create_local_key(data_dir: Path) -> tuple[str, bool]:
         return path.read_text().strip(), False
     except FileNotFoundError:
         pass
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=data_dir, prefix=".secrets-")  # created with mode 0600
     try:
         with os.fdopen(fd, "w") as fh:

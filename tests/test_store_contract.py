@@ -193,3 +193,11 @@ async def test_values_round_trip(store: Store) -> None:
     await store.set_value("cursor", "2026-11-25T12:00:00+00:00", now=T0)
     await store.set_value("cursor", "2026-11-25T12:05:00+00:00", now=T0)
     assert await store.get_value("cursor") == "2026-11-25T12:05:00+00:00"
+
+
+async def test_sqlite_file_and_folder_are_private(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "fresh" / "bot.db")
+    await store.open()
+    await store.close()
+    assert (tmp_path / "fresh").stat().st_mode & 0o777 == 0o700
+    assert (tmp_path / "fresh" / "bot.db").stat().st_mode & 0o777 == 0o600

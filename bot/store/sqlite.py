@@ -112,6 +112,12 @@ _MIGRATIONS: tuple[str, ...] = (
 )
 
 
+def _prepare_file(path: Path) -> None:
+    """Payloads of private repositories and encrypted credentials live here: owner only."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.touch(mode=0o600, exist_ok=True)
+
+
 def _ts(value: datetime) -> float:
     return value.timestamp()
 
@@ -135,7 +141,7 @@ class SqliteStore:
 
     async def open(self) -> None:
         if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            _prepare_file(Path(self.path))
         # Autocommit: every operation below is one statement, hence its own transaction.
         self._db = await aiosqlite.connect(self.path, isolation_level=None)
         self._db.row_factory = aiosqlite.Row
