@@ -83,6 +83,8 @@ async def github_webhook(request: web.Request) -> web.Response:
     signature = headers.get("X-Hub-Signature-256")
     if not signature:
         return _error(401, "missing X-Hub-Signature-256 header: is the webhook secret set on GitHub?")
+    if not signature.startswith("sha256=") or not signature.isascii():
+        return _error(401, "X-Hub-Signature-256 must be sha256=<hex digest>")
     try:
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:
@@ -225,7 +227,10 @@ def make_app(
         task = asyncio.create_task(worker.run(stop))
         yield
         stop.set()
-        await asyncio.wait_for(task, timeout=30)
+        # The worker gives in-flight work half a lease to finish; whatever is left is re-run later.
+        done, _ = await asyncio.wait({task}, timeout=settings.worker_lease_seconds / 2 + 5)
+        if not done:
+            task.cancel()
 
     app.cleanup_ctx.append(store_ctx)
     app.cleanup_ctx.append(github_ctx)

@@ -154,8 +154,9 @@ class _Reader:
         return any(p.startswith(n) for p in self.problems for n in names)
 
     def text(self, name: str) -> str | None:
-        value = self.env.get(name, "")
-        return value if value.strip() else None
+        # A secret pasted from a file or a secret manager often ends in a newline GitHub never sent.
+        value = self.env.get(name, "").strip()
+        return value or None
 
     def integer(
         self,

@@ -99,7 +99,7 @@ class EffectExecutor:
     async def _write_sticky(self, gh: GitHubAPI, repo: str, pr: int, known: int | None, body: str) -> int:
         if known is not None:
             try:
-                await gh.patch(f"/repos/{repo}/issues/comments/{known}", data={"body": body})
+                await gh.patch(f"/repos/{repo}/issues/comments/{known}", data={"body": body[:_MAX_BODY]})
                 self.writes += 1
                 return known
             except gidgethub.BadRequest as exc:
@@ -108,11 +108,18 @@ class EffectExecutor:
                 log.info("sticky comment %s is gone; looking for another or writing a new one", known)
         # The store may have lost the id (or never saved it after a crash): find ours by its marker.
         async for comment in gh.getiter(f"/repos/{repo}/issues/{pr}/comments?per_page=100"):
-            if (comment.get("user") or {}).get("type") == "Bot" and str(comment.get("body", "")).startswith(MARKER):
-                await gh.patch(f"/repos/{repo}/issues/comments/{comment['id']}", data={"body": body})
+            if self._ours(comment) and str(comment.get("body", "")).startswith(MARKER):
+                await gh.patch(f"/repos/{repo}/issues/comments/{comment['id']}", data={"body": body[:_MAX_BODY]})
                 self.writes += 1
                 return int(comment["id"])
         return await self.comment(gh, repo, pr, body)
+
+    def _ours(self, comment: dict[str, Any]) -> bool:
+        """Written by this App: another bot echoing our marker must not be adopted."""
+        app = comment.get("performed_via_github_app") or {}
+        if app.get("id") is not None:
+            return bool(app.get("id") == self.github.settings.github_app_id)
+        return (comment.get("user") or {}).get("type") == "Bot"
 
     async def _save_record(self, record: PullRecord, **changes: Any) -> None:
         for _ in range(5):

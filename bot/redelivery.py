@@ -66,6 +66,8 @@ async def sweep_failed_deliveries(
         attempts[attempt["guid"]].append(attempt)
 
     failed = redelivered = gave_up = 0
+    # Where the next sweep starts: now, unless a redelivery was refused (then from that delivery on).
+    resume_from = now
     for guid, tries in attempts.items():
         if any(_ok(t) for t in tries):
             continue
@@ -81,6 +83,7 @@ async def sweep_failed_deliveries(
             await gh.post("/app/hook/deliveries/{delivery_id}/attempts", {"delivery_id": latest["id"]}, data=b"")
         except gidgethub.HTTPException as exc:
             log.warning("redelivery of %s refused: %s", guid, exc)
+            resume_from = min(resume_from, min(_when(t) for t in tries))
             continue
         redelivered += 1
         log.info(
@@ -91,5 +94,5 @@ async def sweep_failed_deliveries(
                 "status_code": latest.get("status_code"),
             },
         )
-    await store.set_value(CURSOR, now.isoformat(), now=now)
+    await store.set_value(CURSOR, resume_from.isoformat(), now=now)
     return SweepResult(scanned=scanned, failed=failed, redelivered=redelivered, gave_up=gave_up)

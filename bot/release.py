@@ -302,6 +302,9 @@ def plan_slot(event: ShipRequested, now: datetime) -> Slot | WhenError:
 
 def decide(release: Release | None, event: Event, now: datetime) -> Decision:
     """The next state of the PR's active release (None: no release) and what to do about it."""
+    if _seen(release, event):
+        # A retried delivery (the worker failed after saving) must not apply a command twice.
+        return Decision(release)
     match event:
         case ShipRequested():
             return _ship(release, event, now)
@@ -317,6 +320,13 @@ def decide(release: Release | None, event: Event, now: datetime) -> Decision:
             return _checks_changed(release, event, now)
         case PullClosed():
             return _closed(release, event, now)
+
+
+def _seen(release: Release | None, event: Event) -> bool:
+    commands = (ShipRequested, CancelRequested, HoldRequested, UnholdRequested)
+    if release is None or event.delivery is None or not isinstance(event, commands):
+        return False
+    return any(t.delivery == event.delivery for t in release.audit)
 
 
 def _ship(release: Release | None, event: ShipRequested, now: datetime) -> Decision:
@@ -391,7 +401,13 @@ def _ship(release: Release | None, event: ShipRequested, now: datetime) -> Decis
 
 
 def dry_run_text(event: ShipRequested, slot: Slot) -> str:
-    checks = event.checks
+    from .checks import escape_markdown
+
+    checks = ChecksVerdict(
+        state=event.checks.state,
+        items=tuple(replace(i, name=escape_markdown(i.name)) for i in event.checks.items),
+        required=event.checks.required,
+    )
     author = f"@{event.pull.author}" if event.pull.author else "the PR's author"
     if checks.state == "green":
         gate = "Required checks are green, so it would be **scheduled**. Nobody needs to act."

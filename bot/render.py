@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-from .checks import render_table
+from .checks import escape_markdown, render_table
 from .policy import format_slot
 from .release import Release, State
 
 MARKER = "<!-- release-secretary -->"
+MAX_HISTORY = 50
 
 HEADLINES = {
     State.REQUESTED: "📝 Release requested",
@@ -79,12 +80,13 @@ def render_sticky(release: Release | None, tz: ZoneInfo, *, config_problems: tup
     first = release.audit[0] if release.audit else None
     via = _SOURCE_WORDS.get(first.source, first.source) if first else "?"
     window = format_slot(release.slot, tz) if release.slot else "not booked"
+    why = release.audit[-1].reason if release.audit else ""
     lines += [
         f"### {HEADLINES[release.state]}: `{release.repo}#{release.pr}`",
         "",
         "| | |",
         "| --- | --- |",
-        f"| **State** | **{release.state.value}**: {release.audit[-1].reason if release.audit else ''} |",
+        f"| **State** | **{release.state.value}**: {escape_markdown(why)} |",
         f"| **Requested by** | @{release.requested_by} (via {via}) |",
         f"| **Window** | {window} |",
         f"| **Head** | {short(release.head_sha)} |",
@@ -96,13 +98,18 @@ def render_sticky(release: Release | None, tz: ZoneInfo, *, config_problems: tup
     elif release.checks is not None:
         lines += ["**Required checks**: none are required or reported.", ""]
     if release.blockers and release.state in (State.VERIFYING, State.BLOCKED):
-        lines += ["**Blockers**", "", *(f"- {b}" for b in release.blockers), ""]
+        # Check names come from CI configs a PR author controls: never let them format or @mention.
+        lines += ["**Blockers**", "", *(f"- {escape_markdown(b)}" for b in release.blockers), ""]
     lines += [f"**Next**: {NEXT_STEP[release.state]}", ""]
     commands = " · ".join(f"`{c}`" for c in COMMANDS[release.state])
     lines += [f"**Commands**: {commands}", ""]
     history = [
-        f"- {t.at.astimezone(tz):%a %d %b %H:%M} {t.to_state.value} by @{t.actor}: {t.reason}" for t in release.audit
+        f"- {t.at.astimezone(tz):%a %d %b %H:%M} {t.to_state.value} by @{t.actor}: {escape_markdown(t.reason)}"
+        for t in release.audit
     ]
+    # GitHub refuses comments over 65,536 characters: the oldest history goes first.
+    if len(history) > MAX_HISTORY:
+        history = [f"- ({len(history) - MAX_HISTORY} earlier entries not shown)", *history[-MAX_HISTORY:]]
     lines += ["<details><summary>History</summary>", "", *history, "", "</details>"]
     return "\n".join(lines) + "\n"
 

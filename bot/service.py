@@ -15,7 +15,7 @@ import cachetools
 import gidgethub
 from gidgethub.abc import GitHubAPI
 
-from .checks import ChecksVerdict, evaluate, required_checks
+from .checks import OWN_CHECK_NAME, ChecksVerdict, evaluate, required_checks
 from .config import Settings
 from .policy import format_slot
 from .release import (
@@ -78,9 +78,10 @@ def render_key(repo: str, pr: int) -> str:
 class GitHubReader:
     """What the service reads from GitHub; GETs go through the per-installation ETag cache."""
 
-    def __init__(self, store: Store, clock: Callable[[], datetime]) -> None:
+    def __init__(self, store: Store, clock: Callable[[], datetime], app_id: int | None = None) -> None:
         self.store = store
         self.clock = clock
+        self.app_id = app_id
         self._permissions: cachetools.TTLCache[tuple[str, str], str] = cachetools.TTLCache(
             maxsize=10_000, ttl=_PERMISSION_TTL
         )
@@ -168,17 +169,22 @@ class GitHubReader:
         async for run in gh.getiter(
             f"/repos/{repo}/commits/{head_sha}/check-runs?per_page=100", iterable_key="check_runs"
         ):
-            runs.append(run)
+            # Our own `Release` run is never something to wait for; a CI job that happens to be
+            # called "Release" is.
+            if (run.get("app") or {}).get("id") != self.app_id:
+                runs.append(run)
             if len(runs) >= 100 * _MAX_CHECK_PAGES:
                 break
         statuses = [s async for s in gh.getiter(f"/repos/{repo}/commits/{head_sha}/statuses?per_page=100")]
-        required = required_checks(protection, rules, config.required_checks, config.ignore_checks)
+        # Branch protection may require our own check (check_run_blocks_merge): we never wait on it.
+        own = (OWN_CHECK_NAME,) if config.check_run_blocks_merge else ()
+        required = required_checks(protection, rules, config.required_checks, (*config.ignore_checks, *own))
         return evaluate(
             required,
             runs,
             statuses,
             require_all_when_none=config.require_all_checks_when_none_required,
-            ignore=("Release", *config.ignore_checks),
+            ignore=(*config.ignore_checks, *own),
         )
 
 
@@ -202,7 +208,7 @@ class ReleaseService:
         self.store = store
         self.settings = settings
         self.clock = clock
-        self.read = GitHubReader(store, clock)
+        self.read = GitHubReader(store, clock, settings.github_app_id)
 
     async def actor(self, gh: GitHubAPI, repo: str, login: str, *, is_bot: bool = False) -> Actor:
         return Actor(login=login, permission=await self.read.permission(gh, repo, login), is_bot=is_bot)
@@ -237,7 +243,7 @@ class ReleaseService:
                     # Keyed by the input's delivery: a redelivered webhook cannot post it twice.
                     key = f"reply:{reply_key or now.isoformat()}:{i}"
                     payload = {"repo": ref.repo, "pr": ref.pr, "installation_id": ref.installation_id, "text": text}
-                    await self.store.schedule_job(key, "reply", payload, due_at=now)
+                    await self.store.schedule_job(key, "reply", payload, due_at=now, once=True)
 
     async def schedule_render(self, ref: PullRef, now: datetime) -> None:
         """Coalesced: a burst of changes becomes one edit, at most one per STICKY_DEBOUNCE seconds."""
@@ -255,11 +261,11 @@ class ReleaseService:
             "comment_id": comment_id,
             "content": content,
         }
-        await self.store.schedule_job(f"react:{comment_id}:{content}", "react", payload, due_at=self.clock())
+        await self.store.schedule_job(f"react:{comment_id}:{content}", "react", payload, due_at=self.clock(), once=True)
 
     async def reply(self, ref: PullRef, text: str, *, key: str) -> None:
         payload = {"repo": ref.repo, "pr": ref.pr, "installation_id": ref.installation_id, "text": text}
-        await self.store.schedule_job(f"reply:{key}", "reply", payload, due_at=self.clock())
+        await self.store.schedule_job(f"reply:{key}", "reply", payload, due_at=self.clock(), once=True)
 
     # Operations ---------------------------------------------------------------------------------
 

@@ -8,13 +8,15 @@ delivery over. Every claim counts as an attempt, so an event that crashes its wo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
 import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import datetime, timedelta
+from typing import Any
 
 import gidgethub
 import orjson
@@ -46,6 +48,17 @@ def backoff(attempts: int, base: float) -> float:
     """Exponential backoff with full jitter on the upper half, capped at an hour."""
     ceiling = min(_MAX_BACKOFF, base * 2.0 ** max(0, attempts - 1))
     return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+def subject_of(repo: str | None, data: dict[str, Any]) -> str | None:
+    """The PR an event is about, when it is about one."""
+    number = (data.get("pull_request") or data.get("issue") or {}).get("number")
+    return f"{repo}#{number}" if repo and number is not None else None
+
+
+def _permanent(exc: BaseException) -> bool:
+    """A 4xx that no retry can fix (locked PR, deleted comment, refused body); not auth or rate limits."""
+    return isinstance(exc, gidgethub.HTTPException) and exc.status_code in (400, 404, 410, 422)
 
 
 def describe_error(exc: BaseException) -> str:
@@ -80,6 +93,10 @@ class Worker:
         self.processed = 0
         self._last_purge: datetime | None = None
         self._last_sweep: datetime | None = None
+        self._last_heartbeat: datetime | None = None
+        self._delivery_keys: set[str] = set()
+        self._subjects: dict[str, tuple[asyncio.Lock, int]] = {}
+        self._job_keys: set[str] = set()
 
     def notify(self) -> None:
         """Called by the web side of the same process when a delivery was stored."""
@@ -94,15 +111,17 @@ class Worker:
             claimed = 0
             try:
                 claimed = await self._fill(inflight)
+                await self._heartbeat()
                 await self._maybe_purge()
                 await self._maybe_sweep()
+                if claimed == 0 or len(inflight) >= self.settings.worker_concurrency:
+                    await self._idle(stop, inflight)
             except Exception:
-                # The store went away for a moment: keep the worker alive and try again.
+                # The store went away for a moment: keep the worker alive and try again shortly.
                 log.exception("worker loop error")
-            if claimed == 0 or len(inflight) >= self.settings.worker_concurrency:
-                await self._idle(stop, inflight)
+                await asyncio.sleep(self.settings.worker_poll_interval)
         if inflight:
-            await asyncio.wait(inflight, timeout=self.settings.worker_lease_seconds)
+            await asyncio.wait(inflight, timeout=self.settings.worker_lease_seconds / 2)
         log.info("worker stopped", extra={"worker": self.owner, "processed": self.processed})
 
     async def _fill(self, inflight: set[asyncio.Task[None]]) -> int:
@@ -112,15 +131,42 @@ class Worker:
         now = self.clock()
         lease = self.settings.worker_lease_seconds
         deliveries = await self.store.claim_deliveries(self.owner, now=now, lease_seconds=lease, limit=free)
-        tasks = [asyncio.create_task(self.process(d)) for d in deliveries]
+        # A key already running here (its lease lapsed during a store blip) is not started twice.
+        tasks = [self._track(self._delivery_keys, d.key, self.process(d)) for d in deliveries]
         free -= len(deliveries)
         if free > 0 and self.executor is not None:
             jobs = await self.store.claim_jobs(self.owner, now=now, lease_seconds=lease, limit=free)
-            tasks += [asyncio.create_task(self.run_job(j)) for j in jobs]
-        for task in tasks:
+            tasks += [self._track(self._job_keys, j.key, self.run_job(j)) for j in jobs]
+        started = [t for t in tasks if t is not None]
+        for task in started:
             inflight.add(task)
             task.add_done_callback(inflight.discard)
-        return len(tasks)
+        return len(started)
+
+    def _track(self, running: set[str], key: str, work: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
+        if key in running:
+            work.close()
+            return None
+        running.add(key)
+        task = asyncio.create_task(work)
+        task.add_done_callback(lambda _: running.discard(key))
+        return task
+
+    async def _heartbeat(self) -> None:
+        """Renew the leases of everything in progress well before they lapse (every third of a lease)."""
+        now = self.clock()
+        if self._last_heartbeat is not None and (now - self._last_heartbeat).total_seconds() < (
+            self.settings.worker_lease_seconds / 3
+        ):
+            return
+        self._last_heartbeat = now
+        if self._delivery_keys or self._job_keys:
+            await self.store.extend_leases(
+                self.owner,
+                deliveries=sorted(self._delivery_keys),
+                jobs=sorted(self._job_keys),
+                until=now + timedelta(seconds=self.settings.worker_lease_seconds),
+            )
 
     async def _idle(self, stop: asyncio.Event, inflight: set[asyncio.Task[None]]) -> None:
         timeout = self.settings.worker_poll_interval
@@ -166,7 +212,12 @@ class Worker:
         with log_context(job=job.key, job_kind=job.kind):
             try:
                 await self.executor.run(job)
-            except Exception as exc:  # noqa: BLE001 - retried with backoff; a write is never dropped
+            except Exception as exc:  # noqa: BLE001 - retried with backoff, then parked with its error
+                error = describe_error(exc)
+                if _permanent(exc) or job.attempts >= self.settings.worker_max_attempts:
+                    await self.store.park_job(job, self.owner, error=error)
+                    log.error("job parked after %d attempts: %s", job.attempts, error)
+                    return
                 delay = (
                     exc.seconds
                     if isinstance(exc, RateLimitWaitTooLong)
@@ -208,7 +259,10 @@ class Worker:
         ):
             event = sansio.Event(data, event=delivery.event, delivery_id=delivery.delivery_id)
             try:
-                await self.router.dispatch(event, self._client_for(delivery), ctx=self.ctx)
+                # Events about one PR run one at a time, in the order they were claimed (oldest
+                # first): `/ship` then `/ship cancel` must not finish in the opposite order.
+                async with self._subject_lock(subject_of(repo, data)):
+                    await self.router.dispatch(event, self._client_for(delivery), ctx=self.ctx)
             except Exception as exc:  # noqa: BLE001 - any handler failure is retried, then parked
                 await self._failed(delivery, exc)
                 return
@@ -217,6 +271,23 @@ class Worker:
                 log.debug("delivery processed", extra={"attempt": delivery.attempts})
             else:
                 log.warning("delivery lease lost before it finished; another worker has it")
+
+    @contextlib.asynccontextmanager
+    async def _subject_lock(self, subject: str | None) -> AsyncIterator[None]:
+        if subject is None:
+            yield
+            return
+        lock, users = self._subjects.get(subject, (asyncio.Lock(), 0))
+        self._subjects[subject] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._subjects[subject]
+            if users == 1:
+                del self._subjects[subject]
+            else:
+                self._subjects[subject] = (lock, users - 1)
 
     async def _failed(self, delivery: Delivery, exc: Exception) -> None:
         error = describe_error(exc)
@@ -272,5 +343,6 @@ class Worker:
             return
         self._last_purge = now
         purged = await self.store.purge_deliveries(finished_before=now - DELIVERY_RETENTION)
+        purged += await self.store.purge_jobs(finished_before=now - DELIVERY_RETENTION)
         if purged:
             log.info("purged %d processed deliveries older than %s", purged, DELIVERY_RETENTION)

@@ -37,7 +37,7 @@ async def reevaluate_on_check_suite(event: sansio.Event, gh: GitHubAPI, *, ctx: 
 @router.register("check_run", action="created")
 async def reevaluate_on_check_run(event: sansio.Event, gh: GitHubAPI, *, ctx: HandlerContext) -> None:
     run = event.data.get("check_run") or {}
-    if _own(run.get("app"), ctx) or run.get("name") == "Release":
+    if _own(run.get("app"), ctx):
         return
     await _reevaluate(event, gh, ctx, run.get("head_sha"))
 

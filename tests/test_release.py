@@ -138,7 +138,7 @@ def test_ship_now_inside_a_window_and_outside() -> None:
 
 def test_asking_again_reschedules_the_same_release() -> None:
     release = started()
-    decision = decide(release, ship(when="monday 11:00"), NOW)
+    decision = decide(release, ship(when="monday 11:00", delivery="d2"), NOW)
     moved = decision.release
     assert moved is not None and moved.number == release.number
     assert moved.slot is not None and moved.slot.start == datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
@@ -196,7 +196,7 @@ def test_cancel_and_what_cannot_be_cancelled() -> None:
     # Removing the label from a PR without a release is not worth a reply.
     assert decide(None, CancelRequested(ALICE, Source.LABEL, None), NOW).effects == ()
     # A new request after a cancel starts release number 2.
-    again = decide(cancelled, ship(), NOW).release
+    again = decide(cancelled, ship(delivery="d2"), NOW).release
     assert again is not None and again.number == 2 and again.state is State.SCHEDULED
 
 
@@ -209,3 +209,11 @@ def test_documents_round_trip() -> None:
     release = decide(started(PENDING), HoldRequested(ALICE, Source.COMMENT, "x"), NOW).release
     assert release is not None
     assert release_from_doc(release_to_doc(release), release.version) == release
+
+
+def test_a_command_delivered_twice_is_applied_once() -> None:
+    release = started()
+    held = decide(release, HoldRequested(ALICE, Source.COMMENT, "delivery-9:0"), NOW).release
+    assert held is not None and held.state is State.HELD
+    again = decide(held, HoldRequested(ALICE, Source.COMMENT, "delivery-9:0"), NOW)
+    assert again.release == held and again.effects == ()

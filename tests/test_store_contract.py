@@ -201,3 +201,52 @@ async def test_sqlite_file_and_folder_are_private(tmp_path: Path) -> None:
     await store.close()
     assert (tmp_path / "fresh").stat().st_mode & 0o777 == 0o700
     assert (tmp_path / "fresh" / "bot.db").stat().st_mode & 0o777 == 0o600
+
+
+async def test_jobs_coalesce_by_key_and_keep_a_newer_request(store: Store) -> None:
+    await store.schedule_job("render:o/r#1", "render", {"n": 1}, due_at=T0 + timedelta(seconds=5))
+    await store.schedule_job("render:o/r#1", "render", {"n": 2}, due_at=T0 + timedelta(seconds=9))
+    assert await store.next_job_due() == T0 + timedelta(seconds=5)  # the earlier due time is kept
+    assert await store.claim_jobs("w", now=T0, lease_seconds=30, limit=5) == []
+    [job] = await store.claim_jobs("w", now=T0 + timedelta(seconds=5), lease_seconds=30, limit=5)
+    assert job.payload == {"n": 2}
+    # Asked again while running: finishing the older request leaves the newer one queued.
+    await store.schedule_job("render:o/r#1", "render", {"n": 3}, due_at=T0 + timedelta(seconds=6))
+    assert await store.finish_job(job, "w") is False
+    [again] = await store.claim_jobs("w", now=T0 + timedelta(seconds=6), lease_seconds=30, limit=5)
+    assert again.payload == {"n": 3}
+    assert await store.finish_job(again, "w") is True
+    assert await store.claim_jobs("w", now=T0 + timedelta(days=1), lease_seconds=30, limit=5) == []
+
+
+async def test_once_jobs_run_once_ever(store: Store) -> None:
+    await store.schedule_job("reply:d1:0", "reply", {"text": "hi"}, due_at=T0, once=True)
+    await store.schedule_job("reply:d1:0", "reply", {"text": "hi again"}, due_at=T0, once=True)
+    [job] = await store.claim_jobs("w", now=T0, lease_seconds=30, limit=5)
+    assert job.payload == {"text": "hi"}
+    assert await store.finish_job(job, "w") is True
+    await store.schedule_job("reply:d1:0", "reply", {"text": "hi"}, due_at=T0, once=True)  # a retried delivery
+    assert await store.claim_jobs("w", now=T0 + timedelta(hours=1), lease_seconds=30, limit=5) == []
+    assert await store.purge_jobs(finished_before=datetime.now(UTC) + timedelta(seconds=1)) == 1
+
+
+async def test_parked_jobs_wait_for_the_next_change(store: Store) -> None:
+    await store.schedule_job("render:o/r#2", "render", {}, due_at=T0)
+    [job] = await store.claim_jobs("w", now=T0, lease_seconds=30, limit=5)
+    assert await store.park_job(job, "w", error="GitHub answered 422: body too long")
+    assert [j.last_error for j in await store.list_parked_jobs()] == ["GitHub answered 422: body too long"]
+    assert await store.claim_jobs("w", now=T0 + timedelta(days=1), lease_seconds=30, limit=5) == []
+    await store.schedule_job("render:o/r#2", "render", {}, due_at=T0)
+    [revived] = await store.claim_jobs("w", now=T0, lease_seconds=30, limit=5)
+    assert revived.key == "render:o/r#2" and revived.attempts == 1
+
+
+async def test_heartbeat_keeps_a_long_job_leased(store: Store) -> None:
+    await store.record_delivery(delivery("long"))
+    await store.schedule_job("render:o/r#3", "render", {}, due_at=T0)
+    await store.claim_deliveries("w", now=T0, lease_seconds=30, limit=1)
+    await store.claim_jobs("w", now=T0, lease_seconds=30, limit=1)
+    await store.extend_leases("w", deliveries=["1:long"], jobs=["render:o/r#3"], until=T0 + timedelta(seconds=90))
+    later = T0 + timedelta(seconds=60)
+    assert await store.claim_deliveries("other", now=later, lease_seconds=30, limit=1) == []
+    assert await store.claim_jobs("other", now=later, lease_seconds=30, limit=1) == []

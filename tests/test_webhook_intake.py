@@ -111,6 +111,8 @@ GOOD = webhook_headers("pull_request", LABELED, delivery="bad-input")
         (_bad(GOOD, X_Hub_Signature_256=None), LABELED, 401, "missing X-Hub-Signature-256"),
         (_bad(GOOD, X_Hub_Signature_256=sign(LABELED, "wrong")), LABELED, 401, "signature does not match"),
         (_bad(GOOD, X_Hub_Signature_256="sha256=zz"), LABELED, 401, "signature does not match"),
+        (_bad(GOOD, X_Hub_Signature_256="sha256=\u00e9\u00e9"), LABELED, 401, "must be sha256=<hex digest>"),
+        (_bad(GOOD, X_Hub_Signature_256="sha1=" + "0" * 40), LABELED, 401, "must be sha256=<hex digest>"),
         (_bad(GOOD, X_Hub_Signature_256=None, X_Hub_Signature="sha1=abc"), LABELED, 401, "missing X-Hub"),
         (GOOD, LABELED + b" ", 401, "signature does not match"),
         (_bad(GOOD, Content_Type="application/x-www-form-urlencoded"), LABELED, 415, "application/json"),

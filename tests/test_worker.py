@@ -112,3 +112,45 @@ def test_backoff_grows_and_is_capped() -> None:
     assert 1.0 <= backoff(1, 2.0) <= 2.0
     assert 8.0 <= backoff(4, 2.0) <= 16.0
     assert 1800.0 <= backoff(30, 2.0) <= 3600.0
+
+
+class FlakyStore(SqliteStore):
+    """The database drops out once while the worker is idle."""
+
+    failures = 1
+
+    async def next_delivery_due(self):  # type: ignore[no-untyped-def]
+        if self.failures:
+            self.failures -= 1
+            raise OSError("database is locked")
+        return await super().next_delivery_due()
+
+
+async def test_worker_survives_a_store_outage_while_idle(tmp_path: Path, settings: Settings) -> None:
+    import asyncio
+
+    store = FlakyStore(tmp_path / "flaky.db")
+    await store.open()
+    try:
+        router = routing.Router()
+        seen: list[str] = []
+
+        @router.register("pull_request")
+        async def ok(event: sansio.Event, gh: GitHubAPI, *, ctx: HandlerContext) -> None:
+            seen.append(event.delivery_id)
+
+        worker = Worker(store, settings, router, None)
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        await asyncio.sleep(0.2)  # idle: the outage happens here
+        await _record(store, Clock(), "after-outage")
+        worker.notify()
+        for _ in range(100):
+            if seen:
+                break
+            await asyncio.sleep(0.05)
+        stop.set()
+        await asyncio.wait_for(task, timeout=5)
+        assert seen == ["after-outage"] and store.failures == 0
+    finally:
+        await store.close()

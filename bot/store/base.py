@@ -157,9 +157,19 @@ class Store(Protocol):
 
     # Jobs: outbox and timers.
     async def schedule_job(
-        self, key: str, kind: str, payload: dict[str, Any], *, due_at: datetime, keep_earlier: bool = True
+        self,
+        key: str,
+        kind: str,
+        payload: dict[str, Any],
+        *,
+        due_at: datetime,
+        keep_earlier: bool = True,
+        once: bool = False,
     ) -> None:
-        """Create or coalesce the job `key`; with keep_earlier a pending job keeps its earlier due time."""
+        """Create or coalesce the job `key`; with keep_earlier a pending job keeps its earlier due time.
+
+        A `once` job (a reply, a reaction) runs at most once per key, ever: scheduling it again, as a
+        retried delivery does, changes nothing, and when done it stays as a tombstone until purged."""
 
     async def claim_jobs(self, owner: str, *, now: datetime, lease_seconds: float, limit: int) -> list[Job]: ...
 
@@ -168,7 +178,18 @@ class Store(Protocol):
 
     async def retry_job(self, job: Job, owner: str, *, error: str, due_at: datetime) -> bool: ...
 
+    async def park_job(self, job: Job, owner: str, *, error: str) -> bool:
+        """Give up on a job (a permanent error, or too many attempts) but keep it, with its error."""
+
+    async def list_parked_jobs(self, *, limit: int = 50) -> list[Job]: ...
+
+    async def purge_jobs(self, *, finished_before: datetime) -> int:
+        """Drop tombstones of once-jobs finished before the given time."""
+
     async def next_job_due(self) -> datetime | None: ...
+
+    async def extend_leases(self, owner: str, *, deliveries: list[str], jobs: list[str], until: datetime) -> None:
+        """Heartbeat: keep the leases of work still in progress from expiring under it."""
 
     # Named leases (one sweeper among many workers) and small durable values (cursors).
     async def acquire_lease(self, name: str, owner: str, *, now: datetime, seconds: float) -> bool:

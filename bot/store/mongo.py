@@ -3,6 +3,7 @@ processes. Leases and versions are single-document atomic updates, so no transac
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -296,19 +297,46 @@ class MongoStore:
     # Jobs.
 
     async def schedule_job(
-        self, key: str, kind: str, payload: dict[str, Any], *, due_at: datetime, keep_earlier: bool = True
+        self,
+        key: str,
+        kind: str,
+        payload: dict[str, Any],
+        *,
+        due_at: datetime,
+        keep_earlier: bool = True,
+        once: bool = False,
     ) -> None:
+        if once:
+            # Scheduled (or done) already: a once-job never runs twice.
+            with contextlib.suppress(DuplicateKeyError):
+                await self._db.jobs.insert_one(
+                    {
+                        "_id": key,
+                        "kind": kind,
+                        "payload": payload,
+                        "due_at": due_at,
+                        "status": "pending",
+                        "attempts": 0,
+                        "seq": 1,
+                        "once": True,
+                    }
+                )
+            return
         pending_due: Any = {"$min": [{"$ifNull": ["$due_at", due_at]}, due_at]} if keep_earlier else due_at
         await self._db.jobs.update_one(
             {"_id": key},
             [
                 {
                     "$set": {
-                        "kind": kind,
-                        "payload": payload,
+                        # Values in a pipeline are expressions: "$..." strings would be field paths.
+                        "kind": {"$literal": kind},
+                        "payload": {"$literal": payload},
                         "seq": {"$add": [{"$ifNull": ["$seq", 0]}, 1]},
-                        "status": {"$ifNull": ["$status", "pending"]},
-                        "attempts": {"$ifNull": ["$attempts", 0]},
+                        # A parked coalesced job comes back with the next change.
+                        "status": {
+                            "$cond": [{"$eq": ["$status", "parked"]}, "pending", {"$ifNull": ["$status", "pending"]}]
+                        },
+                        "attempts": {"$cond": [{"$eq": ["$status", "parked"]}, 0, {"$ifNull": ["$attempts", 0]}]},
                         "due_at": {
                             "$cond": [
                                 {"$eq": [{"$ifNull": ["$status", "pending"]}, "pending"]},
@@ -363,6 +391,12 @@ class MongoStore:
         return jobs
 
     async def finish_job(self, job: Job, owner: str) -> bool:
+        tombstone = await self._db.jobs.update_one(
+            {"_id": job.key, "lease_owner": owner, "once": True},
+            {"$set": {"status": "done", "finished_at": datetime.now(UTC), "lease_owner": None, "lease_until": None}},
+        )
+        if tombstone.modified_count:
+            return True
         result = await self._db.jobs.delete_one({"_id": job.key, "lease_owner": owner, "seq": job.seq})
         if result.deleted_count:
             return True
@@ -386,6 +420,52 @@ class MongoStore:
             },
         )
         return bool(result.modified_count)
+
+    async def extend_leases(self, owner: str, *, deliveries: list[str], jobs: list[str], until: datetime) -> None:
+        for collection, keys in ((self._db.deliveries, deliveries), (self._db.jobs, jobs)):
+            if keys:
+                await collection.update_many(
+                    {"_id": {"$in": keys}, "status": "processing", "lease_owner": owner},
+                    {"$set": {"lease_until": until}},
+                )
+
+    async def park_job(self, job: Job, owner: str, *, error: str) -> bool:
+        result = await self._db.jobs.update_one(
+            {"_id": job.key, "lease_owner": owner},
+            {
+                "$set": {
+                    "status": "parked",
+                    "last_error": error,
+                    "finished_at": datetime.now(UTC),
+                    "lease_owner": None,
+                    "lease_until": None,
+                }
+            },
+        )
+        return bool(result.modified_count)
+
+    async def list_parked_jobs(self, *, limit: int = 50) -> list[Job]:
+        cursor = self._db.jobs.find({"status": "parked"}).sort("finished_at", DESCENDING).limit(limit)
+        jobs = []
+        async for doc in cursor:
+            due_at = _aware(doc["due_at"])
+            assert due_at is not None
+            jobs.append(
+                Job(
+                    key=doc["_id"],
+                    kind=doc["kind"],
+                    payload=doc["payload"],
+                    due_at=due_at,
+                    attempts=doc.get("attempts", 0),
+                    seq=doc.get("seq", 0),
+                    last_error=doc.get("last_error"),
+                )
+            )
+        return jobs
+
+    async def purge_jobs(self, *, finished_before: datetime) -> int:
+        result = await self._db.jobs.delete_many({"status": "done", "finished_at": {"$lt": finished_before}})
+        return int(result.deleted_count)
 
     async def next_job_due(self) -> datetime | None:
         doc = await self._db.jobs.find_one({"status": "pending"}, sort=[("due_at", ASCENDING)])

@@ -109,6 +109,10 @@ _MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX jobs_due ON jobs (status, due_at);
     """,
+    """
+    ALTER TABLE jobs ADD COLUMN once INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN finished_at REAL;
+    """,
 )
 
 
@@ -463,14 +467,31 @@ class SqliteStore:
     # Jobs.
 
     async def schedule_job(
-        self, key: str, kind: str, payload: dict[str, Any], *, due_at: datetime, keep_earlier: bool = True
+        self,
+        key: str,
+        kind: str,
+        payload: dict[str, Any],
+        *,
+        due_at: datetime,
+        keep_earlier: bool = True,
+        once: bool = False,
     ) -> None:
         due = _ts(due_at)
+        if once:
+            await self._all(
+                "INSERT INTO jobs (key, kind, payload, due_at, once) VALUES (?, ?, ?, ?, 1)"
+                " ON CONFLICT (key) DO NOTHING",
+                (key, kind, orjson.dumps(payload), due),
+            )
+            return
         keep = "MIN(jobs.due_at, excluded.due_at)" if keep_earlier else "excluded.due_at"
         await self._all(
             "INSERT INTO jobs (key, kind, payload, due_at) VALUES (?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET"
             " kind = excluded.kind, payload = excluded.payload, seq = jobs.seq + 1,"
-            f" due_at = CASE WHEN jobs.status = 'pending' THEN {keep} ELSE excluded.due_at END",
+            f" due_at = CASE WHEN jobs.status = 'pending' THEN {keep} ELSE excluded.due_at END,"
+            # A parked coalesced job (say, a render that kept failing) comes back with the next change.
+            " attempts = CASE WHEN jobs.status = 'parked' THEN 0 ELSE jobs.attempts END,"
+            " status = CASE WHEN jobs.status = 'parked' THEN 'pending' ELSE jobs.status END",
             (key, kind, orjson.dumps(payload), due),
         )
 
@@ -499,6 +520,13 @@ class SqliteStore:
         return sorted(jobs, key=lambda j: j.due_at)
 
     async def finish_job(self, job: Job, owner: str) -> bool:
+        tombstone = await self._all(
+            "UPDATE jobs SET status = 'done', finished_at = ?, lease_owner = NULL, lease_until = NULL"
+            " WHERE key = ? AND lease_owner = ? AND once = 1 RETURNING key",
+            (_ts(datetime.now(UTC)), job.key, owner),
+        )
+        if tombstone:
+            return True
         rows = await self._all(
             "DELETE FROM jobs WHERE key = ? AND lease_owner = ? AND seq = ? RETURNING key",
             (job.key, owner, job.seq),
@@ -520,6 +548,51 @@ class SqliteStore:
             (_ts(due_at), error, job.key, owner),
         )
         return bool(rows)
+
+    async def extend_leases(self, owner: str, *, deliveries: list[str], jobs: list[str], until: datetime) -> None:
+        for table, keys in (("deliveries", deliveries), ("jobs", jobs)):
+            for start in range(0, len(keys), 500):
+                chunk = keys[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                await self._all(
+                    f"UPDATE {table} SET lease_until = ? WHERE status = 'processing' AND lease_owner = ?"
+                    f" AND key IN ({marks})",
+                    (_ts(until), owner, *chunk),
+                )
+
+    async def park_job(self, job: Job, owner: str, *, error: str) -> bool:
+        rows = await self._all(
+            "UPDATE jobs SET status = 'parked', last_error = ?, finished_at = ?, lease_owner = NULL,"
+            " lease_until = NULL WHERE key = ? AND lease_owner = ? RETURNING key",
+            (error, _ts(datetime.now(UTC)), job.key, owner),
+        )
+        return bool(rows)
+
+    async def list_parked_jobs(self, *, limit: int = 50) -> list[Job]:
+        rows = await self._all(
+            "SELECT key, kind, payload, due_at, attempts, seq, lease_owner, last_error FROM jobs"
+            " WHERE status = 'parked' ORDER BY finished_at DESC LIMIT ?",
+            (limit,),
+        )
+        return [
+            Job(
+                key=r[0],
+                kind=r[1],
+                payload=orjson.loads(r[2]),
+                due_at=datetime.fromtimestamp(r[3], UTC),
+                attempts=r[4],
+                seq=r[5],
+                lease_owner=r[6],
+                last_error=r[7],
+            )
+            for r in rows
+        ]
+
+    async def purge_jobs(self, *, finished_before: datetime) -> int:
+        rows = await self._all(
+            "DELETE FROM jobs WHERE status = 'done' AND finished_at < ? RETURNING key", (_ts(finished_before),)
+        )
+        return len(rows)
 
     async def next_job_due(self) -> datetime | None:
         row = await self._one("SELECT MIN(due_at) FROM jobs WHERE status = 'pending'")
