@@ -65,6 +65,13 @@ async def check_store(settings: Settings, report: Report) -> None:
             for d in parked:
                 report.lines.append(f"       {d.key} {d.event}: {d.last_error}")
                 print(f"       {d.key} {d.event}: {d.last_error}", file=report.out)
+        jobs = await store.list_parked_jobs(limit=10)
+        if jobs:
+            report.warn(f"{len(jobs)} GitHub writes were given up (parked); the next change of their PR retries them:")
+            for job in jobs:
+                line = f"       {job.key}: {job.last_error}"
+                report.lines.append(line)
+                print(line, file=report.out)
     finally:
         await store.close()
 

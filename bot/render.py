@@ -61,6 +61,10 @@ _SOURCE_WORDS = {
 }
 
 
+def _who(actor: str) -> str:
+    return "GitHub" if actor == "github" else escape_markdown(actor)
+
+
 def short(sha: str | None) -> str:
     return f"`{sha[:7]}`" if sha else "—"
 
@@ -104,7 +108,8 @@ def render_sticky(release: Release | None, tz: ZoneInfo, *, config_problems: tup
     commands = " · ".join(f"`{c}`" for c in COMMANDS[release.state])
     lines += [f"**Commands**: {commands}", ""]
     history = [
-        f"- {t.at.astimezone(tz):%a %d %b %H:%M} {t.to_state.value} by @{t.actor}: {escape_markdown(t.reason)}"
+        # No @mentions in the history: an edit that adds one would notify that person again.
+        f"- {t.at.astimezone(tz):%a %d %b %H:%M} {t.to_state.value} ({_who(t.actor)}): {escape_markdown(t.reason)}"
         for t in release.audit
     ]
     # GitHub refuses comments over 65,536 characters: the oldest history goes first.
