@@ -99,31 +99,8 @@ class MongoStore:
         return True
 
     async def claim_deliveries(self, owner: str, *, now: datetime, lease_seconds: float, limit: int) -> list[Delivery]:
-        claimed: list[Delivery] = []
-        due = {
-            "$or": [
-                {"status": "pending", "next_attempt_at": {"$lte": now}},
-                {"status": "processing", "lease_until": {"$lt": now}},
-            ]
-        }
-        for _ in range(limit):
-            doc = await self._db.deliveries.find_one_and_update(
-                due,
-                {
-                    "$set": {
-                        "status": "processing",
-                        "lease_owner": owner,
-                        "lease_until": now + timedelta(seconds=lease_seconds),
-                    },
-                    "$inc": {"attempts": 1},
-                },
-                sort=[("next_attempt_at", ASCENDING)],
-                return_document=ReturnDocument.AFTER,
-            )
-            if doc is None:
-                break
-            claimed.append(_delivery(doc))
-        return sorted(claimed, key=lambda d: d.received_at)
+        docs = await _claim(self._db.deliveries, "next_attempt_at", owner, now, lease_seconds, limit)
+        return sorted((_delivery(doc) for doc in docs), key=lambda d: d.received_at)
 
     async def _leased_update(self, key: str, owner: str, changes: dict[str, Any]) -> bool:
         result = await self._db.deliveries.update_one(
@@ -351,44 +328,8 @@ class MongoStore:
         )
 
     async def claim_jobs(self, owner: str, *, now: datetime, lease_seconds: float, limit: int) -> list[Job]:
-        jobs: list[Job] = []
-        due = {
-            "$or": [
-                {"status": "pending", "due_at": {"$lte": now}},
-                {"status": "processing", "lease_until": {"$lt": now}},
-            ]
-        }
-        for _ in range(limit):
-            doc = await self._db.jobs.find_one_and_update(
-                due,
-                {
-                    "$set": {
-                        "status": "processing",
-                        "lease_owner": owner,
-                        "lease_until": now + timedelta(seconds=lease_seconds),
-                    },
-                    "$inc": {"attempts": 1},
-                },
-                sort=[("due_at", ASCENDING)],
-                return_document=ReturnDocument.AFTER,
-            )
-            if doc is None:
-                break
-            due_at = _aware(doc["due_at"])
-            assert due_at is not None
-            jobs.append(
-                Job(
-                    key=doc["_id"],
-                    kind=doc["kind"],
-                    payload=doc["payload"],
-                    due_at=due_at,
-                    attempts=doc["attempts"],
-                    seq=doc["seq"],
-                    lease_owner=owner,
-                    last_error=doc.get("last_error"),
-                )
-            )
-        return jobs
+        docs = await _claim(self._db.jobs, "due_at", owner, now, lease_seconds, limit)
+        return [_job(doc) for doc in docs]
 
     async def finish_job(self, job: Job, owner: str) -> bool:
         tombstone = await self._db.jobs.update_one(
@@ -446,22 +387,7 @@ class MongoStore:
 
     async def list_parked_jobs(self, *, limit: int = 50) -> list[Job]:
         cursor = self._db.jobs.find({"status": "parked"}).sort("finished_at", DESCENDING).limit(limit)
-        jobs = []
-        async for doc in cursor:
-            due_at = _aware(doc["due_at"])
-            assert due_at is not None
-            jobs.append(
-                Job(
-                    key=doc["_id"],
-                    kind=doc["kind"],
-                    payload=doc["payload"],
-                    due_at=due_at,
-                    attempts=doc.get("attempts", 0),
-                    seq=doc.get("seq", 0),
-                    last_error=doc.get("last_error"),
-                )
-            )
-        return jobs
+        return [_job(doc) async for doc in cursor]
 
     async def purge_jobs(self, *, finished_before: datetime) -> int:
         result = await self._db.jobs.delete_many({"status": "done", "finished_at": {"$lt": finished_before}})
@@ -503,6 +429,46 @@ class MongoStore:
     async def get_secret(self, name: str) -> bytes | None:
         doc = await self._db.secrets.find_one({"_id": name})
         return None if doc is None else bytes(doc["ciphertext"])
+
+
+async def _claim(
+    collection: Any, due_field: str, owner: str, now: datetime, lease_seconds: float, limit: int
+) -> list[dict[str, Any]]:
+    """Lease up to `limit` due documents, one atomic find-and-update each (no transaction needed)."""
+    due = {
+        "$or": [
+            {"status": "pending", due_field: {"$lte": now}},
+            {"status": "processing", "lease_until": {"$lt": now}},
+        ]
+    }
+    lease = {
+        "$set": {"status": "processing", "lease_owner": owner, "lease_until": now + timedelta(seconds=lease_seconds)},
+        "$inc": {"attempts": 1},
+    }
+    claimed = []
+    for _ in range(limit):
+        doc = await collection.find_one_and_update(
+            due, lease, sort=[(due_field, ASCENDING)], return_document=ReturnDocument.AFTER
+        )
+        if doc is None:
+            break
+        claimed.append(doc)
+    return claimed
+
+
+def _job(doc: dict[str, Any]) -> Job:
+    due_at = _aware(doc["due_at"])
+    assert due_at is not None
+    return Job(
+        key=doc["_id"],
+        kind=doc["kind"],
+        payload=doc["payload"],
+        due_at=due_at,
+        attempts=doc.get("attempts", 0),
+        seq=doc.get("seq", 0),
+        lease_owner=doc.get("lease_owner"),
+        last_error=doc.get("last_error"),
+    )
 
 
 def _aware(value: datetime | None) -> datetime | None:

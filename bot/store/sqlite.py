@@ -501,22 +501,10 @@ class SqliteStore:
             "UPDATE jobs SET status = 'processing', lease_owner = ?, lease_until = ?, attempts = attempts + 1"
             " WHERE key IN (SELECT key FROM jobs WHERE (status = 'pending' AND due_at <= ?)"
             "   OR (status = 'processing' AND lease_until < ?) ORDER BY due_at LIMIT ?)"
-            " RETURNING key, kind, payload, due_at, attempts, seq, lease_owner, last_error",
+            " RETURNING " + _JOB_COLUMNS,
             (owner, t + lease_seconds, t, t, limit),
         )
-        jobs = [
-            Job(
-                key=r[0],
-                kind=r[1],
-                payload=orjson.loads(r[2]),
-                due_at=datetime.fromtimestamp(r[3], UTC),
-                attempts=r[4],
-                seq=r[5],
-                lease_owner=r[6],
-                last_error=r[7],
-            )
-            for r in rows
-        ]
+        jobs = [_job(r) for r in rows]
         return sorted(jobs, key=lambda j: j.due_at)
 
     async def finish_job(self, job: Job, owner: str) -> bool:
@@ -570,23 +558,10 @@ class SqliteStore:
 
     async def list_parked_jobs(self, *, limit: int = 50) -> list[Job]:
         rows = await self._all(
-            "SELECT key, kind, payload, due_at, attempts, seq, lease_owner, last_error FROM jobs"
-            " WHERE status = 'parked' ORDER BY finished_at DESC LIMIT ?",
+            "SELECT " + _JOB_COLUMNS + " FROM jobs WHERE status = 'parked' ORDER BY finished_at DESC LIMIT ?",
             (limit,),
         )
-        return [
-            Job(
-                key=r[0],
-                kind=r[1],
-                payload=orjson.loads(r[2]),
-                due_at=datetime.fromtimestamp(r[3], UTC),
-                attempts=r[4],
-                seq=r[5],
-                lease_owner=r[6],
-                last_error=r[7],
-            )
-            for r in rows
-        ]
+        return [_job(r) for r in rows]
 
     async def purge_jobs(self, *, finished_before: datetime) -> int:
         rows = await self._all(
@@ -634,6 +609,22 @@ class SqliteStore:
     async def get_secret(self, name: str) -> bytes | None:
         row = await self._one("SELECT ciphertext FROM secrets WHERE name = ?", (name,))
         return None if row is None else bytes(row[0])
+
+
+_JOB_COLUMNS = "key, kind, payload, due_at, attempts, seq, lease_owner, last_error"
+
+
+def _job(r: Any) -> Job:
+    return Job(
+        key=r[0],
+        kind=r[1],
+        payload=orjson.loads(r[2]),
+        due_at=datetime.fromtimestamp(r[3], UTC),
+        attempts=r[4],
+        seq=r[5],
+        lease_owner=r[6],
+        last_error=r[7],
+    )
 
 
 def _delivery(row: Any) -> Delivery:
