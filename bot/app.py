@@ -140,12 +140,14 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def index(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
-    return web.Response(text=render_index(settings), content_type="text/html")
+    # Without PUBLIC_URL, the address this page was reached at is the best guess of the bot's own.
+    base = settings.public_url or str(request.url.origin())
+    return web.Response(text=render_index(settings, base), content_type="text/html")
 
 
-def render_index(settings: Settings) -> str:
+def render_index(settings: Settings, base_url: str) -> str:
     missing = settings.missing_for_github()
-    webhook_url = f"{settings.public_url or 'https://YOUR-HOST'}/webhooks/github"
+    webhook_url = f"{base_url}/webhooks/github"
     if missing:
         items = "".join(f"<li><code>{html.escape(m)}</code></li>" for m in missing)
         status = f"""
