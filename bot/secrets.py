@@ -5,13 +5,21 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from datetime import datetime
 from pathlib import Path
+from typing import Protocol
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 log = logging.getLogger(__name__)
 
 LOCAL_KEY_FILE = "secrets.key"
+
+
+class SecretStore(Protocol):
+    async def put_secret(self, name: str, ciphertext: bytes, *, now: datetime) -> None: ...
+
+    async def get_secret(self, name: str) -> bytes | None: ...
 
 
 class SecretsKeyMissing(RuntimeError):
@@ -85,3 +93,18 @@ def load_or_create_local_key(data_dir: Path) -> tuple[str, bool]:
     finally:
         os.unlink(tmp)
     return path.read_text().strip(), True
+
+
+class Vault:
+    """Named secrets in the store, encrypted on the way in and decrypted on the way out."""
+
+    def __init__(self, store: SecretStore, box: SecretBox) -> None:
+        self.store = store
+        self.box = box
+
+    async def put(self, name: str, value: str, *, now: datetime) -> None:
+        await self.store.put_secret(name, self.box.encrypt(value), now=now)
+
+    async def get(self, name: str) -> str | None:
+        token = await self.store.get_secret(name)
+        return None if token is None else self.box.decrypt(token, name=name)

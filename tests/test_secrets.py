@@ -30,3 +30,24 @@ def test_missing_key_is_a_clear_error() -> None:
     assert not box.configured
     with pytest.raises(SecretsKeyMissing, match="SECRETS_KEY is not set"):
         box.encrypt("x")
+
+
+async def test_vault_keeps_only_ciphertext_in_the_store(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from datetime import UTC, datetime
+
+    from bot.secrets import Vault
+    from bot.store.sqlite import SqliteStore
+
+    store = SqliteStore(tmp_path / "vault.db")
+    await store.open()
+    try:
+        vault = Vault(store, SecretBox((generate_key(),)))
+        await vault.put("telegram_bot_token", "110201543:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw", now=datetime.now(UTC))
+        assert await vault.get("telegram_bot_token") == "110201543:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
+        raw = (tmp_path / "vault.db").read_bytes() + b"".join(p.read_bytes() for p in tmp_path.glob("vault.db-wal"))
+        assert b"AAHdqTcv" not in raw
+        assert await vault.get("missing") is None
+        with pytest.raises(SecretsKeyMissing):
+            await Vault(store, SecretBox(())).put("x", "y", now=datetime.now(UTC))
+    finally:
+        await store.close()
