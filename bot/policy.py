@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Mapping
+from bisect import bisect_left, bisect_right
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from datetime import timezone as FixedOffset
-from functools import cache
+from functools import cache, lru_cache
+from itertools import accumulate
 from typing import Final, Literal
 from zoneinfo import ZoneInfo, available_timezones
 
@@ -116,6 +118,26 @@ class Slot:
 
 
 @dataclass(frozen=True, slots=True)
+class Busy:
+    """Time, [start, end) as aware UTC datetimes, in which no release may start or run.
+
+    Another release in the same environment, or a freeze event from a calendar. `blocks=False` marks
+    time worth showing but not refusing (a tentative event): the slot search ignores it.
+    """
+
+    start: datetime
+    end: datetime
+    reason: str = ""
+    blocks: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "start", _as_utc(self.start, "busy start"))
+        object.__setattr__(self, "end", _as_utc(self.end, "busy end"))
+        if self.end <= self.start:
+            raise ValueError(f"busy end {self.end} is not after its start {self.start}")
+
+
+@dataclass(frozen=True, slots=True)
 class WhenError:
     """Why a "when" was refused, the next slot that would work, and forms the parser understands."""
 
@@ -183,6 +205,19 @@ def _freeze_label(freeze: Freeze) -> str:
     return f"the freeze '{freeze.reason}' ({span})" if freeze.reason else f"a release freeze ({span})"
 
 
+def _busy_label(busy: Busy, day: date, tz: ZoneInfo) -> str:
+    """'Deploy octo-org/api#12 (15:00-15:30 Europe/Berlin)'; days are named when it is not all on `day`."""
+    start = busy.start.astimezone(tz)
+    end = busy.end.astimezone(tz)
+    if start.date() == end.date() == day:
+        span = f"{start:%H:%M}-{end:%H:%M}"
+    elif start.date() == end.date():
+        span = f"{_day_label(start.date())} {start:%H:%M}-{end:%H:%M}"
+    else:
+        span = f"{_day_label(start.date())} {start:%H:%M} - {_day_label(end.date())} {end:%H:%M}"
+    return f"{busy.reason or 'busy time'} ({span} {tz.key})"
+
+
 def _duration_text(delta: timedelta) -> str:
     minutes = int(delta.total_seconds() // 60)
     if minutes < 1:
@@ -206,59 +241,133 @@ def _zone_label(zone: tzinfo) -> str:
 
 
 def in_freeze(day: date, policy: Policy) -> Freeze | None:
-    """The freeze covering this local date (a datetime is first moved to the policy's zone), if any."""
+    """The freeze covering this local date (a datetime is first moved to the policy's zone), if any.
+
+    When freezes overlap, the one that starts first.
+    """
     if isinstance(day, datetime):
         day = day.astimezone(policy.timezone).date() if day.tzinfo is not None else day.date()
-    return next((freeze for freeze in policy.freezes if day in freeze), None)
+    return _freeze_index(policy.freezes).covering(day)
 
 
-def next_slot(after: datetime, policy: Policy) -> Slot | None:
+class _FreezeIndex:
+    """Freezes sorted by start, with the latest end seen so far: one bisect finds a covering freeze."""
+
+    __slots__ = ("_freezes", "_reach", "_starts")
+
+    def __init__(self, freezes: Sequence[Freeze]) -> None:
+        self._freezes = sorted(freezes, key=lambda f: (f.start, f.end))
+        self._starts = [f.start for f in self._freezes]
+        self._reach = list(accumulate((f.end for f in self._freezes), max))
+
+    def covering(self, day: date) -> Freeze | None:
+        # Every freeze before i ends before `day`; freeze i ends on or after it (it set the reach).
+        i = bisect_left(self._reach, day)
+        if i < len(self._freezes) and self._starts[i] <= day:
+            return self._freezes[i]
+        return None
+
+
+@lru_cache(maxsize=64)
+def _freeze_index(freezes: tuple[Freeze, ...]) -> _FreezeIndex:
+    return _FreezeIndex(freezes)
+
+
+class _BusyIndex:
+    """Blocking busy intervals sorted once by start, with a running maximum of their ends.
+
+    Every interval before the first index whose running maximum passes `start` ends at or before
+    `start`; the interval at that index ends after it. So one bisect finds the earliest-starting
+    interval overlapping [start, end), in O(log n) however many intervals there are.
+    """
+
+    __slots__ = ("_busy", "_reach", "_starts")
+
+    def __init__(self, busy: Sequence[Busy]) -> None:
+        self._busy = sorted((b for b in busy if b.blocks), key=lambda b: (b.start, b.end))
+        self._starts = [b.start for b in self._busy]
+        self._reach = list(accumulate((b.end for b in self._busy), max))
+
+    @classmethod
+    def of(cls, busy: Sequence[Busy] | _BusyIndex) -> _BusyIndex:
+        return busy if isinstance(busy, _BusyIndex) else cls(busy)
+
+    def __len__(self) -> int:
+        return len(self._busy)
+
+    def overlapping(self, start: datetime, end: datetime) -> Busy | None:
+        i = bisect_right(self._reach, start)
+        if i < len(self._busy) and self._starts[i] < end:
+            return self._busy[i]
+        return None
+
+
+_NOT_BUSY: Final = _BusyIndex(())
+
+
+def next_slot(after: datetime, policy: Policy, *, busy: Sequence[Busy] = ()) -> Slot | None:
     """The earliest bookable slot starting at or after `after`, within SEARCH_DAYS; None when all is full.
 
     Candidate starts step by the slot length from each window's start (10:00, 10:30, ...), so proposals
-    land on a tidy grid; explicit requests are not held to that grid.
+    land on a tidy grid; explicit requests are not held to that grid. A slot overlapping blocking
+    `busy` time is skipped.
     """
-    after = _as_utc(after, "after")
+    return _next_slot(_as_utc(after, "after"), policy, _BusyIndex.of(busy))
+
+
+def _next_slot(after: datetime, policy: Policy, busy: _BusyIndex) -> Slot | None:
+    freezes = _freeze_index(policy.freezes)
     first_day = after.astimezone(policy.timezone).date()
     for offset in range(SEARCH_DAYS + 1):
         day = first_day + timedelta(days=offset)
-        if in_freeze(day, policy) is not None:
+        if freezes.covering(day) is not None:
             continue
-        for start in _day_candidates(day, policy):
-            if start >= after:
+        starts = _day_candidates(day, policy.timezone, policy.windows, policy.slot)
+        i = bisect_left(starts, after)
+        while i < len(starts):
+            start = starts[i]
+            blocker = busy.overlapping(start, start + policy.slot)
+            if blocker is None:
                 return Slot(start, start + policy.slot)
+            # Every later start before the blocker's end still overlaps it: jump past them at once.
+            i = bisect_left(starts, blocker.end, i + 1)
     return None
 
 
-def _day_candidates(day: date, policy: Policy) -> list[datetime]:
+@lru_cache(maxsize=4096)
+def _day_candidates(day: date, zone: ZoneInfo, windows: tuple[Window, ...], slot: timedelta) -> tuple[datetime, ...]:
     """Grid starts on one local day that fit a window, as sorted UTC instants.
 
     Built from wall-clock times plus ZoneInfo, so DST days come out right: a start the clocks skip is
-    dropped, and a repeated hour yields both of its instants.
+    dropped, and a repeated hour yields both of its instants. Cached: every search walks the same days.
     """
-    step = policy.slot // timedelta(minutes=1)
+    step = slot // timedelta(minutes=1)
     starts: set[datetime] = set()
-    for window in policy.windows:
+    for window in windows:
         if day.weekday() not in window.days:
             continue
         for minute in range(_minutes(window.start), _minutes(window.end) - step + 1, step):
             wall = time(minute // 60, minute % 60)
             for fold in (0, 1):
-                local = datetime.combine(day, wall, tzinfo=policy.timezone).replace(fold=fold)
+                local = datetime.combine(day, wall, tzinfo=zone).replace(fold=fold)
                 instant = local.astimezone(UTC)
-                if _exists(local) and _fitting_window(instant, policy) is not None:
+                if _exists(local) and _window_holding(instant, zone, windows, slot) is not None:
                     starts.add(instant)
-    return sorted(starts)
+    return tuple(sorted(starts))
 
 
 def _fitting_window(start: datetime, policy: Policy) -> Window | None:
     """The window holding the whole slot [start, start + slot] on one local day, if there is one."""
-    local_start = start.astimezone(policy.timezone)
+    return _window_holding(start, policy.timezone, policy.windows, policy.slot)
+
+
+def _window_holding(start: datetime, zone: ZoneInfo, windows: tuple[Window, ...], slot: timedelta) -> Window | None:
+    local_start = start.astimezone(zone)
     # Real elapsed time, then back to wall-clock: a slot across a DST change keeps its true length.
-    local_end = (start + policy.slot).astimezone(policy.timezone)
+    local_end = (start + slot).astimezone(zone)
     if local_end.date() != local_start.date():
         return None
-    for window in policy.windows:
+    for window in windows:
         if (
             local_start.weekday() in window.days
             and window.start <= local_start.time()
@@ -268,15 +377,17 @@ def _fitting_window(start: datetime, policy: Policy) -> Window | None:
     return None
 
 
-def slot_problems(start: datetime, policy: Policy, now: datetime) -> list[str]:
+def slot_problems(start: datetime, policy: Policy, now: datetime, *, busy: Sequence[Busy] = ()) -> list[str]:
     """Why a slot starting at `start` cannot be booked at `now`, most fundamental first; empty if it can."""
     start = _as_utc(start, "start")
     local = start.astimezone(policy.timezone)
     label = f"{_day_label(local.date())} {local:%H:%M}"
-    return _problems(start, policy, _as_utc(now, "now"), label, own_zone=True)
+    return _problems(start, policy, _as_utc(now, "now"), label, own_zone=True, busy=_BusyIndex.of(busy))
 
 
-def _problems(start: datetime, policy: Policy, now: datetime, label: str, *, own_zone: bool) -> list[str]:
+def _problems(
+    start: datetime, policy: Policy, now: datetime, label: str, *, own_zone: bool, busy: _BusyIndex
+) -> list[str]:
     problems = []
     local = start.astimezone(policy.timezone)
     day = local.date()
@@ -300,6 +411,9 @@ def _problems(start: datetime, policy: Policy, now: datetime, label: str, *, own
             problems.append(
                 f"{_DAY_NAME[day.weekday()]} {_short_date(day)} has no release window; windows are {windows}"
             )
+    blocker = busy.overlapping(start, start + policy.slot)
+    if blocker is not None:
+        problems.append(f"{label} overlaps {_busy_label(blocker, local.date(), policy.timezone)}")
     if now <= start < now + policy.lead_time:
         problems.append(
             f"too soon: the lead time is {_duration_text(policy.lead_time)}, "
@@ -433,25 +547,26 @@ _VAGUE = re.compile(r"(?:(?:this|next|coming)\s+)?(?:week|month|year|weekend)", 
 _ASAP: Final = frozenset({"asap", "next slot", "next free slot", "earliest", "first slot", "soon", "soonest"})
 
 
-def resolve_when(text: str | None, *, now: datetime, policy: Policy) -> Slot | WhenError:
+def resolve_when(text: str | None, *, now: datetime, policy: Policy, busy: Sequence[Busy] = ()) -> Slot | WhenError:
     """Turn what a person typed after /ship into a bookable slot, or say exactly why not.
 
-    Nothing typed means the next free slot. Never raises for any text (a naive `now` is a caller bug
-    and raises ValueError).
+    Nothing typed means the next free slot. Slots overlapping blocking `busy` time are neither returned
+    nor suggested. Never raises for any text (a naive `now` is a caller bug and raises ValueError).
     """
     now = _as_utc(now, "now")
     earliest = now + policy.lead_time
+    index = _BusyIndex.of(busy)  # sorted once for the whole call, however many searches it makes
     if text is None or not text.strip():
-        slot = next_slot(earliest, policy)
+        slot = _next_slot(earliest, policy, index)
         if slot is not None:
             return slot
         reason = f"there is no free release slot in the next {SEARCH_DAYS} days; windows are "
         return WhenError(text or "", reason + describe_windows(policy), None, _examples(None, policy))
     try:
-        return _resolve(text.strip(), now, policy)
+        return _resolve(text.strip(), now, policy, index)
     except _Refusal as refusal:
         after = max(refusal.after or earliest, earliest)
-        suggestion = next_slot(after, policy)
+        suggestion = _next_slot(after, policy, index)
         return WhenError(text, refusal.reason, suggestion, _examples(suggestion, policy))
 
 
@@ -464,7 +579,7 @@ def _examples(suggestion: Slot | None, policy: Policy) -> tuple[str, ...]:
     return (f"{local:%Y-%m-%d %H:%M}", *forms)
 
 
-def _resolve(raw: str, now: datetime, policy: Policy) -> Slot:
+def _resolve(raw: str, now: datetime, policy: Policy, busy: _BusyIndex) -> Slot:
     if len(raw) > MAX_TEXT:
         raise _Refusal(f"'{raw[:40]}…' is too long to be a time ({len(raw)} characters, at most {MAX_TEXT})")
     text = _normalize(raw)
@@ -477,15 +592,15 @@ def _resolve(raw: str, now: datetime, policy: Policy) -> Slot:
     local_now = now.astimezone(zone)
 
     if text in _ASAP:
-        return _first_slot(now, policy)
+        return _first_slot(now, policy, busy)
     if text == "now":
-        return _exact(now, now, policy, zone, own_zone)
+        return _exact(now, now, policy, zone, own_zone, busy)
     duration = _read_duration(text)
     if duration is not None:
         if duration > MAX_AHEAD:
             raise _Refusal(f"'{raw}' is more than a year ahead")
         start = _ceil_minute(now + duration)
-        return _exact(start, now, policy, zone, own_zone)
+        return _exact(start, now, policy, zone, own_zone, busy)
 
     clock, text = _take_clock(text, raw)
     part, tonight, text = _take_part(text)
@@ -502,7 +617,7 @@ def _resolve(raw: str, now: datetime, policy: Policy) -> Slot:
         start = _wall_clock(day, clock, zone)
         if roll and start <= now:
             start = _wall_clock(day + timedelta(days=roll), clock, zone)
-        return _exact(start, now, policy, zone, own_zone)
+        return _exact(start, now, policy, zone, own_zone, busy)
 
     if when is None:
         if part is None:
@@ -512,12 +627,12 @@ def _resolve(raw: str, now: datetime, policy: Policy) -> Slot:
     else:
         roll_days = 7
     try:
-        return _day_slot(when.day, part, zone, own_zone, now, policy)
+        return _day_slot(when.day, part, zone, own_zone, now, policy, busy)
     except _Refusal:
         if not when.may_roll:
             raise
     # Today's weekday name (or a bare part of the day) with nothing left today: the next one.
-    return _day_slot(when.day + timedelta(days=roll_days), part, zone, own_zone, now, policy)
+    return _day_slot(when.day + timedelta(days=roll_days), part, zone, own_zone, now, policy, busy)
 
 
 def _normalize(raw: str) -> str:
@@ -744,14 +859,14 @@ def _wall_clock(day: date, clock: time, zone: tzinfo) -> datetime:
     return local.astimezone(UTC)
 
 
-def _exact(start: datetime, now: datetime, policy: Policy, zone: tzinfo, own_zone: bool) -> Slot:
+def _exact(start: datetime, now: datetime, policy: Policy, zone: tzinfo, own_zone: bool, busy: _BusyIndex) -> Slot:
     """An explicit start must itself be bookable; otherwise refuse with the first problem."""
     asked = start.astimezone(zone)
     label = f"{_day_label(asked.date())} {asked:%H:%M}"
     if not own_zone:
         local = start.astimezone(policy.timezone)
         label += f" {_zone_label(zone)} ({_day_label(local.date())} {local:%H:%M} {policy.timezone.key})"
-    problems = _problems(start, policy, now, label, own_zone=own_zone)
+    problems = _problems(start, policy, now, label, own_zone=own_zone, busy=busy)
     if problems:
         raise _Refusal(problems[0], after=start)
     return Slot(start, start + policy.slot)
@@ -767,8 +882,8 @@ def _day_range(day: date, part: _PartOfDay | None, zone: tzinfo) -> tuple[dateti
     return start, end
 
 
-def _first_slot(now: datetime, policy: Policy) -> Slot:
-    slot = next_slot(now + policy.lead_time, policy)
+def _first_slot(now: datetime, policy: Policy, busy: _BusyIndex) -> Slot:
+    slot = _next_slot(now + policy.lead_time, policy, busy)
     if slot is None:
         raise _Refusal(
             f"there is no free release slot in the next {SEARCH_DAYS} days; windows are {describe_windows(policy)}"
@@ -776,12 +891,24 @@ def _first_slot(now: datetime, policy: Policy) -> Slot:
     return slot
 
 
-def _day_slot(day: date, part: _PartOfDay | None, zone: tzinfo, own_zone: bool, now: datetime, policy: Policy) -> Slot:
-    """The earliest slot on a local day (or part of it): a bare day means its first window."""
+def _day_slot(
+    day: date, part: _PartOfDay | None, zone: tzinfo, own_zone: bool, now: datetime, policy: Policy, busy: _BusyIndex
+) -> Slot:
+    """The earliest free slot on a local day (or part of it): a bare day means its first window."""
     start, end = _day_range(day, part, zone)
-    slot = next_slot(max(start, now + policy.lead_time), policy)
+    after = max(start, now + policy.lead_time)
+    slot = _next_slot(after, policy, busy)
     if slot is not None and slot.start < end:
         return slot
+    if busy:
+        # Would the day have had a slot but for busy time? Then that, not the windows, is the reason.
+        unbusy = _next_slot(after, policy, _NOT_BUSY)
+        if unbusy is not None and unbusy.start < end:
+            blocker = busy.overlapping(unbusy.start, unbusy.end)
+            label = _day_label(day) + ("" if own_zone else f" ({_zone_label(zone)})")
+            where = f"{label} {part}" if part else label
+            taken = f"; the first overlaps {_busy_label(blocker, day, policy.timezone)}" if blocker else ""
+            raise _Refusal(f"every release slot left {where} is busy{taken}", after=start)
     raise _Refusal(_why_no_slot(day, part, zone, own_zone, now, policy, start, end), after=start)
 
 

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from bot.policy import (
     DEFAULT_WINDOWS,
     SEARCH_DAYS,
+    Busy,
     Freeze,
     Policy,
     Slot,
@@ -510,3 +511,191 @@ def test_resolve_when_never_raises_on_any_text(text: str) -> None:
 @given(st.lists(st.sampled_from(_WORDS), min_size=1, max_size=5).map(" ".join))
 def test_resolve_when_never_raises_on_time_like_text(text: str) -> None:
     _check(text)
+
+
+# --- busy time ----------------------------------------------------------------------------------------
+
+FRI_BERLIN = Policy(BERLIN, MON_FRI)
+
+
+def busy_at(zone: ZoneInfo, month: int, day: int, hour: int, minute: int, minutes: int, reason: str = "") -> Busy:
+    start = at(zone, month, day, hour, minute)
+    return Busy(start, start + timedelta(minutes=minutes), reason)
+
+
+def test_a_busy_slot_is_refused_with_the_reason() -> None:
+    deploy = busy_at(BERLIN, 11, 27, 15, 0, 30, "Deploy octo-org/api#12")
+    assert slot_problems(at(BERLIN, 11, 27, 15), FRI_BERLIN, NOW, busy=[deploy]) == [
+        "Fri 27 Nov 15:00 overlaps Deploy octo-org/api#12 (15:00-15:30 Europe/Berlin)"
+    ]
+    # Off the grid, a slot starting inside or running into the interval overlaps it too.
+    assert slot_problems(at(BERLIN, 11, 27, 14, 45), FRI_BERLIN, NOW, busy=[deploy]) != []
+    assert slot_problems(at(BERLIN, 11, 27, 15, 20), FRI_BERLIN, NOW, busy=[deploy]) != []
+    unnamed = busy_at(BERLIN, 11, 27, 23, 0, 120)
+    assert slot_problems(at(BERLIN, 11, 27, 15), FRI_BERLIN, NOW, busy=[unnamed, deploy])[0].endswith(
+        "overlaps Deploy octo-org/api#12 (15:00-15:30 Europe/Berlin)"
+    )
+    assert slot_problems(
+        at(BERLIN, 11, 27, 15),
+        Policy(BERLIN, (Window(EVERY_DAY, time(10), time(16)),)),
+        NOW,
+        busy=[busy_at(BERLIN, 11, 26, 22, 0, 18 * 60, "Datacenter move")],
+    ) == ["Fri 27 Nov 15:00 overlaps Datacenter move (Thu 26 Nov 22:00 - Fri 27 Nov 16:00 Europe/Berlin)"]
+
+
+def test_busy_intervals_are_half_open() -> None:
+    before = busy_at(BERLIN, 11, 27, 14, 0, 60, "before")  # ends as the 15:00 slot starts
+    after = busy_at(BERLIN, 11, 27, 15, 30, 30, "after")  # starts as the 15:00 slot ends
+    assert slot_problems(at(BERLIN, 11, 27, 15), FRI_BERLIN, NOW, busy=[before, after]) == []
+    assert resolved("friday 15:00", FRI_BERLIN) == resolve_when(
+        "friday 15:00", now=NOW, policy=FRI_BERLIN, busy=[before, after]
+    )
+
+
+def test_non_blocking_busy_time_is_ignored() -> None:
+    tentative = Busy(at(BERLIN, 11, 27, 10), at(BERLIN, 11, 27, 16), "Offsite (tentative)", blocks=False)
+    assert slot_problems(at(BERLIN, 11, 27, 15), FRI_BERLIN, NOW, busy=[tentative]) == []
+    assert next_slot(at(BERLIN, 11, 27, 9), FRI_BERLIN, busy=[tentative]) == slot_at(BERLIN, 11, 27, 10)
+
+
+def test_next_slot_skips_busy_time() -> None:
+    busy = [
+        busy_at(BERLIN, 11, 26, 10, 0, 70, "Deploy #1"),  # 10:00-11:10 takes 10:00, 10:30 and 11:00
+        busy_at(BERLIN, 11, 26, 11, 40, 5, "Deploy #2"),  # and 11:30 too
+        busy_at(BERLIN, 11, 26, 9, 0, 30, "Before the window"),
+    ]
+    assert next_slot(at(BERLIN, 11, 26, 9), FRI_BERLIN, busy=busy) == slot_at(BERLIN, 11, 26, 12)
+    # A whole busy day moves the slot to the next day with a window.
+    all_friday = [busy_at(BERLIN, 11, 27, 0, 0, 24 * 60, "Game day")]
+    assert next_slot(at(BERLIN, 11, 27, 9), FRI_BERLIN, busy=all_friday) == slot_at(BERLIN, 11, 30, 10)
+    # Unsorted input is fine: the search sorts it.
+    assert next_slot(at(BERLIN, 11, 26, 9), FRI_BERLIN, busy=busy[::-1]) == slot_at(BERLIN, 11, 26, 12)
+
+
+@pytest.mark.parametrize("text", ["friday", "friday 10:00", None, "asap"])
+def test_two_prs_asking_for_the_same_slot(text: str | None) -> None:
+    now = datetime(2026, 11, 27, 8, tzinfo=UTC)  # Friday 09:00 in Berlin
+    first = resolved(text, FRI_BERLIN, now)
+    booked = [Busy(first.start, first.end, "Deploy octo-org/api#12")]
+    second = resolve_when(text, now=now, policy=FRI_BERLIN, busy=booked)
+    if isinstance(second, WhenError):  # an explicit time is refused, and the next one is offered
+        assert second.reason == "Fri 27 Nov 10:00 overlaps Deploy octo-org/api#12 (10:00-10:30 Europe/Berlin)"
+        second = second.suggestion
+    assert first == slot_at(BERLIN, 11, 27, 10)
+    assert second == slot_at(BERLIN, 11, 27, 10, 30)
+
+
+def test_an_explicit_busy_time_suggests_the_next_free_slot() -> None:
+    busy = [busy_at(BERLIN, 12, 1, 14, 0, 30, "Deploy #7"), busy_at(BERLIN, 12, 1, 14, 30, 60, "Deploy #8")]
+    error = refused_busy("2026-12-01 14:00", busy)
+    assert error.reason == "Tue 1 Dec 14:00 overlaps Deploy #7 (14:00-14:30 Europe/Berlin)"
+    assert error.suggestion == slot_at(BERLIN, 12, 1, 15, 30)
+    assert error.examples[0] == "2026-12-01 15:30"
+    assert resolve_when(error.examples[0], now=NOW, policy=FRI_BERLIN, busy=busy) == error.suggestion
+
+
+def test_a_fully_busy_day_is_refused_with_the_reason() -> None:
+    busy = [busy_at(BERLIN, 11, 27, 13, 0, 180, "Load test")]
+    error = refused_busy("friday afternoon", busy)
+    assert error.reason == (
+        "every release slot left Fri 27 Nov afternoon is busy; the first overlaps Load test (13:00-16:00 Europe/Berlin)"
+    )
+    assert error.suggestion == slot_at(BERLIN, 11, 30, 10)
+    # The morning is still free.
+    assert resolve_when("friday", now=NOW, policy=FRI_BERLIN, busy=busy) == slot_at(BERLIN, 11, 27, 10)
+
+
+def refused_busy(text: str, busy: list[Busy], policy: Policy = FRI_BERLIN) -> WhenError:
+    result = resolve_when(text, now=NOW, policy=policy, busy=busy)
+    assert isinstance(result, WhenError), result
+    return result
+
+
+def test_busy_time_across_fall_back() -> None:
+    # 25 Oct 2026: 01:00 CEST to 02:30 CET is two and a half real hours (23:00 to 01:30 UTC).
+    policy = Policy(BERLIN, (Window(EVERY_DAY, time(1), time(4)),))
+    start = datetime(2026, 10, 25, 1, tzinfo=BERLIN)
+    end = datetime(2026, 10, 25, 2, 30, tzinfo=BERLIN, fold=1)
+    maintenance = Busy(start, end, "Maintenance")
+    assert end - start != timedelta(hours=2.5)  # wall-clock arithmetic would get it wrong
+    assert maintenance.end - maintenance.start == timedelta(hours=2.5)
+    slot = next_slot(start, policy, busy=[maintenance])
+    assert slot is not None
+    assert slot.start == datetime(2026, 10, 25, 1, 30, tzinfo=UTC)
+    assert f"{slot.start.astimezone(BERLIN):%H:%M %Z}" == "02:30 CET"
+    # The second 02:00 (CET) is still inside it; the first 02:00 (CEST) too.
+    saturday = datetime(2026, 10, 24, tzinfo=UTC)
+    cet_2am = datetime(2026, 10, 25, 1, tzinfo=UTC)
+    assert slot_problems(cet_2am, policy, saturday, busy=[maintenance]) == [
+        "Sun 25 Oct 02:00 overlaps Maintenance (01:00-02:30 Europe/Berlin)"
+    ]
+
+
+def test_busy_time_across_spring_forward() -> None:
+    # 29 Mar 2026: 01:30 CET to 03:30 CEST is one real hour (00:30 to 01:30 UTC).
+    policy = Policy(BERLIN, (Window(EVERY_DAY, time(1), time(4)),))
+    busy = [Busy(datetime(2026, 3, 29, 1, 30, tzinfo=BERLIN), datetime(2026, 3, 29, 3, 30, tzinfo=BERLIN), "Upgrade")]
+    assert busy[0].end - busy[0].start == timedelta(hours=1)
+    now = datetime(2026, 3, 28, 12, tzinfo=UTC)
+    assert resolve_when("2026-03-29 01:00", now=now, policy=policy, busy=busy) == Slot(
+        datetime(2026, 3, 29, 0, tzinfo=UTC), datetime(2026, 3, 29, 0, 30, tzinfo=UTC)
+    )
+    error = resolve_when("2026-03-29 03:00", now=now, policy=policy, busy=busy)
+    assert isinstance(error, WhenError)
+    assert error.reason == "Sun 29 Mar 03:00 overlaps Upgrade (01:30-03:30 Europe/Berlin)"
+    assert error.suggestion is not None
+    assert f"{error.suggestion.start.astimezone(BERLIN):%H:%M %Z}" == "03:30 CEST"
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: Busy(datetime(2026, 11, 27, 13), datetime(2026, 11, 27, 14, tzinfo=UTC)),
+        lambda: Busy(NOW, NOW),
+        lambda: Busy(NOW, NOW - timedelta(minutes=1)),
+    ],
+)
+def test_invalid_busy_time_is_refused(build: object) -> None:
+    with pytest.raises(ValueError):
+        build()  # type: ignore[operator]
+
+
+# Busy sets over the next ten days, on and off the grid, overlapping each other or not.
+_BUSY = st.lists(
+    st.builds(
+        lambda offset, minutes, blocks: Busy(
+            NOW + timedelta(minutes=offset), NOW + timedelta(minutes=offset + minutes), f"b{offset}", blocks
+        ),
+        st.integers(-120, 10 * 24 * 60),
+        st.integers(1, 6 * 60),
+        st.booleans(),
+    ),
+    max_size=40,
+)
+_BUSY_TEXTS = (None, "friday", "tomorrow afternoon", "next tuesday", "2026-11-26 14:00", "in 2 hours", "asap")
+
+
+def _brute_force_next(after: datetime, policy: Policy, busy: list[Busy]) -> Slot | None:
+    """The reference: walk the busy-free slots one by one until one overlaps no blocking interval."""
+    slot = next_slot(after, policy)
+    while slot is not None and any(b.blocks and b.start < slot.end and slot.start < b.end for b in busy):
+        slot = next_slot(slot.start + timedelta(microseconds=1), policy)
+    return slot
+
+
+@_FUZZ
+@given(_BUSY, st.sampled_from(_BUSY_TEXTS))
+def test_returned_slots_never_overlap_busy_time(busy: list[Busy], text: str | None) -> None:
+    result = resolve_when(text, now=NOW, policy=_FUZZ_POLICY, busy=busy)
+    slot = result if isinstance(result, Slot) else result.suggestion
+    if slot is None:
+        return
+    assert not any(b.blocks and b.start < slot.end and slot.start < b.end for b in busy)
+    assert slot_problems(slot.start, _FUZZ_POLICY, NOW, busy=busy) == []
+
+
+@_FUZZ
+@given(_BUSY, st.integers(0, 5 * 24 * 60))
+def test_next_slot_with_busy_time_is_the_earliest_free_one(busy: list[Busy], offset: int) -> None:
+    after = NOW + timedelta(minutes=offset)
+    assert next_slot(after, _FUZZ_POLICY, busy=busy) == _brute_force_next(after, _FUZZ_POLICY, busy)
