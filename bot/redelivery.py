@@ -74,7 +74,10 @@ async def sweep_failed_deliveries(
         if await store.get_delivery(f"{app_id}:{guid}") is not None:
             continue  # stored after all (GitHub timed out while we were committing)
         failed += 1
-        if sum(1 for t in tries if t.get("redelivery")) >= MAX_REDELIVERIES:
+        # Counted in the store: a sweep sees only the attempts since the previous one.
+        counter = f"sweep:redelivered:{guid}"
+        done_before = int(await store.get_value(counter) or 0)
+        if max(done_before, sum(1 for t in tries if t.get("redelivery"))) >= MAX_REDELIVERIES:
             gave_up += 1
             log.warning("webhook delivery %s failed %d times; not redelivering again", guid, len(tries))
             continue
@@ -86,6 +89,7 @@ async def sweep_failed_deliveries(
             resume_from = min(resume_from, min(_when(t) for t in tries))
             continue
         redelivered += 1
+        await store.set_value(counter, str(done_before + 1), now=now)
         log.info(
             "redelivered a webhook we never stored",
             extra={

@@ -303,8 +303,9 @@ def plan_slot(event: ShipRequested, now: datetime) -> Slot | WhenError:
 def decide(release: Release | None, event: Event, now: datetime) -> Decision:
     """The next state of the PR's active release (None: no release) and what to do about it."""
     if _seen(release, event):
-        # A retried delivery (the worker failed after saving) must not apply a command twice.
-        return Decision(release)
+        # A retried delivery (the worker failed after saving) must not apply a command twice; its
+        # effects may not have been queued before the failure, so the progress is rendered again.
+        return Decision(release, (RenderProgress(),))
     match event:
         case ShipRequested():
             return _ship(release, event, now)

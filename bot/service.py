@@ -176,15 +176,15 @@ class GitHubReader:
             if len(runs) >= 100 * _MAX_CHECK_PAGES:
                 break
         statuses = [s async for s in gh.getiter(f"/repos/{repo}/commits/{head_sha}/statuses?per_page=100")]
-        # Branch protection may require our own check (check_run_blocks_merge): we never wait on it.
-        own = (OWN_CHECK_NAME,) if config.check_run_blocks_merge else ()
-        required = required_checks(protection, rules, config.required_checks, (*config.ignore_checks, *own))
+        # Branch protection may require our own check (that is how check_run_blocks_merge works):
+        # the bot never waits on itself. Our runs are already left out of `runs` by app id.
+        required = required_checks(protection, rules, config.required_checks, (*config.ignore_checks, OWN_CHECK_NAME))
         return evaluate(
             required,
             runs,
             statuses,
             require_all_when_none=config.require_all_checks_when_none_required,
-            ignore=(*config.ignore_checks, *own),
+            ignore=tuple(config.ignore_checks),
         )
 
 

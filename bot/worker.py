@@ -51,9 +51,14 @@ def backoff(attempts: int, base: float) -> float:
 
 
 def subject_of(repo: str | None, data: dict[str, Any]) -> str | None:
-    """The PR an event is about, when it is about one."""
+    """What an event is about, so events about one thing run one at a time: a PR, or a commit's checks."""
+    if not repo:
+        return None
     number = (data.get("pull_request") or data.get("issue") or {}).get("number")
-    return f"{repo}#{number}" if repo and number is not None else None
+    if number is not None:
+        return f"{repo}#{number}"
+    sha = (data.get("check_suite") or data.get("check_run") or {}).get("head_sha") or data.get("sha")
+    return f"{repo}@{sha}" if sha else None
 
 
 def _permanent(exc: BaseException) -> bool:
@@ -107,11 +112,12 @@ class Worker:
         (say, a write waiting out GitHub's pacing) never holds up the deliveries behind it."""
         log.info("worker started", extra={"worker": self.owner, "store": self.settings.store_kind})
         inflight: set[asyncio.Task[None]] = set()
+        # Its own task: a long sweep or a slow store call in this loop must not let leases lapse.
+        heartbeat = asyncio.create_task(self._heartbeat_loop(stop))
         while not stop.is_set():
             claimed = 0
             try:
                 claimed = await self._fill(inflight)
-                await self._heartbeat()
                 await self._maybe_purge()
                 await self._maybe_sweep()
                 if claimed == 0 or len(inflight) >= self.settings.worker_concurrency:
@@ -121,7 +127,12 @@ class Worker:
                 log.exception("worker loop error")
                 await asyncio.sleep(self.settings.worker_poll_interval)
         if inflight:
-            await asyncio.wait(inflight, timeout=self.settings.worker_lease_seconds / 2)
+            _, unfinished = await asyncio.wait(inflight, timeout=self.settings.worker_lease_seconds / 2)
+            for task in unfinished:  # their leases lapse and another worker takes them over
+                task.cancel()
+            await asyncio.gather(*unfinished, return_exceptions=True)
+        heartbeat.cancel()
+        await asyncio.gather(heartbeat, return_exceptions=True)
         log.info("worker stopped", extra={"worker": self.owner, "processed": self.processed})
 
     async def _fill(self, inflight: set[asyncio.Task[None]]) -> int:
@@ -132,25 +143,33 @@ class Worker:
         lease = self.settings.worker_lease_seconds
         deliveries = await self.store.claim_deliveries(self.owner, now=now, lease_seconds=lease, limit=free)
         # A key already running here (its lease lapsed during a store blip) is not started twice.
-        tasks = [self._track(self._delivery_keys, d.key, self.process(d)) for d in deliveries]
+        started = sum(self._start(inflight, self._delivery_keys, d.key, self.process(d)) for d in deliveries)
         free -= len(deliveries)
         if free > 0 and self.executor is not None:
             jobs = await self.store.claim_jobs(self.owner, now=now, lease_seconds=lease, limit=free)
-            tasks += [self._track(self._job_keys, j.key, self.run_job(j)) for j in jobs]
-        started = [t for t in tasks if t is not None]
-        for task in started:
-            inflight.add(task)
-            task.add_done_callback(inflight.discard)
-        return len(started)
+            started += sum(self._start(inflight, self._job_keys, j.key, self.run_job(j)) for j in jobs)
+        return started
 
-    def _track(self, running: set[str], key: str, work: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
+    def _start(
+        self, inflight: set[asyncio.Task[None]], running: set[str], key: str, work: Coroutine[Any, Any, None]
+    ) -> bool:
         if key in running:
             work.close()
-            return None
+            return False
         running.add(key)
         task = asyncio.create_task(work)
+        inflight.add(task)
+        task.add_done_callback(inflight.discard)
         task.add_done_callback(lambda _: running.discard(key))
-        return task
+        return True
+
+    async def _heartbeat_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self._heartbeat()
+            except Exception:
+                log.exception("lease heartbeat failed")
+            await asyncio.sleep(self.settings.worker_lease_seconds / 6)
 
     async def _heartbeat(self) -> None:
         """Renew the leases of everything in progress well before they lapse (every third of a lease)."""

@@ -73,3 +73,23 @@ async def test_repeatedly_failing_delivery_is_given_up(
         result = await sweep_failed_deliveries(GitHubApp(app_settings, session), store, owner="w", now=now)
     assert result is not None and (result.failed, result.redelivered, result.gave_up) == (1, 0, 1)
     assert fake_github.redeliveries == []
+
+
+async def test_each_sweep_counts_towards_the_limit(
+    app_settings: Settings, fake_github: FakeGitHub, store: SqliteStore
+) -> None:
+    now = datetime.now(UTC)
+    original = fake_github.add_hook_delivery(event="push", status_code=413, guid="too-big")
+    fake_github.redelivery_status_code = 413  # every redelivery fails the same way
+    async with aiohttp.ClientSession() as session:
+        github = GitHubApp(app_settings, session)
+        results = []
+        for i in range(5):
+            # Each sweep sees only what was logged since the previous one: earlier redeliveries are
+            # out of its window (dropped here), yet the bot stops after three tries.
+            for delivery_id in [d for d in fake_github.hook_deliveries if d != original]:
+                del fake_github.hook_deliveries[delivery_id]
+            result = await sweep_failed_deliveries(github, store, owner="w", now=now + timedelta(seconds=i))
+            assert result is not None
+            results.append(result.redelivered)
+    assert results == [1, 1, 1, 0, 0]

@@ -250,3 +250,16 @@ async def test_heartbeat_keeps_a_long_job_leased(store: Store) -> None:
     later = T0 + timedelta(seconds=60)
     assert await store.claim_deliveries("other", now=later, lease_seconds=30, limit=1) == []
     assert await store.claim_jobs("other", now=later, lease_seconds=30, limit=1) == []
+
+
+async def test_a_failing_run_does_not_delay_a_newer_request(store: Store) -> None:
+    await store.schedule_job("render:o/r#4", "render", {"n": 1}, due_at=T0)
+    [job] = await store.claim_jobs("w", now=T0, lease_seconds=30, limit=5)
+    await store.schedule_job("render:o/r#4", "render", {"n": 2}, due_at=T0 + timedelta(seconds=1))
+    assert await store.retry_job(job, "w", error="boom", due_at=T0 + timedelta(hours=1)) is False
+    [newer] = await store.claim_jobs("w", now=T0 + timedelta(seconds=1), lease_seconds=30, limit=5)
+    assert newer.payload == {"n": 2} and newer.attempts == 1
+    await store.schedule_job("render:o/r#4", "render", {"n": 3}, due_at=T0 + timedelta(seconds=2))
+    assert await store.park_job(newer, "w", error="422") is False  # the newer request is not parked
+    [newest] = await store.claim_jobs("w", now=T0 + timedelta(seconds=2), lease_seconds=30, limit=5)
+    assert newest.payload == {"n": 3}

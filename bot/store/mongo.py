@@ -341,6 +341,10 @@ class MongoStore:
         result = await self._db.jobs.delete_one({"_id": job.key, "lease_owner": owner, "seq": job.seq})
         if result.deleted_count:
             return True
+        return await self._requeue_newer(job, owner)
+
+    async def _requeue_newer(self, job: Job, owner: str) -> bool:
+        """Asked again while it ran: the newer request keeps its own due time and a fresh count."""
         await self._db.jobs.update_one(
             {"_id": job.key, "lease_owner": owner},
             {"$set": {"status": "pending", "attempts": 0, "lease_owner": None, "lease_until": None}},
@@ -349,7 +353,7 @@ class MongoStore:
 
     async def retry_job(self, job: Job, owner: str, *, error: str, due_at: datetime) -> bool:
         result = await self._db.jobs.update_one(
-            {"_id": job.key, "lease_owner": owner},
+            {"_id": job.key, "lease_owner": owner, "seq": job.seq},
             {
                 "$set": {
                     "status": "pending",
@@ -360,7 +364,9 @@ class MongoStore:
                 }
             },
         )
-        return bool(result.modified_count)
+        if result.modified_count:
+            return True
+        return await self._requeue_newer(job, owner)
 
     async def extend_leases(self, owner: str, *, deliveries: list[str], jobs: list[str], until: datetime) -> None:
         for collection, keys in ((self._db.deliveries, deliveries), (self._db.jobs, jobs)):
@@ -372,7 +378,7 @@ class MongoStore:
 
     async def park_job(self, job: Job, owner: str, *, error: str) -> bool:
         result = await self._db.jobs.update_one(
-            {"_id": job.key, "lease_owner": owner},
+            {"_id": job.key, "lease_owner": owner, "seq": job.seq},
             {
                 "$set": {
                     "status": "parked",
@@ -383,7 +389,9 @@ class MongoStore:
                 }
             },
         )
-        return bool(result.modified_count)
+        if result.modified_count:
+            return True
+        return await self._requeue_newer(job, owner)
 
     async def list_parked_jobs(self, *, limit: int = 50) -> list[Job]:
         cursor = self._db.jobs.find({"status": "parked"}).sort("finished_at", DESCENDING).limit(limit)

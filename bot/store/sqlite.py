@@ -522,20 +522,26 @@ class SqliteStore:
         if rows:
             return True
         # Scheduled again while we worked: hand it back to the queue with its new due time.
+        return await self._requeue_newer(job, owner)
+
+    async def retry_job(self, job: Job, owner: str, *, error: str, due_at: datetime) -> bool:
+        rows = await self._all(
+            "UPDATE jobs SET status = 'pending', due_at = ?, last_error = ?, lease_owner = NULL,"
+            " lease_until = NULL WHERE key = ? AND lease_owner = ? AND seq = ? RETURNING key",
+            (_ts(due_at), error, job.key, owner, job.seq),
+        )
+        if rows:
+            return True
+        return await self._requeue_newer(job, owner)
+
+    async def _requeue_newer(self, job: Job, owner: str) -> bool:
+        """Asked again while it ran: the newer request keeps its own due time and a fresh count."""
         await self._all(
             "UPDATE jobs SET status = 'pending', attempts = 0, lease_owner = NULL, lease_until = NULL"
             " WHERE key = ? AND lease_owner = ?",
             (job.key, owner),
         )
         return False
-
-    async def retry_job(self, job: Job, owner: str, *, error: str, due_at: datetime) -> bool:
-        rows = await self._all(
-            "UPDATE jobs SET status = 'pending', due_at = ?, last_error = ?, lease_owner = NULL,"
-            " lease_until = NULL WHERE key = ? AND lease_owner = ? RETURNING key",
-            (_ts(due_at), error, job.key, owner),
-        )
-        return bool(rows)
 
     async def extend_leases(self, owner: str, *, deliveries: list[str], jobs: list[str], until: datetime) -> None:
         for table, keys in (("deliveries", deliveries), ("jobs", jobs)):
@@ -551,10 +557,12 @@ class SqliteStore:
     async def park_job(self, job: Job, owner: str, *, error: str) -> bool:
         rows = await self._all(
             "UPDATE jobs SET status = 'parked', last_error = ?, finished_at = ?, lease_owner = NULL,"
-            " lease_until = NULL WHERE key = ? AND lease_owner = ? RETURNING key",
-            (error, _ts(datetime.now(UTC)), job.key, owner),
+            " lease_until = NULL WHERE key = ? AND lease_owner = ? AND seq = ? RETURNING key",
+            (error, _ts(datetime.now(UTC)), job.key, owner, job.seq),
         )
-        return bool(rows)
+        if rows:
+            return True
+        return await self._requeue_newer(job, owner)
 
     async def list_parked_jobs(self, *, limit: int = 50) -> list[Job]:
         rows = await self._all(
