@@ -19,6 +19,7 @@ import jsonschema
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from .checks import escape_markdown
 from .policy import DEFAULT_LEAD_TIME, DEFAULT_SLOT, DEFAULT_WINDOWS, Freeze, Policy, Window
 
 CONFIG_PATH = ".github/release-secretary.yml"
@@ -692,14 +693,8 @@ def _problem_order(problem: ConfigProblem) -> tuple[int, str, str]:
 
 # ---- markdown ---------------------------------------------------------------------------------------
 
-_MARKDOWN_SPECIAL = str.maketrans(
-    {c: "\\" + c for c in "\\`*_{}[]()<>#+!|~"} | {"@": "@\u200b", "\n": " ", "\r": " ", "&": "&amp;"}
-)
-
-
-def _escape(text: str) -> str:
-    # Values come from a repo file: shown literally, with no formatting, links or @mentions.
-    return text.translate(_MARKDOWN_SPECIAL)
+# Values come from a repo file: shown literally, with no formatting, links or @mentions.
+_escape = escape_markdown
 
 
 def _code(text: str) -> str:

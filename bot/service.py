@@ -241,9 +241,7 @@ class ReleaseService:
                     await self.schedule_render(ref, now)
                 case Reply(text=text):
                     # Keyed by the input's delivery: a redelivered webhook cannot post it twice.
-                    key = f"reply:{reply_key or now.isoformat()}:{i}"
-                    payload = {"repo": ref.repo, "pr": ref.pr, "installation_id": ref.installation_id, "text": text}
-                    await self.store.schedule_job(key, "reply", payload, due_at=now, once=True)
+                    await self.reply(ref, text, key=f"{reply_key or now.isoformat()}:{i}")
 
     async def schedule_render(self, ref: PullRef, now: datetime) -> None:
         """Coalesced: a burst of changes becomes one edit, at most one per STICKY_DEBOUNCE seconds."""
