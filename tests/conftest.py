@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 
 from bot.config import Settings
 from bot.secrets import generate_key
@@ -13,6 +15,13 @@ from tests.fakes.keys import AppKey
 from tests.helpers import SECRET
 
 pytest_plugins = ["tests.fakes.plugin"]
+
+# Property tests check properties, not speed (benches do that). On a fresh clone Hypothesis first
+# builds its Unicode tables, which can make one early draw take over a second: not a failure.
+hypothesis_settings.register_profile(
+    "project", deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
+hypothesis_settings.load_profile("project")
 
 
 @pytest.fixture
