@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -14,6 +15,9 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 DEFAULT_GITHUB_API_URL = "https://api.github.com"
 DEFAULT_GITHUB_URL = "https://github.com"
+DEFAULT_GOOGLE_CALENDAR_API_URL = "https://www.googleapis.com"
+DEFAULT_GOOGLE_AUTH_URL = "https://accounts.google.com/o/oauth2/v2/auth"
+DEFAULT_GOOGLE_TOKEN_URL = "https://oauth2.googleapis.com/token"  # noqa: S105 - a URL, not a secret
 
 
 class SettingsError(Exception):
@@ -51,6 +55,14 @@ class Settings:
     worker_retry_base: float = 2.0
     redelivery_sweep_interval: float = 300.0  # 0 turns the sweep off
     sticky_debounce: float = 3.0  # at most one edit of a PR's progress comment per this many seconds
+    # Google Calendar: with neither a service account nor an OAuth client the embedded calendar is used.
+    google_calendar_api_url: str = DEFAULT_GOOGLE_CALENDAR_API_URL
+    google_service_account: str | None = field(default=None, repr=False)  # the key file's JSON
+    google_client_id: str | None = None
+    google_client_secret: str | None = field(default=None, repr=False)
+    google_auth_url: str = DEFAULT_GOOGLE_AUTH_URL
+    google_token_url: str = DEFAULT_GOOGLE_TOKEN_URL
+    calendar_sweep_interval: float = 300.0  # how often booked Google events are checked for edits; 0: never
 
     @property
     def app_configured(self) -> bool:
@@ -129,7 +141,19 @@ class Settings:
             worker_poll_interval=reader.number("WORKER_POLL_INTERVAL", 1.0, minimum=0.01),
             redelivery_sweep_interval=reader.number("REDELIVERY_SWEEP_INTERVAL", 300.0),
             sticky_debounce=reader.number("STICKY_DEBOUNCE_SECONDS", 3.0),
+            google_calendar_api_url=reader.url("GOOGLE_CALENDAR_API_URL", DEFAULT_GOOGLE_CALENDAR_API_URL),
+            google_service_account=reader.service_account(),
+            google_client_id=reader.text("GOOGLE_CLIENT_ID"),
+            google_client_secret=reader.text("GOOGLE_CLIENT_SECRET"),
+            google_auth_url=reader.url("GOOGLE_AUTH_URL", DEFAULT_GOOGLE_AUTH_URL),
+            google_token_url=reader.url("GOOGLE_TOKEN_URL", DEFAULT_GOOGLE_TOKEN_URL),
+            calendar_sweep_interval=reader.number("CALENDAR_SWEEP_INTERVAL", 300.0),
         )
+        if (settings.google_client_id is None) != (settings.google_client_secret is None):
+            reader.problems.append(
+                "GOOGLE_CLIENT_ID and GOOGLE_CLIENT_SECRET go together (the OAuth client that links "
+                "people's calendars): set both or neither"
+            )
         if reader.problems:
             raise SettingsError(reader.problems)
         return settings
@@ -216,6 +240,37 @@ class _Reader:
             self.problems.append(f"{name} must be an http(s) URL such as https://example.com, got {raw!r}")
             return None
         return raw.rstrip("/")
+
+    def service_account(self) -> str | None:
+        """GOOGLE_SERVICE_ACCOUNT_JSON (the key file's content) or GOOGLE_SERVICE_ACCOUNT_FILE (its path)."""
+        inline = self.text("GOOGLE_SERVICE_ACCOUNT_JSON")
+        path = self.text("GOOGLE_SERVICE_ACCOUNT_FILE")
+        if inline and path:
+            self.problems.append("GOOGLE_SERVICE_ACCOUNT_JSON and GOOGLE_SERVICE_ACCOUNT_FILE are both set: keep one")
+            return None
+        source = "GOOGLE_SERVICE_ACCOUNT_JSON"
+        if path:
+            source = "GOOGLE_SERVICE_ACCOUNT_FILE"
+            try:
+                inline = Path(path).expanduser().read_text()
+            except OSError as exc:
+                self.problems.append(f"GOOGLE_SERVICE_ACCOUNT_FILE: cannot read {path}: {exc.strerror}")
+                return None
+        if not inline:
+            return None
+        try:
+            info = json.loads(inline)
+        except ValueError:
+            self.problems.append(f"{source} is not JSON: use the key file Google Cloud gave for the service account")
+            return None
+        missing = [
+            k for k in ("client_email", "private_key", "token_uri") if not isinstance(info, dict) or k not in info
+        ]
+        if not isinstance(info, dict) or info.get("type") != "service_account" or missing:
+            what = f"; it lacks {', '.join(missing)}" if missing else ""
+            self.problems.append(f"{source} must be a service account key file (type service_account){what}")
+            return None
+        return inline
 
     def mongo_uri(self) -> str | None:
         raw = self.text("MONGODB_URI")
