@@ -12,9 +12,10 @@ import enum
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from .checks import CheckItem, CheckState, ChecksVerdict
-from .policy import Policy, Slot, WhenError, describe_windows, format_slot, resolve_when, slot_problems
+from .checks import CheckItem, CheckState, ChecksVerdict, escape_markdown
+from .policy import Busy, Policy, Slot, WhenError, describe_windows, format_slot, resolve_when, slot_problems
 
 
 class State(enum.StrEnum):
@@ -122,6 +123,16 @@ class Release:
     updated_at: datetime | None = None
     timezone: str = "UTC"  # the repo's zone when last asked: how times are shown
     check_run_blocks_merge: bool = False
+    # Where the slot is booked: one release at a time per lane ("owner/repo production").
+    lane: str = ""
+    calendar_account: str | None = None  # "embedded", "google:service", "google:user:<login>"
+    calendar_id: str | None = None
+    event_id: str | None = None  # set once the event exists
+    event_link: str | None = None
+    # What the calendar or the last check found against the slot (a freeze event, a deleted event).
+    conflicts: tuple[str, ...] = ()
+    proposal: Slot | None = None  # the next free slot, offered when this one cannot go ahead
+    requester_zone: str | None = None  # the requester's own zone, when they have told us
     version: int = 0
 
     @property
@@ -158,6 +169,11 @@ class ShipRequested(EventBase):
     immediately: bool = False  # `/ship now`
     dry_run: bool = False
     check_run_blocks_merge: bool = False
+    busy: tuple[Busy, ...] = ()  # other releases in the lane, freezes and the requester's meetings
+    lane: str = ""
+    calendar_account: str | None = None
+    calendar_id: str | None = None
+    requester_zone: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,7 +210,55 @@ class PullClosed(EventBase):
     merged: bool = False
 
 
-Event = ShipRequested | CancelRequested | HoldRequested | UnholdRequested | HeadMoved | ChecksChanged | PullClosed
+@dataclass(frozen=True, slots=True)
+class Prechecked(EventBase):
+    """The T-minus check before a slot: what the worker read of the PR, its checks and the calendars."""
+
+    slot_start: datetime  # the slot this check was for: a rescheduled release ignores a stale check
+    head_sha: str
+    checks: ChecksVerdict
+    conflicts: tuple[str, ...] = ()  # freezes and higher-priority events overlapping the slot
+    proposal: Slot | None = None  # the next free slot, should this one not go ahead
+    late_by: timedelta | None = None  # the timer fired this much after it was due (workers were down)
+
+
+@dataclass(frozen=True, slots=True)
+class EventBooked(EventBase):
+    """The calendar event for the release's slot exists (or was brought up to date)."""
+
+    slot_start: datetime
+    calendar_account: str
+    calendar_id: str
+    event_id: str
+    event_link: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CalendarChanged(EventBase):
+    """A person moved or deleted the release's event in the calendar.
+
+    `moved_to` is the event's new time (None: deleted); `problems` is why the new time cannot be
+    used (windows, freezes, other releases), judged by the service against the policy."""
+
+    event_id: str
+    moved_to: Slot | None
+    problems: tuple[str, ...] = ()
+    proposal: Slot | None = None
+    timezone: str = "UTC"
+
+
+Event = (
+    ShipRequested
+    | CancelRequested
+    | HoldRequested
+    | UnholdRequested
+    | HeadMoved
+    | ChecksChanged
+    | PullClosed
+    | Prechecked
+    | EventBooked
+    | CalendarChanged
+)
 
 # Effects --------------------------------------------------------------------------------------
 
@@ -255,9 +319,18 @@ def _note(release: Release, event: EventBase, to: State, reason: str, now: datet
 
 
 def _evaluate(release: Release, event: EventBase, now: datetime, why: str) -> Release:
-    """Place an open release according to its checks: scheduled only when the head SHA is green."""
+    """Place an open release according to its checks and its slot: scheduled only when the head SHA
+    is green and nothing stands against the slot."""
     checks = release.checks
     blockers: tuple[str, ...]
+    if release.conflicts or release.slot is None:
+        # The checks decide nothing while the slot itself cannot go ahead; they are still shown.
+        blockers = release.conflicts or ("no release slot is booked",)
+        verified = release.head_sha if checks is not None and checks.state == "green" else None
+        updated = replace(release, verified_sha=verified, blockers=blockers)
+        if updated.state == State.BLOCKED:
+            return updated
+        return _note(updated, event, State.BLOCKED, f"{why}; {blockers[0]}", now)
     if checks is None or checks.state == "pending":
         waiting = [*checks.pending, *checks.missing] if checks else []
         blockers = (f"waiting for {', '.join(waiting)}",) if waiting else ("waiting for checks",)
@@ -288,7 +361,7 @@ def plan_slot(event: ShipRequested, now: datetime) -> Slot | WhenError:
     if event.immediately:
         start = now
         # "Now" means now: the lead time, there to give people notice, is waived; windows and freezes are not.
-        problems = slot_problems(start, replace(event.policy, lead_time=timedelta(0)), now)
+        problems = slot_problems(start, replace(event.policy, lead_time=timedelta(0)), now, busy=event.busy)
         if problems:
             return WhenError(
                 text="now",
@@ -297,7 +370,7 @@ def plan_slot(event: ShipRequested, now: datetime) -> Slot | WhenError:
                 examples=(),
             )
         return Slot(start=start, end=start + event.policy.slot)
-    return resolve_when(event.when_text, now=now, policy=event.policy)
+    return resolve_when(event.when_text, now=now, policy=event.policy, busy=event.busy)
 
 
 def decide(release: Release | None, event: Event, now: datetime) -> Decision:
@@ -321,6 +394,12 @@ def decide(release: Release | None, event: Event, now: datetime) -> Decision:
             return _checks_changed(release, event, now)
         case PullClosed():
             return _closed(release, event, now)
+        case Prechecked():
+            return _prechecked(release, event, now)
+        case EventBooked():
+            return _booked(release, event)
+        case CalendarChanged():
+            return _calendar_changed(release, event, now)
 
 
 def _seen(release: Release | None, event: Event) -> bool:
@@ -375,6 +454,10 @@ def _ship(release: Release | None, event: ShipRequested, now: datetime) -> Decis
             commits=event.pull.commits,
             timezone=event.policy.timezone.key,
             check_run_blocks_merge=event.check_run_blocks_merge,
+            lane=event.lane,
+            calendar_account=event.calendar_account,
+            calendar_id=event.calendar_id,
+            requester_zone=event.requester_zone,
         )
         requested = _note(
             fresh, event, State.REQUESTED, f"ship requested for {_slot_sentence(slot, event.policy)}", now
@@ -391,6 +474,13 @@ def _ship(release: Release | None, event: ShipRequested, now: datetime) -> Decis
         commits=event.pull.commits or release.commits,
         timezone=event.policy.timezone.key,
         check_run_blocks_merge=event.check_run_blocks_merge,
+        # A new slot was checked against the calendars just now: old conflicts and offers are void.
+        conflicts=(),
+        proposal=None,
+        requester_zone=event.requester_zone or release.requester_zone,
+        lane=release.lane or event.lane,
+        calendar_account=release.calendar_account if release.event_id else event.calendar_account,
+        calendar_id=release.calendar_id if release.event_id else event.calendar_id,
     )
     if event.pull.head_sha != release.head_sha:
         moved = replace(moved, head_sha=event.pull.head_sha, verified_sha=None)
@@ -402,8 +492,6 @@ def _ship(release: Release | None, event: ShipRequested, now: datetime) -> Decis
 
 
 def dry_run_text(event: ShipRequested, slot: Slot) -> str:
-    from .checks import escape_markdown
-
     checks = ChecksVerdict(
         state=event.checks.state,
         items=tuple(replace(i, name=escape_markdown(i.name)) for i in event.checks.items),
@@ -502,6 +590,105 @@ def _closed(release: Release | None, event: PullClosed, now: datetime) -> Decisi
     return Decision(_note(release, event, State.CANCELLED, reason, now), (RenderProgress(),))
 
 
+def _prechecked(release: Release | None, event: Prechecked, now: datetime) -> Decision:
+    if (
+        release is None
+        or release.state not in OPEN
+        or release.state == State.HELD
+        or release.slot is None
+        or release.slot.start != event.slot_start
+    ):
+        return Decision(release)  # cancelled, held or rescheduled since the timer was set: nothing to check
+    tz_name = release.timezone
+    late = ""
+    if event.late_by is not None and event.late_by >= timedelta(minutes=1):
+        late = f" (late by {_minutes_text(event.late_by)}: the workers were down when it was due)"
+    checked = replace(release, checks=event.checks, conflicts=event.conflicts, proposal=event.proposal)
+    if event.head_sha != release.head_sha:
+        checked = replace(checked, head_sha=event.head_sha, verified_sha=None)
+    evaluated = _evaluate(checked, event, now, f"pre-release check{late}")
+    if evaluated.state == State.SCHEDULED:
+        passed = _note(
+            replace(evaluated, proposal=None), event, State.SCHEDULED, f"pre-release check passed{late}", now
+        )
+        return Decision(passed, (RenderProgress(),))
+    problems = list(evaluated.blockers)
+    if event.head_sha != (release.verified_sha or release.head_sha):
+        problems.insert(0, f"the head moved to {event.head_sha[:7]} since {release.head_sha[:7]} was verified")
+    slot_text = format_slot(release.slot, ZoneInfo(tz_name))
+    text = f"@{release.requested_by} the release at **{slot_text}** can't go ahead as things stand{late}:\n"
+    text += "".join(f"- {escape_text(p)}\n" for p in problems)
+    if event.proposal is not None:
+        local = event.proposal.start.astimezone(ZoneInfo(tz_name))
+        text += (
+            f"\nThe next free slot is **{format_slot(event.proposal, ZoneInfo(tz_name))}**: comment "
+            f"`/ship {local:%Y-%m-%d %H:%M}` to take it, or fix the above and the release keeps its slot."
+        )
+    else:
+        text += "\nFix the above and the release keeps its slot, or `/ship cancel`."
+    return Decision(replace(evaluated, blockers=tuple(problems)), (RenderProgress(), Reply(text)))
+
+
+def _booked(release: Release | None, event: EventBooked) -> Decision:
+    if release is None or release.slot is None or release.slot.start != event.slot_start:
+        return Decision(release)
+    booked = replace(
+        release,
+        calendar_account=event.calendar_account,
+        calendar_id=event.calendar_id,
+        event_id=event.event_id,
+        event_link=event.event_link,
+    )
+    if booked == release:
+        return Decision(release)
+    return Decision(booked, (RenderProgress(),))
+
+
+def _calendar_changed(release: Release | None, event: CalendarChanged, now: datetime) -> Decision:
+    if release is None or release.state not in OPEN or release.event_id != event.event_id:
+        return Decision(release)
+    tz = ZoneInfo(event.timezone)
+    who = f"@{release.requested_by}"
+    offer = ""
+    if event.proposal is not None:
+        local = event.proposal.start.astimezone(tz)
+        offer = f" The next free slot is **{format_slot(event.proposal, tz)}**: `/ship {local:%Y-%m-%d %H:%M}`."
+    if event.moved_to is None:
+        lost = replace(release, slot=None, event_id=None, conflicts=(), proposal=event.proposal)
+        why = "the calendar event was deleted; `/ship <when>` books a slot again"
+        noted = _note(lost, event, State.HELD if release.state == State.HELD else release.state, why, now)
+        text = (
+            f"{who} someone deleted this release's calendar event, so it has no slot now and will not go "
+            f"ahead. Comment `/ship <when>` to book again, or `/ship cancel`.{offer}"
+        )
+        decided = noted if release.state == State.HELD else _evaluate(noted, event, now, "calendar event deleted")
+        return Decision(decided, (RenderProgress(), Reply(text)))
+    moved_text = format_slot(event.moved_to, tz)
+    if event.problems:
+        conflicts = (f"the calendar event was moved to {moved_text}, but {event.problems[0]}",)
+        blocked = replace(release, conflicts=conflicts, proposal=event.proposal, slot=event.moved_to)
+        text = (
+            f"{who} the release's calendar event was moved to **{moved_text}**, which can't be used: "
+            f"{escape_text('; '.join(event.problems))}. The release will not go ahead until it gets a "
+            f"usable slot.{offer}"
+        )
+        return Decision(_evaluate(blocked, event, now, "calendar event moved"), (RenderProgress(), Reply(text)))
+    followed = replace(release, slot=event.moved_to, conflicts=(), proposal=None)
+    noted = _note(followed, event, release.state, f"moved in the calendar to {moved_text}", now)
+    text = f"{who} the release's calendar event was moved to **{moved_text}**; the release follows it."
+    decided = noted if release.state == State.HELD else _evaluate(noted, event, now, "calendar event moved")
+    return Decision(decided, (RenderProgress(), Reply(text)))
+
+
+def escape_text(text: str) -> str:
+    return escape_markdown(text)
+
+
+def _minutes_text(delta: timedelta) -> str:
+    minutes = int(delta.total_seconds() // 60)
+    return f"{minutes} min" if minutes < 120 else f"{minutes // 60} h {minutes % 60} min"
+
+
 # Serialization (the store keeps releases as JSON documents) -----------------------------------
 
 
@@ -575,7 +762,25 @@ def release_to_doc(release: Release) -> dict[str, Any]:
         "updated_at": release.updated_at.isoformat() if release.updated_at else None,
         "timezone": release.timezone,
         "check_run_blocks_merge": release.check_run_blocks_merge,
+        "lane": release.lane,
+        "calendar_account": release.calendar_account,
+        "calendar_id": release.calendar_id,
+        "event_id": release.event_id,
+        "event_link": release.event_link,
+        "conflicts": list(release.conflicts),
+        "proposal": [release.proposal.start.isoformat(), release.proposal.end.isoformat()]
+        if release.proposal
+        else None,
+        "requester_zone": release.requester_zone,
     }
+
+
+def _slot_to(slot: Slot | None) -> list[str] | None:
+    return [slot.start.isoformat(), slot.end.isoformat()] if slot else None
+
+
+def _slot_from(pair: list[str] | None) -> Slot | None:
+    return Slot(datetime.fromisoformat(pair[0]), datetime.fromisoformat(pair[1])) if pair else None
 
 
 def release_from_doc(doc: dict[str, Any], version: int) -> Release:
@@ -613,6 +818,14 @@ def release_from_doc(doc: dict[str, Any], version: int) -> Release:
         updated_at=datetime.fromisoformat(doc["updated_at"]) if doc.get("updated_at") else None,
         timezone=doc.get("timezone", "UTC"),
         check_run_blocks_merge=bool(doc.get("check_run_blocks_merge")),
+        lane=doc.get("lane") or "",
+        calendar_account=doc.get("calendar_account"),
+        calendar_id=doc.get("calendar_id"),
+        event_id=doc.get("event_id"),
+        event_link=doc.get("event_link"),
+        conflicts=tuple(doc.get("conflicts") or ()),
+        proposal=_slot_from(doc.get("proposal")),
+        requester_zone=doc.get("requester_zone"),
         version=version,
     )
 

@@ -66,6 +66,17 @@ class Deploy:
     environment: str | None = None
 
 
+@dataclass(frozen=True)
+class CalendarConfig:
+    """Without `id` releases are booked in the bot's embedded calendar."""
+
+    id: str | None = None
+    freeze_calendars: tuple[str, ...] = ()
+    requester_busy: bool = True
+
+
+DEFAULT_ENVIRONMENT = "production"
+
 _UTC = ZoneInfo("UTC")
 
 
@@ -86,6 +97,11 @@ class RepoConfig:
     check_run_blocks_merge: bool = False
     notify: Notify = field(default_factory=Notify)
     deploy: Deploy = field(default_factory=Deploy)
+    calendar: CalendarConfig = field(default_factory=CalendarConfig)
+
+    def lane(self, repo: str) -> str:
+        """One release at a time per lane: the repository and its deployment environment."""
+        return f"{repo} {self.deploy.environment or DEFAULT_ENVIRONMENT}"
 
     def policy(self) -> Policy:
         return Policy(
@@ -618,7 +634,7 @@ def _build(data: Mapping[str, Any]) -> RepoConfig:
         )
         for f in data.get("freezes", ())
     )
-    notify, deploy = data.get("notify", {}), data.get("deploy", {})
+    notify, deploy, calendar = data.get("notify", {}), data.get("deploy", {}), data.get("calendar", {})
     return RepoConfig(
         label=data.get("label", base.label),
         timezone=zone,
@@ -642,6 +658,11 @@ def _build(data: Mapping[str, Any]) -> RepoConfig:
             playbook=deploy.get("playbook"),
             workflow=deploy.get("workflow"),
             environment=deploy.get("environment"),
+        ),
+        calendar=CalendarConfig(
+            id=calendar.get("id"),
+            freeze_calendars=tuple(calendar.get("freeze_calendars", ())),
+            requester_busy=calendar.get("requester_busy", True),
         ),
     )
 

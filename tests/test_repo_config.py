@@ -21,6 +21,7 @@ from bot.repo_config import (
     DEFAULT_CONFIG,
     EXAMPLE_CONFIG_PATH,
     MAX_CONFIG_BYTES,
+    CalendarConfig,
     ConfigError,
     ConfigProblem,
     Deploy,
@@ -82,7 +83,7 @@ def _objects(schema: Any, where: str = "#") -> Iterator[tuple[str, dict[str, Any
 
 def test_every_object_is_closed_and_every_key_documented() -> None:
     objects = list(_objects(SCHEMA))
-    assert len(objects) == 5  # the file, notify, deploy, a window, a freeze
+    assert len(objects) == 6  # the file, notify, deploy, calendar, a window, a freeze
     for where, schema in objects:
         assert schema.get("additionalProperties") is False, where
         for key, prop in schema.get("properties", {}).items():
@@ -107,6 +108,7 @@ def test_schema_keys_and_defaults_are_the_dataclass_defaults() -> None:
         "check_run_blocks_merge",
         "notify",
         "deploy",
+        "calendar",
     ]
     defaults = {key: prop["default"] for key, prop in SCHEMA["properties"].items()}
     assert set(defaults) == set(KEYS)
@@ -176,6 +178,11 @@ def test_example_round_trips_to_the_documented_values() -> None:
         check_run_blocks_merge=False,
         notify=Notify(slack_channel="#releases", telegram_chat=-1001234567890),
         deploy=Deploy(playbook="deploy-web", environment="production"),
+        calendar=CalendarConfig(
+            id="team-deploys@group.calendar.google.com",
+            freeze_calendars=("freezes@group.calendar.google.com",),
+            requester_busy=True,
+        ),
     )
     assert config(EXAMPLE) == expected
     policy = expected.policy()

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import lz4.block
 
 if TYPE_CHECKING:
+    from ..calendar import CalendarEvent
     from ..release import PullRecord, Release
 
 
@@ -197,6 +198,25 @@ class Store(Protocol):
     async def acquire_lease(self, name: str, owner: str, *, now: datetime, seconds: float) -> bool:
         """Take or renew the named lease; False while another owner holds it unexpired."""
 
+    async def release_lease(self, name: str, owner: str) -> None:
+        """Give the named lease up early (only if `owner` still holds it)."""
+
+    # The embedded calendar: events keyed by (calendar, id), found by the time they overlap.
+    async def save_calendar_event(self, event: CalendarEvent) -> None: ...
+
+    async def get_calendar_event(self, calendar: str, event_id: str) -> CalendarEvent | None: ...
+
+    async def list_calendar_events(
+        self,
+        calendar: str | None,
+        *,
+        start: datetime,
+        end: datetime,
+        include_cancelled: bool = False,
+        limit: int = 1000,
+    ) -> list[CalendarEvent]:
+        """Events overlapping [start, end) in one calendar (None: every calendar), earliest first."""
+
     async def get_value(self, key: str) -> str | None: ...
 
     async def set_value(self, key: str, value: str, *, now: datetime) -> None: ...
@@ -277,4 +297,42 @@ def pull_record_from_doc(doc: dict[str, Any], version: int) -> PullRecord:
         rendered_at=datetime.fromisoformat(rendered_at) if rendered_at else None,
         config_problems=tuple(doc.get("config_problems") or ()),
         version=version,
+    )
+
+
+def calendar_event_to_doc(event: CalendarEvent) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "calendar": event.calendar,
+        "start": event.start.isoformat(),
+        "end": event.end.isoformat(),
+        "summary": event.summary,
+        "description": event.description,
+        "cancelled": event.cancelled,
+        "release": event.release,
+        "lane": event.lane,
+        "outcome": event.outcome.value if event.outcome else None,
+        "priority": event.priority,
+        "link": event.link,
+        "updated": event.updated.isoformat() if event.updated else None,
+    }
+
+
+def calendar_event_from_doc(doc: dict[str, Any]) -> CalendarEvent:
+    from ..calendar import CalendarEvent, Outcome
+
+    return CalendarEvent(
+        id=doc["id"],
+        calendar=doc["calendar"],
+        start=datetime.fromisoformat(doc["start"]),
+        end=datetime.fromisoformat(doc["end"]),
+        summary=doc["summary"],
+        description=doc.get("description", ""),
+        cancelled=bool(doc.get("cancelled")),
+        release=doc.get("release"),
+        lane=doc.get("lane"),
+        outcome=Outcome(doc["outcome"]) if doc.get("outcome") else None,
+        priority=bool(doc.get("priority")),
+        link=doc.get("link"),
+        updated=datetime.fromisoformat(doc["updated"]) if doc.get("updated") else None,
     )

@@ -11,6 +11,7 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
+from ..calendar import CalendarEvent
 from ..release import PullRecord, Release, release_from_doc, release_to_doc
 from .base import (
     Delivery,
@@ -19,6 +20,8 @@ from .base import (
     Job,
     NewDelivery,
     VersionConflict,
+    calendar_event_from_doc,
+    calendar_event_to_doc,
     compress_body,
     decompress_body,
     installation_from_doc,
@@ -57,6 +60,8 @@ class MongoStore:
         await db.releases.create_index([("repo", ASCENDING), ("pr", ASCENDING), ("number", DESCENDING)])
         await db.releases.create_index([("head_sha", ASCENDING), ("active", ASCENDING)])
         await db.jobs.create_index([("status", ASCENDING), ("due_at", ASCENDING)])
+        await db.calendar_events.create_index([("calendar", ASCENDING), ("start", ASCENDING)])
+        await db.calendar_events.create_index([("start", ASCENDING)])
 
     async def close(self) -> None:
         if self._client is not None:
@@ -68,7 +73,8 @@ class MongoStore:
 
     async def drop_everything(self) -> None:
         """For the contract tests: a clean database."""
-        for name in ("deliveries", "installations", "secrets", "leases", "kv", "releases", "pulls", "jobs"):
+        collections = ("deliveries", "installations", "secrets", "leases", "kv", "releases", "pulls", "jobs")
+        for name in (*collections, "calendar_events"):
             await self._db[name].drop()
         await self.open()
 
@@ -419,6 +425,47 @@ class MongoStore:
         except DuplicateKeyError:
             return False  # held by someone else: the upsert collided with their document
         return doc is not None
+
+    async def release_lease(self, name: str, owner: str) -> None:
+        await self._db.leases.delete_one({"_id": name, "owner": owner})
+
+    # The embedded calendar.
+
+    async def save_calendar_event(self, event: CalendarEvent) -> None:
+        await self._db.calendar_events.update_one(
+            {"_id": f"{event.calendar}\n{event.id}"},
+            {
+                "$set": {
+                    "calendar": event.calendar,
+                    "start": event.start,
+                    "end": event.end,
+                    "cancelled": event.cancelled,
+                    "doc": calendar_event_to_doc(event),
+                }
+            },
+            upsert=True,
+        )
+
+    async def get_calendar_event(self, calendar: str, event_id: str) -> CalendarEvent | None:
+        doc = await self._db.calendar_events.find_one({"_id": f"{calendar}\n{event_id}"})
+        return None if doc is None else calendar_event_from_doc(doc["doc"])
+
+    async def list_calendar_events(
+        self,
+        calendar: str | None,
+        *,
+        start: datetime,
+        end: datetime,
+        include_cancelled: bool = False,
+        limit: int = 1000,
+    ) -> list[CalendarEvent]:
+        query: dict[str, Any] = {"start": {"$lt": end}, "end": {"$gt": start}}
+        if calendar is not None:
+            query["calendar"] = calendar
+        if not include_cancelled:
+            query["cancelled"] = False
+        cursor = self._db.calendar_events.find(query).sort([("start", 1), ("_id", 1)]).limit(limit)
+        return [calendar_event_from_doc(doc["doc"]) async for doc in cursor]
 
     async def get_value(self, key: str) -> str | None:
         doc = await self._db.kv.find_one({"_id": key})

@@ -18,6 +18,7 @@ from typing import Any
 import aiosqlite
 import orjson
 
+from ..calendar import CalendarEvent
 from ..release import PullRecord, Release, release_from_doc, release_to_doc
 from .base import (
     Delivery,
@@ -26,6 +27,8 @@ from .base import (
     Job,
     NewDelivery,
     VersionConflict,
+    calendar_event_from_doc,
+    calendar_event_to_doc,
     compress_body,
     decompress_body,
     installation_from_doc,
@@ -112,6 +115,19 @@ _MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE jobs ADD COLUMN once INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE jobs ADD COLUMN finished_at REAL;
+    """,
+    """
+    CREATE TABLE calendar_events (
+        calendar TEXT NOT NULL,
+        id TEXT NOT NULL,
+        start REAL NOT NULL,
+        end REAL NOT NULL,
+        cancelled INTEGER NOT NULL,
+        doc TEXT NOT NULL,
+        PRIMARY KEY (calendar, id)
+    );
+    CREATE INDEX calendar_events_by_time ON calendar_events (calendar, start);
+    CREATE INDEX calendar_events_feed ON calendar_events (start);
     """,
 )
 
@@ -592,6 +608,52 @@ class SqliteStore:
             (name, owner, t + seconds, t),
         )
         return bool(rows)
+
+    async def release_lease(self, name: str, owner: str) -> None:
+        await self._all("DELETE FROM leases WHERE name = ? AND owner = ?", (name, owner))
+
+    # The embedded calendar.
+
+    async def save_calendar_event(self, event: CalendarEvent) -> None:
+        await self._all(
+            "INSERT INTO calendar_events (calendar, id, start, end, cancelled, doc) VALUES (?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (calendar, id) DO UPDATE SET start = excluded.start, end = excluded.end,"
+            " cancelled = excluded.cancelled, doc = excluded.doc",
+            (
+                event.calendar,
+                event.id,
+                _ts(event.start),
+                _ts(event.end),
+                int(event.cancelled),
+                orjson.dumps(calendar_event_to_doc(event)),
+            ),
+        )
+
+    async def get_calendar_event(self, calendar: str, event_id: str) -> CalendarEvent | None:
+        row = await self._one("SELECT doc FROM calendar_events WHERE calendar = ? AND id = ?", (calendar, event_id))
+        return None if row is None else calendar_event_from_doc(orjson.loads(row[0]))
+
+    async def list_calendar_events(
+        self,
+        calendar: str | None,
+        *,
+        start: datetime,
+        end: datetime,
+        include_cancelled: bool = False,
+        limit: int = 1000,
+    ) -> list[CalendarEvent]:
+        clauses = ["start < ?", "end > ?"]
+        params: list[Any] = [_ts(end), _ts(start)]
+        if calendar is not None:
+            clauses.append("calendar = ?")
+            params.append(calendar)
+        if not include_cancelled:
+            clauses.append("cancelled = 0")
+        rows = await self._all(
+            "SELECT doc FROM calendar_events WHERE " + " AND ".join(clauses) + " ORDER BY start, calendar, id LIMIT ?",
+            (*params, limit),
+        )
+        return [calendar_event_from_doc(orjson.loads(doc)) for (doc,) in rows]
 
     async def get_value(self, key: str) -> str | None:
         row = await self._one("SELECT value FROM kv WHERE key = ?", (key,))

@@ -1,0 +1,98 @@
+"""The embedded calendar as an iCalendar feed people subscribe to (Google Calendar, Outlook, Apple).
+
+A feed URL carries its own token: `/calendar.ics?repo=owner/repo&token=...` shows one repository's
+releases, and the token is an HMAC of that scope under a secret kept encrypted in the store, so the
+link posted on a PR reveals nothing beyond what that PR's readers already see. The all-repositories
+feed (`scope` "*") is printed by `python -m bot calendar-feed` for operators only.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from urllib.parse import urlencode
+
+import icalendar
+
+from ..secrets import Vault
+from . import CalendarEvent, Outcome
+
+ALL = "*"
+_SECRET_NAME = "calendar:feed-secret"
+PAST = timedelta(days=30)
+AHEAD = timedelta(days=400)
+PRODID = "-//Release Secretary//Release calendar//EN"
+
+
+class FeedTokens:
+    def __init__(self, vault: Vault, clock: Callable[[], datetime]) -> None:
+        self.vault = vault
+        self.clock = clock
+        self._secret: bytes | None = None
+
+    async def _key(self) -> bytes:
+        if self._secret is None:
+            stored = await self.vault.get(_SECRET_NAME)
+            if stored is None:
+                stored = secrets.token_urlsafe(32)
+                await self.vault.put(_SECRET_NAME, stored, now=self.clock())
+                # Two processes racing here: read back, so both use whichever was written last.
+                stored = await self.vault.get(_SECRET_NAME) or stored
+            self._secret = stored.encode()
+        return self._secret
+
+    async def token(self, scope: str) -> str:
+        mac = hmac.new(await self._key(), f"calendar-feed:{scope}".encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(mac[:24]).decode().rstrip("=")
+
+    async def verify(self, scope: str, token: str) -> bool:
+        return hmac.compare_digest((await self.token(scope)).encode(), token.encode("utf-8", errors="replace"))
+
+    async def url(self, base_url: str, scope: str) -> str:
+        query = {"token": await self.token(scope)} if scope == ALL else {"repo": scope, "token": await self.token(scope)}
+        return f"{base_url.rstrip('/')}/calendar.ics?{urlencode(query)}"
+
+
+def lane_repo(lane: str | None) -> str | None:
+    """The repository of a lane "owner/repo environment"."""
+    return lane.split(" ", 1)[0] if lane else None
+
+
+def render_feed(events: Sequence[CalendarEvent], *, name: str, now: datetime) -> bytes:
+    """An RFC 5545 calendar of the events (cancelled ones are left out: they are gone for people)."""
+    cal = icalendar.Calendar()
+    cal.add("prodid", PRODID)
+    cal.add("version", "2.0")
+    cal.add("calscale", "GREGORIAN")
+    cal.add("method", "PUBLISH")
+    cal.add("x-wr-calname", name)
+    # How often subscribers should look again (RFC 7986, and the Outlook/Apple spelling).
+    cal.add("refresh-interval", timedelta(minutes=15), parameters={"VALUE": "DURATION"})
+    cal.add("x-published-ttl", "PT15M")
+    for event in events:
+        if event.cancelled:
+            continue
+        vevent = icalendar.Event()
+        vevent.add("uid", f"{event.id}@release-secretary")
+        vevent.add("dtstamp", event.updated or now)
+        vevent.add("dtstart", event.start)
+        vevent.add("dtend", event.end)
+        vevent.add("summary", event.summary)
+        if event.description:
+            vevent.add("description", event.description)
+        # Each edit must raise SEQUENCE so clients replace their copy; seconds since the epoch do.
+        vevent.add("sequence", int((event.updated or now).timestamp()) // 60 % 2**31)
+        vevent.add("status", "CONFIRMED")
+        vevent.add("transp", "OPAQUE")
+        if event.lane:
+            vevent.add("categories", [event.lane])
+        if event.outcome is Outcome.FAILED:
+            vevent.add("color", "tomato")
+        elif event.outcome is Outcome.DONE:
+            vevent.add("color", "green")
+        cal.add_component(vevent)
+    return bytes(cal.to_ical())
