@@ -17,9 +17,14 @@ from gidgethub import ValidationFailure, sansio
 
 from handlers.routes import compose
 
+from .calendar.feed import AHEAD as FEED_AHEAD
+from .calendar.feed import ALL as ALL_SCOPE
+from .calendar.feed import PAST as FEED_PAST
+from .calendar.feed import FeedTokens, lane_repo, render_feed
 from .config import Settings
 from .context import utcnow
 from .github import GitHubApp
+from .secrets import SecretBox, Vault
 from .store import NewDelivery, Store, make_store
 from .worker import Worker
 
@@ -138,6 +143,37 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok", "store": settings.store_kind})
 
 
+async def calendar_feed(request: web.Request) -> web.Response:
+    """`/calendar.ics?repo=owner/repo&token=...`: the embedded calendar for subscribing.
+
+    A wrong or missing token is a plain 404, the same as a repository with no feed: a guess learns
+    nothing. Cancelled releases are left out, so a cancelled release disappears from subscribers."""
+    settings = request.app[SETTINGS]
+    repo = request.query.get("repo") or ALL_SCOPE
+    token = request.query.get("token", "")
+    if not settings.secrets_keys or not token:
+        return _error(404, "no such calendar feed")
+    tokens = FeedTokens(Vault(request.app[STORE], SecretBox(settings.secrets_keys)), request.app[CLOCK])
+    if not await tokens.verify(repo, token):
+        return _error(404, "no such calendar feed")
+    now = request.app[CLOCK]()
+    events = await request.app[STORE].list_calendar_events(None, start=now - FEED_PAST, end=now + FEED_AHEAD)
+    if repo != ALL_SCOPE:
+        events = [e for e in events if lane_repo(e.lane) == repo]
+    name = f"Releases: {repo}" if repo != ALL_SCOPE else "Releases"
+    body = render_feed(events, name=name, now=now)
+    return web.Response(
+        body=body,
+        content_type="text/calendar",
+        charset="utf-8",
+        headers={
+            "Cache-Control": "private, max-age=60",
+            "Content-Disposition": 'inline; filename="releases.ics"',
+            "Referrer-Policy": "no-referrer",
+        },
+    )
+
+
 async def index(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     # Without PUBLIC_URL, the address this page was reached at is the best guess of the bot's own.
@@ -207,6 +243,7 @@ def make_app(
     app.router.add_get("/", index)
     app.router.add_get("/healthz", healthz)
     app.router.add_post("/webhooks/github", github_webhook)
+    app.router.add_get("/calendar.ics", calendar_feed)
 
     async def store_ctx(app: web.Application) -> AsyncIterator[None]:
         owned = store is None

@@ -652,6 +652,14 @@ def _split_zone(text: str, default: ZoneInfo) -> tuple[str, tzinfo]:
     return head.strip(), zone
 
 
+def zone_named(text: str | None) -> str | None:
+    """The IANA zone a "when" text ends with ("friday 3pm America/New_York"), if it names one."""
+    if not text:
+        return None
+    _, zone = _split_zone(_normalize(text), ZoneInfo("UTC"))
+    return zone.key if isinstance(zone, ZoneInfo) and zone.key != "UTC" else None
+
+
 @cache
 def _iana_zones() -> dict[str, ZoneInfo]:
     """Lower-cased IANA keys; only "Area/City" names, so legacy keys like "EST" defer to our table."""

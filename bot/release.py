@@ -133,6 +133,8 @@ class Release:
     conflicts: tuple[str, ...] = ()
     proposal: Slot | None = None  # the next free slot, offered when this one cannot go ahead
     requester_zone: str | None = None  # the requester's own zone, when they have told us
+    lead_minutes: int = 15  # the T-minus check runs this long before the slot
+    prechecked_for: datetime | None = None  # the slot start the last T-minus check was for
     version: int = 0
 
     @property
@@ -458,6 +460,7 @@ def _ship(release: Release | None, event: ShipRequested, now: datetime) -> Decis
             calendar_account=event.calendar_account,
             calendar_id=event.calendar_id,
             requester_zone=event.requester_zone,
+            lead_minutes=event.policy.lead_time // timedelta(minutes=1),
         )
         requested = _note(
             fresh, event, State.REQUESTED, f"ship requested for {_slot_sentence(slot, event.policy)}", now
@@ -478,6 +481,7 @@ def _ship(release: Release | None, event: ShipRequested, now: datetime) -> Decis
         conflicts=(),
         proposal=None,
         requester_zone=event.requester_zone or release.requester_zone,
+        lead_minutes=event.policy.lead_time // timedelta(minutes=1),
         lane=release.lane or event.lane,
         calendar_account=release.calendar_account if release.event_id else event.calendar_account,
         calendar_id=release.calendar_id if release.event_id else event.calendar_id,
@@ -603,7 +607,13 @@ def _prechecked(release: Release | None, event: Prechecked, now: datetime) -> De
     late = ""
     if event.late_by is not None and event.late_by >= timedelta(minutes=1):
         late = f" (late by {_minutes_text(event.late_by)}: the workers were down when it was due)"
-    checked = replace(release, checks=event.checks, conflicts=event.conflicts, proposal=event.proposal)
+    checked = replace(
+        release,
+        checks=event.checks,
+        conflicts=event.conflicts,
+        proposal=event.proposal,
+        prechecked_for=event.slot_start,
+    )
     if event.head_sha != release.head_sha:
         checked = replace(checked, head_sha=event.head_sha, verified_sha=None)
     evaluated = _evaluate(checked, event, now, f"pre-release check{late}")
@@ -772,6 +782,8 @@ def release_to_doc(release: Release) -> dict[str, Any]:
         if release.proposal
         else None,
         "requester_zone": release.requester_zone,
+        "lead_minutes": release.lead_minutes,
+        "prechecked_for": release.prechecked_for.isoformat() if release.prechecked_for else None,
     }
 
 
@@ -826,6 +838,8 @@ def release_from_doc(doc: dict[str, Any], version: int) -> Release:
         conflicts=tuple(doc.get("conflicts") or ()),
         proposal=_slot_from(doc.get("proposal")),
         requester_zone=doc.get("requester_zone"),
+        lead_minutes=int(doc.get("lead_minutes", 15)),
+        prechecked_for=datetime.fromisoformat(doc["prechecked_for"]) if doc.get("prechecked_for") else None,
         version=version,
     )
 

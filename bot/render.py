@@ -83,7 +83,7 @@ def render_sticky(release: Release | None, tz: ZoneInfo, *, config_problems: tup
         return "\n".join(lines) + "\n"
     first = release.audit[0] if release.audit else None
     via = _SOURCE_WORDS.get(first.source, first.source) if first else "?"
-    window = format_slot(release.slot, tz) if release.slot else "not booked"
+    window = _window(release, tz)
     why = release.audit[-1].reason if release.audit else ""
     lines += [
         f"### {HEADLINES[release.state]}: `{release.repo}#{release.pr}`",
@@ -104,6 +104,13 @@ def render_sticky(release: Release | None, tz: ZoneInfo, *, config_problems: tup
     if release.blockers and release.state in (State.VERIFYING, State.BLOCKED):
         # Check names come from CI configs a PR author controls: never let them format or @mention.
         lines += ["**Blockers**", "", *(f"- {escape_markdown(b)}" for b in release.blockers), ""]
+    if release.proposal is not None and release.state in (State.BLOCKED, State.VERIFYING, State.SCHEDULED):
+        local = release.proposal.start.astimezone(tz)
+        lines += [
+            f"**Next free slot**: {format_slot(release.proposal, tz)}: comment `/ship {local:%Y-%m-%d %H:%M}` "
+            "to move the release there.",
+            "",
+        ]
     lines += [f"**Next**: {NEXT_STEP[release.state]}", ""]
     commands = " · ".join(f"`{c}`" for c in COMMANDS[release.state])
     lines += [f"**Commands**: {commands}", ""]
@@ -117,6 +124,19 @@ def render_sticky(release: Release | None, tz: ZoneInfo, *, config_problems: tup
         history = [f"- ({len(history) - MAX_HISTORY} earlier entries not shown)", *history[-MAX_HISTORY:]]
     lines += ["<details><summary>History</summary>", "", *history, "", "</details>"]
     return "\n".join(lines) + "\n"
+
+
+def _window(release: Release, tz: ZoneInfo) -> str:
+    """The slot in the repo's zone and UTC, in the requester's zone when known, and the calendar link."""
+    if release.slot is None:
+        return "not booked"
+    text = format_slot(release.slot, tz)
+    if release.requester_zone and release.requester_zone != tz.key:
+        mine = release.slot.start.astimezone(ZoneInfo(release.requester_zone))
+        text += f"; {mine:%a %H:%M} for {release.requested_by} ({release.requester_zone})"
+    if release.event_link and release.event_link.startswith(("https://", "http://")):
+        text += f" · [calendar]({release.event_link.replace(')', '%29')})"
+    return text
 
 
 @dataclass(frozen=True)

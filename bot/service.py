@@ -3,9 +3,12 @@ GitHub, then the pure release machine, then the effects queued durably for the e
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import logging
-from collections.abc import Callable
+import secrets
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -15,18 +18,25 @@ import cachetools
 import gidgethub
 from gidgethub.abc import GitHubAPI
 
+from .calendar import CalendarError
+from .calendar.feed import FeedTokens
+from .calendar.planner import HORIZON, Calendars
 from .checks import OWN_CHECK_NAME, ChecksVerdict, evaluate, required_checks
 from .config import Settings
-from .policy import format_slot
+from .policy import Busy, Slot, format_slot, slot_problems, zone_named
 from .release import (
+    OPEN,
     Actor,
+    CalendarChanged,
     CancelRequested,
     ChecksChanged,
     Commit,
     Decision,
     Event,
+    EventBooked,
     HeadMoved,
     HoldRequested,
+    Prechecked,
     PullClosed,
     PullRecord,
     PullSnapshot,
@@ -35,12 +45,15 @@ from .release import (
     Reply,
     ShipRequested,
     Source,
+    State,
     UnholdRequested,
     decide,
     permission_reaches,
 )
 from .repo_config import CONFIG_PATH, DEFAULT_CONFIG, ConfigError, RepoConfig, parse_config
+from .secrets import SecretBox, Vault
 from .store import Store, VersionConflict
+from .store.base import Job
 
 log = logging.getLogger(__name__)
 
@@ -203,12 +216,52 @@ def _problem_lines(error: ConfigError) -> tuple[str, ...]:
     return tuple(f"{'line ' + str(p.line) + ': ' if p.line else ''}{p.message}" for p in error.problems[:10])
 
 
+def calendar_key(release: Release) -> str:
+    return f"calendar:{release.key}"
+
+
+def tminus_key(release: Release) -> str:
+    return f"tminus:{release.key}"
+
+
+_LANE_LEASE_SECONDS = 30.0
+# Jobs the service runs itself (the effect executor runs the GitHub writes).
+SERVICE_JOBS = frozenset({"calendar", "tminus"})
+
+
 class ReleaseService:
-    def __init__(self, store: Store, settings: Settings, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        clock: Callable[[], datetime],
+        *,
+        calendars: Calendars | None = None,
+    ) -> None:
         self.store = store
         self.settings = settings
         self.clock = clock
         self.read = GitHubReader(store, clock, settings.github_app_id)
+        self.vault = Vault(store, SecretBox(settings.secrets_keys)) if settings.secrets_keys else None
+        feed = FeedTokens(self.vault, clock) if self.vault is not None else None
+        self.calendars = calendars or Calendars(store, settings, clock, feed=feed)
+
+    @contextlib.asynccontextmanager
+    async def lane_lock(self, lane: str) -> AsyncIterator[None]:
+        """One booking decision per lane at a time, across processes: two PRs asking for the same
+        slot at once must not both get it. A named lease in the store, given back at the end."""
+        owner = secrets.token_hex(8)
+        name = f"lane:{lane}"
+        for attempt in range(200):
+            if await self.store.acquire_lease(name, owner, now=self.clock(), seconds=_LANE_LEASE_SECONDS):
+                break
+            await asyncio.sleep(min(0.01 * (attempt + 1), 0.2))
+        else:
+            raise TimeoutError(f"the booking lock of {lane} stayed taken")
+        try:
+            yield
+        finally:
+            await self.store.release_lease(name, owner)
 
     async def actor(self, gh: GitHubAPI, repo: str, login: str, *, is_bot: bool = False) -> Actor:
         return Actor(login=login, permission=await self.read.permission(gh, repo, login), is_bot=is_bot)
@@ -230,6 +283,8 @@ class ReleaseService:
             except VersionConflict:
                 continue
             await self.queue_effects(ref, decision, reply_key=reply_key)
+            if release is not None and release != current:
+                await self.schedule_calendar(release, now)
             return Decision(release, decision.effects)
         raise VersionConflict(f"{ref.repo}#{ref.pr} kept changing under us")
 
@@ -242,6 +297,36 @@ class ReleaseService:
                 case Reply(text=text):
                     # Keyed by the input's delivery: a redelivered webhook cannot post it twice.
                     await self.reply(ref, text, key=f"{reply_key or now.isoformat()}:{i}")
+
+    async def schedule_calendar(self, release: Release, now: datetime) -> None:
+        """After a change: bring the calendar event in line, and set the T-minus timer for the slot."""
+        wanted = self.calendars.digest(self.calendars.booking(release))
+        if release.slot is not None or release.event_id is not None:
+            booked = await self.store.get_value(f"calendar:synced:{release.key}")
+            if booked != wanted or (release.state == State.CANCELLED and booked != "cancelled"):
+                payload = {
+                    "repo": release.repo,
+                    "pr": release.pr,
+                    "number": release.number,
+                    "installation_id": release.installation_id,
+                }
+                await self.store.schedule_job(calendar_key(release), "calendar", payload, due_at=now)
+        if (
+            release.state in OPEN
+            and release.state != State.HELD
+            and release.slot is not None
+            and release.prechecked_for != release.slot.start
+        ):
+            due = max(now, release.slot.start - timedelta(minutes=release.lead_minutes))
+            payload = {
+                "repo": release.repo,
+                "pr": release.pr,
+                "installation_id": release.installation_id,
+                "slot_start": release.slot.start.isoformat(),
+                "due_at": due.isoformat(),
+            }
+            # The slot may have moved later: this timer replaces the old one, earlier or not.
+            await self.store.schedule_job(tminus_key(release), "tminus", payload, due_at=due, keep_earlier=False)
 
     async def schedule_render(self, ref: PullRef, now: datetime) -> None:
         """Coalesced: a burst of changes becomes one edit, at most one per STICKY_DEBOUNCE seconds."""
@@ -296,6 +381,8 @@ class ReleaseService:
         await self.note_config(ref, loaded)
         config = loaded.config
         actor = await self.actor(gh, ref.repo, login)
+        zone = await self.requester_zone(login, when)
+        lane = config.lane(ref.repo)
         if not permission_reaches(actor.permission, config.ship_permission.value):
             # Refuse before reading anything else: no API calls spent on people who may not ship.
             pull = PullSnapshot(title="", head_sha="", base="")
@@ -303,26 +390,65 @@ class ReleaseService:
         else:
             pull = await self.read.pull(gh, ref)
             verdict = await self.read.checks(gh, ref.repo, pull.base, pull.head_sha, config)
+        reading_calendars = permission_reaches(actor.permission, config.ship_permission.value) and (
+            pull.state == "open" and not pull.merged and not pull.draft
+        )
+        async with self.lane_lock(lane) if reading_calendars else contextlib.nullcontext():
+            busy: tuple[Busy, ...] = ()
+            account: str | None = None
+            calendar_id: str | None = None
+            if reading_calendars:
+                try:
+                    target = await self.calendars.target(config, ref.repo, login)
+                    current = await self.store.get_active_release(ref.repo, ref.pr)
+                    now = self.clock()
+                    found = await self.calendars.busy(
+                        config, ref.repo, login, target, start=now, end=now + HORIZON, own=current
+                    )
+                except CalendarError as exc:
+                    text = f"@{login} I can't book a release slot: {exc.message}"
+                    if exc.advice:
+                        text += f"\n\n{exc.advice}"
+                    if exc.retry:
+                        text += "\n\nThis looks temporary: comment the same command again in a minute."
+                    await self.reply(ref, text, key=f"{delivery or self.clock().isoformat()}:calendar")
+                    return Decision(None, (Reply(text),))
+                busy, account, calendar_id = tuple(found), target.account, target.calendar_id
 
-        def event(_: Release | None) -> Event:
-            return ShipRequested(
-                actor=actor,
-                source=source,
-                delivery=delivery,
-                repo=ref.repo,
-                pr=ref.pr,
-                installation_id=ref.installation_id,
-                pull=pull,
-                checks=verdict,
-                policy=config.policy(),
-                ship_permission=config.ship_permission.value,
-                when_text=when,
-                immediately=immediately,
-                dry_run=dry_run,
-                check_run_blocks_merge=config.check_run_blocks_merge,
-            )
+            def event(_: Release | None) -> Event:
+                return ShipRequested(
+                    actor=actor,
+                    source=source,
+                    delivery=delivery,
+                    repo=ref.repo,
+                    pr=ref.pr,
+                    installation_id=ref.installation_id,
+                    pull=pull,
+                    checks=verdict,
+                    policy=config.policy(),
+                    ship_permission=config.ship_permission.value,
+                    when_text=when,
+                    immediately=immediately,
+                    dry_run=dry_run,
+                    check_run_blocks_merge=config.check_run_blocks_merge,
+                    busy=busy,
+                    lane=lane,
+                    calendar_account=account,
+                    calendar_id=calendar_id,
+                    requester_zone=zone,
+                )
 
-        return await self.apply(ref, event, reply_key=delivery)
+            return await self.apply(ref, event, reply_key=delivery)
+
+    async def requester_zone(self, login: str, when: str | None) -> str | None:
+        """The zone a person last named in a `/ship` ("friday 3pm America/New_York"), remembered."""
+        named = zone_named(when)
+        key = f"tz:{login.lower()}"
+        if named is not None:
+            if await self.store.get_value(key) != named:
+                await self.store.set_value(key, named, now=self.clock())
+            return named
+        return await self.store.get_value(key)
 
     async def cancel(
         self, gh: GitHubAPI, ref: PullRef, login: str, *, source: Source, delivery: str | None, reason: str = ""
@@ -393,4 +519,166 @@ class ReleaseService:
             f"@{login} release #{release.number} of this PR is **{release.state.value}** for {window}; "
             f"head {release.head_sha[:7]}, verified {release.verified_sha[:7] if release.verified_sha else 'not yet'}."
             f"{blockers} The progress comment above has the details."
+        )
+
+    # Calendar and timer jobs ---------------------------------------------------------------------
+
+    async def release_for(self, repo: str, pr: int, number: int) -> Release | None:
+        latest = await self.store.get_latest_release(repo, pr)
+        if latest is None or latest.number == number:
+            return latest
+        for release in await self.store.find_releases(repo=repo, active_only=False, limit=1000):
+            if release.pr == pr and release.number == number:
+                return release
+        return None
+
+    async def run_job(self, job: Job, gh: GitHubAPI) -> None:
+        ref = PullRef(job.payload["repo"], int(job.payload["pr"]), int(job.payload["installation_id"]))
+        match job.kind:
+            case "calendar":
+                await self.sync_calendar(ref, int(job.payload.get("number", 0)))
+            case "tminus":
+                await self.precheck(
+                    gh,
+                    ref,
+                    slot_start=datetime.fromisoformat(job.payload["slot_start"]),
+                    due_at=datetime.fromisoformat(job.payload["due_at"]),
+                    attempt=job.attempts,
+                )
+            case _:
+                raise ValueError(f"unknown job kind {job.kind!r}")
+
+    async def sync_calendar(self, ref: PullRef, number: int) -> None:
+        """Bring the release's calendar event in line with it; say so on the PR if people must act."""
+        release = await self.release_for(ref.repo, ref.pr, number) if number else None
+        release = release or await self.store.get_latest_release(ref.repo, ref.pr)
+        if release is None:
+            return
+        wanted = (
+            "cancelled" if release.state == State.CANCELLED else self.calendars.digest(self.calendars.booking(release))
+        )
+        synced_key = f"calendar:synced:{release.key}"
+        if await self.store.get_value(synced_key) == wanted:
+            return
+        try:
+            event = await self.calendars.sync(release)
+        except CalendarError as exc:
+            if exc.retry:
+                raise  # the worker retries with backoff, then parks it with the error
+            text = f"@{release.requested_by} the release's calendar event could not be updated: {exc.message}"
+            if exc.advice:
+                text += f"\n\n{exc.advice}"
+            await self.reply(ref, text, key=f"calendar-error:{release.key}:{wanted}")
+            await self.store.set_value(synced_key, wanted, now=self.clock())
+            return
+        await self.store.set_value(synced_key, wanted, now=self.clock())
+        if event is None or release.slot is None or event.cancelled:
+            return
+        if release.calendar_account in (None, "embedded"):
+            link = await self.calendars.feed_link(release.repo)
+        else:
+            link = event.link
+        slot_start = release.slot.start
+        await self.apply(
+            ref,
+            lambda _: EventBooked(
+                Actor("calendar"),
+                Source.TIMER,
+                None,
+                slot_start=slot_start,
+                calendar_account=release.calendar_account or "embedded",
+                calendar_id=event.calendar,
+                event_id=event.id,
+                event_link=link,
+            ),
+        )
+
+    async def precheck(
+        self, gh: GitHubAPI, ref: PullRef, *, slot_start: datetime, due_at: datetime, attempt: int = 1
+    ) -> Decision | None:
+        """T-minus: is the release still good to go at its slot? If not, say what and offer the next slot."""
+        release = await self.store.get_active_release(ref.repo, ref.pr)
+        if release is None or release.slot is None or release.slot.start != slot_start or release.state == State.HELD:
+            return None
+        loaded = await self.read.config(gh, ref.repo)
+        config = loaded.config
+        pull = await self.read.pull(gh, ref)
+        if pull.state != "open":
+            return None  # the closed/merged webhook decides what happens to the release
+        verdict = await self.read.checks(gh, ref.repo, pull.base, pull.head_sha, config)
+        try:
+            conflicts = tuple(await self.calendars.conflicts(release, config))
+        except CalendarError as exc:
+            if exc.retry and attempt < 3:
+                raise
+            conflicts = (f"the calendar could not be checked: {exc.message}",)
+        now = self.clock()
+        proposal = None
+        if conflicts or verdict.state != "green" or pull.head_sha != (release.verified_sha or release.head_sha):
+            after = max(now + config.policy().lead_time, release.slot.end)
+            proposal = await self.calendars.next_free(config, ref.repo, release.requested_by, after=after, own=release)
+        late = now - due_at
+        return await self.apply(
+            ref,
+            lambda _: Prechecked(
+                Actor("release-secretary"),
+                Source.TIMER,
+                None,
+                slot_start=slot_start,
+                head_sha=pull.head_sha,
+                checks=verdict,
+                conflicts=conflicts,
+                proposal=proposal,
+                late_by=late if late > timedelta(minutes=1) else None,
+            ),
+            reply_key=f"tminus:{release.key}:{slot_start.isoformat()}",
+        )
+
+    async def watch_calendar(self, gh: GitHubAPI, release: Release) -> Decision | None:
+        """Has a person moved or deleted the release's event? The release follows, or asks."""
+        if release.event_id is None or release.calendar_account in (None, "embedded"):
+            return None  # nobody but the bot edits the embedded calendar
+        try:
+            seen = await self.calendars.observe(release)
+        except CalendarError as exc:
+            log.warning("cannot look at the calendar event of %s: %s", release.key, exc.message)
+            return None
+        if seen is True:
+            return None
+        ref = PullRef(release.repo, release.pr, release.installation_id)
+        config = (await self.read.config(gh, release.repo)).config
+        now = self.clock()
+        moved_to = None
+        problems: tuple[str, ...] = ()
+        if seen is not None and not isinstance(seen, bool):
+            moved_to = Slot(seen.start, seen.end)
+            try:
+                target = await self.calendars.target(config, release.repo, release.requested_by)
+                busy = await self.calendars.busy(
+                    config, release.repo, release.requested_by, target, start=now, end=now + HORIZON, own=release
+                )
+            except CalendarError as exc:
+                busy = []
+                problems = (f"the calendars could not be read: {exc.message}",)
+            policy = replace(config.policy(), slot=seen.end - seen.start) if seen.end > seen.start else config.policy()
+            problems += tuple(slot_problems(seen.start, policy, now, busy=busy))
+        proposal = None
+        if moved_to is None or problems:
+            proposal = await self.calendars.next_free(
+                config, release.repo, release.requested_by, after=now + config.policy().lead_time, own=None
+            )
+        event_id = release.event_id
+        return await self.apply(
+            ref,
+            lambda _: CalendarChanged(
+                Actor("calendar"),
+                Source.TIMER,
+                None,
+                event_id=event_id,
+                moved_to=moved_to,
+                problems=problems,
+                proposal=proposal,
+                timezone=config.timezone.key,
+            ),
+            reply_key=f"calendar-change:{release.key}:{moved_to.start.isoformat() if moved_to else 'deleted'}",
         )

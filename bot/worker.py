@@ -29,7 +29,7 @@ from .effects import EffectExecutor
 from .github import GitHubApp, RateLimitWaitTooLong
 from .logs import log_context, redact
 from .redelivery import sweep_failed_deliveries
-from .service import ReleaseService
+from .service import SERVICE_JOBS, ReleaseService
 from .store import Delivery, Store
 from .store.base import Job
 
@@ -98,6 +98,8 @@ class Worker:
         self.processed = 0
         self._last_purge: datetime | None = None
         self._last_sweep: datetime | None = None
+        self._last_watch: datetime | None = None
+        self._watching: asyncio.Task[int] | None = None
         self._last_heartbeat: datetime | None = None
         self._delivery_keys: set[str] = set()
         self._subjects: dict[str, tuple[asyncio.Lock, int]] = {}
@@ -120,6 +122,7 @@ class Worker:
                 claimed = await self._fill(inflight)
                 await self._maybe_purge()
                 await self._maybe_sweep()
+                self._maybe_watch_calendars()
                 if claimed == 0 or len(inflight) >= self.settings.worker_concurrency:
                     await self._idle(stop, inflight)
             except Exception:
@@ -132,7 +135,9 @@ class Worker:
                 task.cancel()
             await asyncio.gather(*unfinished, return_exceptions=True)
         heartbeat.cancel()
-        await asyncio.gather(heartbeat, return_exceptions=True)
+        if self._watching is not None:
+            self._watching.cancel()
+        await asyncio.gather(heartbeat, *([self._watching] if self._watching else []), return_exceptions=True)
         log.info("worker stopped", extra={"worker": self.owner, "processed": self.processed})
 
     async def _fill(self, inflight: set[asyncio.Task[None]]) -> int:
@@ -230,7 +235,12 @@ class Worker:
         assert self.executor is not None
         with log_context(job=job.key, job_kind=job.kind):
             try:
-                await self.executor.run(job)
+                if job.kind in SERVICE_JOBS:
+                    assert self.github is not None
+                    gh = self.github.installation_client(int(job.payload["installation_id"]))
+                    await self.service.run_job(job, gh)
+                else:
+                    await self.executor.run(job)
             except Exception as exc:  # noqa: BLE001 - retried with backoff, then parked with its error
                 error = describe_error(exc)
                 if _permanent(exc) or job.attempts >= self.settings.worker_max_attempts:
@@ -334,6 +344,38 @@ class Worker:
             error,
             exc_info=exc,
         )
+
+    def _maybe_watch_calendars(self) -> None:
+        """Now and then, look at booked Google events for moves and deletions (in the background)."""
+        interval = self.settings.calendar_sweep_interval
+        if interval <= 0 or self.github is None or not self.github.configured:
+            return
+        if self._watching is not None and not self._watching.done():
+            return
+        now = self.clock()
+        if self._last_watch is not None and (now - self._last_watch).total_seconds() < interval:
+            return
+        self._last_watch = now
+        self._watching = asyncio.create_task(self.watch_calendars())
+
+    async def watch_calendars(self) -> int:
+        """One pass over active releases booked in Google; return how many changed."""
+        assert self.github is not None
+        now = self.clock()
+        seconds = max(self.settings.calendar_sweep_interval, 60.0)
+        if not await self.store.acquire_lease("calendar-watch", self.owner, now=now, seconds=seconds):
+            return 0  # another worker is on it
+        changed = 0
+        for release in await self.store.find_releases(active_only=True, limit=10_000):
+            if release.event_id is None or release.calendar_account in (None, "embedded"):
+                continue
+            try:
+                gh = self.github.installation_client(release.installation_id)
+                if await self.service.watch_calendar(gh, release) is not None:
+                    changed += 1
+            except Exception as exc:  # noqa: BLE001 - one release's trouble must not stop the pass
+                log.warning("calendar check of %s failed: %s", release.key, describe_error(exc))
+        return changed
 
     async def _maybe_sweep(self) -> None:
         interval = self.settings.redelivery_sweep_interval

@@ -22,7 +22,7 @@ from ..secrets import Vault
 from . import CalendarEvent, Outcome
 
 ALL = "*"
-_SECRET_NAME = "calendar:feed-secret"
+_SECRET_NAME = "calendar:feed-secret"  # noqa: S105 - the name it is stored under
 PAST = timedelta(days=30)
 AHEAD = timedelta(days=400)
 PRODID = "-//Release Secretary//Release calendar//EN"
@@ -53,7 +53,9 @@ class FeedTokens:
         return hmac.compare_digest((await self.token(scope)).encode(), token.encode("utf-8", errors="replace"))
 
     async def url(self, base_url: str, scope: str) -> str:
-        query = {"token": await self.token(scope)} if scope == ALL else {"repo": scope, "token": await self.token(scope)}
+        query = (
+            {"token": await self.token(scope)} if scope == ALL else {"repo": scope, "token": await self.token(scope)}
+        )
         return f"{base_url.rstrip('/')}/calendar.ics?{urlencode(query)}"
 
 

@@ -1,0 +1,344 @@
+"""Which calendar a repository books in, what is busy, and keeping a release's event in line with it.
+
+The release machine stays pure: this module reads calendars into `Busy` intervals and conflict
+sentences before a decision, and afterwards brings the calendar event in line with the release
+(book, move, mark done or failed, cancel). Every write is idempotent by release, so a retried job
+or a second worker never books twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from ..policy import Busy, Policy, Slot, format_slot, next_slot, slot_problems
+from ..release import OPEN, Release, State
+from ..repo_config import RepoConfig
+from ..store import Store
+from . import Booking, Calendar, CalendarError, CalendarEvent, Outcome, event_id
+from .embedded import EmbeddedCalendar
+from .feed import FeedTokens
+
+if TYPE_CHECKING:
+    from ..config import Settings
+    from .oauth import GoogleLinks
+
+log = logging.getLogger(__name__)
+
+EMBEDDED = "embedded"
+SERVICE = "google:service"
+USER_PREFIX = "google:user:"
+# Busy time is read this far ahead: the slot search looks no further (policy.SEARCH_DAYS).
+HORIZON = timedelta(days=61)
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a release is booked: an account and a calendar id in it."""
+
+    calendar: Calendar
+    calendar_id: str
+
+    @property
+    def account(self) -> str:
+        return self.calendar.account
+
+
+class Calendars:
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        clock: Callable[[], datetime],
+        *,
+        feed: FeedTokens | None = None,
+        links: GoogleLinks | None = None,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.clock = clock
+        self.feed = feed
+        self.links = links
+        self.embedded = EmbeddedCalendar(store, clock)
+        self._service: Calendar | None = None
+
+    # Accounts -------------------------------------------------------------------------------------
+
+    def service_account(self) -> Calendar | None:
+        if self.settings.google_service_account is None:
+            return None
+        if self._service is None:
+            from .google import GoogleCalendar
+
+            self._service = GoogleCalendar.for_service_account(self.settings)
+        return self._service
+
+    async def user_account(self, login: str) -> Calendar | None:
+        if self.links is None or not login:
+            return None
+        credentials = await self.links.credentials_for(login)
+        if credentials is None:
+            return None
+        from .google import GoogleCalendar
+
+        return GoogleCalendar(credentials, USER_PREFIX + login, api_url=self.settings.google_calendar_api_url)
+
+    async def account(self, name: str | None) -> Calendar | None:
+        if name is None or name == EMBEDDED:
+            return self.embedded
+        if name == SERVICE:
+            return self.service_account()
+        if name.startswith(USER_PREFIX):
+            return await self.user_account(name.removeprefix(USER_PREFIX))
+        return None
+
+    async def google_reader(self, requester: str) -> Calendar | None:
+        """Who reads Google free/busy (freeze calendars): the service account, else the requester."""
+        return self.service_account() or await self.user_account(requester)
+
+    async def target(self, config: RepoConfig, repo: str, requester: str) -> Target:
+        if config.calendar.id is None:
+            return Target(self.embedded, config.lane(repo))
+        google = await self.google_reader(requester)
+        if google is None:
+            raise CalendarError(
+                f"the repository books releases in the Google calendar `{config.calendar.id}`, but the bot "
+                "has no Google credentials for it.",
+                advice="An operator sets GOOGLE_SERVICE_ACCOUNT_FILE (and shares the calendar with that "
+                "account), or you link your own calendar with `/ship calendar link`; or remove "
+                "`calendar.id` from .github/release-secretary.yml to use the built-in calendar.",
+            )
+        return Target(google, config.calendar.id)
+
+    async def feed_link(self, repo: str) -> str | None:
+        if self.feed is None or not self.settings.public_url:
+            return None
+        return await self.feed.url(self.settings.public_url, repo)
+
+    async def link_for(self, target: Target, repo: str) -> str | None:
+        if target.account == EMBEDDED:
+            return await self.feed_link(repo)
+        return target.calendar.link(target.calendar_id)
+
+    # Busy time -------------------------------------------------------------------------------------
+
+    async def busy(
+        self,
+        config: RepoConfig,
+        repo: str,
+        requester: str,
+        target: Target,
+        *,
+        start: datetime,
+        end: datetime,
+        own: Release | None = None,
+    ) -> list[Busy]:
+        """Everything a new slot must not overlap: other releases in the lane (the store and the
+        booking calendar), freeze calendars, and the requester's own busy time when linked."""
+        lane = config.lane(repo)
+        busy: list[Busy] = []
+        for other in await self.store.find_releases(repo=repo):
+            if other.slot is None or other.lane != lane or (own is not None and other.key == own.key):
+                continue
+            if other.state in OPEN or other.state == State.RELEASING:
+                busy.append(Busy(other.slot.start, other.slot.end, f"the release of {repo}#{other.pr}"))
+        freezes = list(config.calendar.freeze_calendars)
+        if target.account != EMBEDDED:
+            # One free/busy query: the booking calendar (shared: other repositories' releases too)
+            # and the freeze calendars.
+            calendars = [target.calendar_id, *(f for f in freezes if f != target.calendar_id)]
+            fb = await target.calendar.free_busy(calendars, start, end)
+            self._raise_unreadable(fb.errors, calendars, "calendar")
+            booked = fb.busy.get(target.calendar_id, [])
+            if own is not None and own.slot is not None and own.event_id is not None:
+                booked = _subtract(booked, own.slot.start, own.slot.end)
+            busy += [Busy(s, e, "another booking in the release calendar") for s, e in booked if e > s]
+            busy += _intervals(fb.busy, calendars[1:], "a freeze in the calendar {cal}")
+        elif freezes:
+            # The embedded lane's bookings are the store's releases (above); freezes live in Google.
+            google = await self.google_reader(requester)
+            if google is None:
+                raise CalendarError(
+                    "the repository lists freeze calendars, but the bot has no Google credentials to read them.",
+                    advice="An operator sets GOOGLE_SERVICE_ACCOUNT_FILE, or you link your calendar with "
+                    "`/ship calendar link`; or remove `calendar.freeze_calendars`.",
+                )
+            fb = await google.free_busy(freezes, start, end)
+            self._raise_unreadable(fb.errors, freezes, "freeze calendar")
+            busy += _intervals(fb.busy, freezes, "a freeze in the calendar {cal}")
+        if config.calendar.requester_busy:
+            mine = await self.user_account(requester)
+            if mine is not None:
+                try:
+                    personal = await mine.free_busy(["primary"], start, end)
+                except CalendarError as exc:  # their calendar is advice, not a gate: say so in the log
+                    log.warning("cannot read %s's calendar: %s", requester, exc.message)
+                else:
+                    busy += _intervals(personal.busy, ["primary"], f"@{requester}'s own calendar (busy)")
+        return busy
+
+    def _raise_unreadable(self, errors: dict[str, str], calendars: Sequence[str], what: str) -> None:
+        for calendar in calendars:
+            if calendar in errors:
+                raise CalendarError(
+                    f"cannot read the {what} `{calendar}`: {errors[calendar]}.",
+                    advice="Share it with the bot's Google account (see `python -m bot doctor`).",
+                )
+
+    async def next_free(
+        self, config: RepoConfig, repo: str, requester: str, *, after: datetime, own: Release | None
+    ) -> Slot | None:
+        """The next slot nothing stands against (a proposal); None when the calendars cannot be read."""
+        try:
+            target = await self.target(config, repo, requester)
+            busy = await self.busy(config, repo, requester, target, start=after, end=after + HORIZON, own=own)
+        except CalendarError as exc:
+            log.warning("no proposal for %s: %s", repo, exc.message)
+            return None
+        if own is not None and own.slot is not None:
+            busy.append(Busy(own.slot.start, own.slot.end, "this slot"))  # a proposal is another slot
+        return next_slot(after, config.policy(), busy=busy)
+
+    # The T-minus check -----------------------------------------------------------------------------
+
+    async def conflicts(self, release: Release, config: RepoConfig) -> list[str]:
+        """What stands against the release's slot now: freezes, windows, higher-priority events."""
+        assert release.slot is not None
+        slot = release.slot
+        policy: Policy = config.policy()
+        # Judged as of booking time: "too soon" and "in the past" are not objections any more.
+        found = [
+            p
+            for p in slot_problems(slot.start, policy, slot.start - policy.lead_time - timedelta(seconds=1))
+            if "too soon" not in p and "in the past" not in p
+        ]
+        calendar = await self.account(release.calendar_account)
+        calendar_id = release.calendar_id or release.lane
+        if calendar is not None and calendar_id:
+            for event in await calendar.events(calendar_id, slot.start, slot.end):
+                if event.release == release.key or event.id == release.event_id:
+                    continue
+                if event.priority:
+                    found.append(f"'{event.summary}' is marked as taking priority and overlaps the slot")
+                elif event.release is not None and (event.lane is None or event.lane == release.lane):
+                    found.append(f"another release ({event.summary}) is booked over the slot")
+        freezes = list(config.calendar.freeze_calendars)
+        if freezes:
+            google = await self.google_reader(release.requested_by)
+            if google is None:
+                found.append("the freeze calendars cannot be read: the bot has no Google credentials")
+            else:
+                fb = await google.free_busy(freezes, slot.start, slot.end)
+                for cal in freezes:
+                    if cal in fb.errors:
+                        found.append(f"the freeze calendar {cal} cannot be read: {fb.errors[cal]}")
+                    elif fb.busy.get(cal):
+                        found.append(f"a freeze in the calendar {cal} overlaps the slot")
+        return found
+
+    # Keeping the event in line with the release ----------------------------------------------------
+
+    def booking(self, release: Release) -> Booking | None:
+        if release.slot is None:
+            return None
+        outcome = {State.RELEASED: Outcome.DONE, State.FAILED: Outcome.FAILED, State.ROLLED_BACK: Outcome.FAILED}
+        pr_url = f"{self.settings.github_url}/{release.repo}/pull/{release.pr}"
+        lines = [
+            f"{release.title}",
+            f"Pull request: {pr_url}",
+            f"Requested by: @{release.requested_by}",
+            f"Verified SHA: {release.verified_sha or 'not yet (waiting for checks)'}",
+            f"State: {release.state.value}",
+            "",
+            "Booked by Release Secretary; change the release with /ship commands on the pull request.",
+        ]
+        return Booking(
+            release=release.key,
+            summary=f"Deploy {release.repo}#{release.pr}",
+            description="\n".join(lines),
+            start=release.slot.start,
+            end=release.slot.end,
+            lane=release.lane,
+            outcome=outcome.get(release.state, Outcome.BOOKED),
+        )
+
+    def wanted(self, release: Release) -> str:
+        """What the calendar should show for the release, as a short digest ("cancelled": nothing)."""
+        if release.state == State.CANCELLED:
+            return "cancelled"
+        return self.digest(self.booking(release))
+
+    @staticmethod
+    def digest(booking: Booking | None) -> str:
+        if booking is None:
+            return "none"
+        raw = "\n".join((booking.title, booking.description, booking.start.isoformat(), booking.end.isoformat()))
+        return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+    async def sync(self, release: Release) -> CalendarEvent | None:
+        """Book, update or cancel the release's event; the event (None when there is none now)."""
+        calendar = await self.account(release.calendar_account)
+        calendar_id = release.calendar_id or release.lane
+        if calendar is None:
+            raise CalendarError(
+                f"the release was booked with {release.calendar_account}, which the bot can no longer use.",
+                advice="Link your calendar again with `/ship calendar link`, or ask an operator to check "
+                "the Google settings with `python -m bot doctor`.",
+            )
+        booking = self.booking(release)
+        if release.state == State.CANCELLED or booking is None:
+            known = release.event_id or event_id(release.key)
+            await calendar.cancel(calendar_id, known)
+            return None
+        return await calendar.book(calendar_id, booking)
+
+    async def observe(self, release: Release) -> CalendarEvent | bool | None:
+        """The release's event as the calendar has it now; None if gone; True if it is as booked."""
+        if release.event_id is None or release.slot is None:
+            return True
+        calendar = await self.account(release.calendar_account)
+        if calendar is None:
+            return True
+        event = await calendar.get(release.calendar_id or release.lane, release.event_id)
+        if event is None or event.cancelled:
+            return None
+        if event.start == release.slot.start and event.end == release.slot.end:
+            return True
+        return event
+
+
+def _intervals(busy: dict[str, list[tuple[datetime, datetime]]], calendars: Sequence[str], reason: str) -> list[Busy]:
+    return [Busy(s, e, reason.format(cal=cal)) for cal in calendars for s, e in busy.get(cal, []) if e > s]
+
+
+def _subtract(
+    intervals: list[tuple[datetime, datetime]], start: datetime, end: datetime
+) -> list[tuple[datetime, datetime]]:
+    """The intervals minus [start, end): the release's own event is not busy time for itself."""
+    out: list[tuple[datetime, datetime]] = []
+    for s, e in intervals:
+        if e <= start or s >= end:
+            out.append((s, e))
+            continue
+        if s < start:
+            out.append((s, start))
+        if e > end:
+            out.append((end, e))
+    return out
+
+
+def describe_booking(slot: Slot, tz_name: str, requester_zone: str | None, link: str | None) -> str:
+    """'Fri 27 Nov 14:00-14:30 Europe/Berlin (13:00 UTC; 08:00 for you, America/New_York)'."""
+    from zoneinfo import ZoneInfo
+
+    text = format_slot(slot, ZoneInfo(tz_name))
+    if requester_zone and requester_zone != tz_name:
+        mine = slot.start.astimezone(ZoneInfo(requester_zone))
+        text += f", {mine:%a %H:%M} your time ({requester_zone})"
+    if link:
+        text += f" · [calendar]({link})"
+    return text
