@@ -103,9 +103,12 @@ class GitHubReader:
             cachetools.TTLCache(maxsize=10_000, ttl=_PROTECTION_TTL)
         )
 
-    async def config(self, gh: GitHubAPI, repo: str) -> LoadedConfig:
-        """The repo's config from its default branch; an invalid file keeps the last good one in force."""
-        cached = self._configs.get(repo)
+    async def config(self, gh: GitHubAPI, repo: str, *, fresh: bool = False) -> LoadedConfig:
+        """The repo's config from its default branch; an invalid file keeps the last good one in force.
+
+        `fresh` skips the short cache (the ETag still makes an unchanged file free): the last
+        checks before a release must see a freeze added a minute ago."""
+        cached = None if fresh else self._configs.get(repo)
         if cached is None:
             cached = self._configs[repo] = await self._read_config(gh, repo)
         return cached
@@ -600,7 +603,7 @@ class ReleaseService:
         release = await self.store.get_active_release(ref.repo, ref.pr)
         if release is None or release.slot is None or release.slot.start != slot_start or release.state == State.HELD:
             return None
-        loaded = await self.read.config(gh, ref.repo)
+        loaded = await self.read.config(gh, ref.repo, fresh=True)
         config = loaded.config
         pull = await self.read.pull(gh, ref)
         if pull.state != "open":
