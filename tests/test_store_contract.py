@@ -263,3 +263,45 @@ async def test_a_failing_run_does_not_delay_a_newer_request(store: Store) -> Non
     assert await store.park_job(newer, "w", error="422") is False  # the newer request is not parked
     [newest] = await store.claim_jobs("w", now=T0 + timedelta(seconds=2), lease_seconds=30, limit=5)
     assert newest.payload == {"n": 3}
+
+
+async def test_calendar_events_are_found_by_overlap(store: Store) -> None:
+    from bot.calendar import CalendarEvent
+
+    def event(i: str, start_h: int, end_h: int, *, calendar: str = "acme/web production") -> CalendarEvent:
+        return CalendarEvent(
+            id=i,
+            calendar=calendar,
+            start=T0.replace(hour=start_h),
+            end=T0.replace(hour=end_h),
+            summary=f"Deploy {i}",
+            lane=calendar,
+        )
+
+    await store.save_calendar_event(event("a", 10, 11))
+    await store.save_calendar_event(event("b", 11, 12))
+    await store.save_calendar_event(event("c", 10, 11, calendar="acme/api production"))
+    found = await store.list_calendar_events("acme/web production", start=T0.replace(hour=11), end=T0.replace(hour=13))
+    assert [e.id for e in found] == ["b"]  # [10, 11) does not overlap [11, 13): half-open
+    everywhere = await store.list_calendar_events(None, start=T0.replace(hour=9), end=T0.replace(hour=13))
+    assert [e.id for e in everywhere] == ["c", "a", "b"] or [e.id for e in everywhere] == ["a", "c", "b"]
+
+    await store.save_calendar_event(replace(event("a", 10, 11), cancelled=True, summary="moved"))
+    assert await store.list_calendar_events(
+        "acme/web production", start=T0.replace(hour=0), end=T0.replace(hour=23)
+    ) == [event("b", 11, 12)]
+    with_cancelled = await store.list_calendar_events(
+        "acme/web production", start=T0.replace(hour=0), end=T0.replace(hour=23), include_cancelled=True
+    )
+    assert [(e.id, e.cancelled, e.summary) for e in with_cancelled] == [("a", True, "moved"), ("b", False, "Deploy b")]
+    assert await store.get_calendar_event("acme/web production", "a") == with_cancelled[0]
+    assert await store.get_calendar_event("acme/api production", "a") is None
+
+
+async def test_a_released_lease_is_free_at_once(store: Store) -> None:
+    assert await store.acquire_lease("lane:x", "w1", now=T0, seconds=30)
+    assert not await store.acquire_lease("lane:x", "w2", now=T0, seconds=30)
+    await store.release_lease("lane:x", "w2")  # not the holder: nothing happens
+    assert not await store.acquire_lease("lane:x", "w2", now=T0, seconds=30)
+    await store.release_lease("lane:x", "w1")
+    assert await store.acquire_lease("lane:x", "w2", now=T0, seconds=30)

@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
 
 import icalendar
@@ -25,6 +25,7 @@ ALL = "*"
 _SECRET_NAME = "calendar:feed-secret"  # noqa: S105 - the name it is stored under
 PAST = timedelta(days=30)
 AHEAD = timedelta(days=400)
+_SEQUENCE_EPOCH = datetime(2020, 1, 1, tzinfo=UTC)
 PRODID = "-//Release Secretary//Release calendar//EN"
 
 
@@ -86,8 +87,9 @@ def render_feed(events: Sequence[CalendarEvent], *, name: str, now: datetime) ->
         vevent.add("summary", event.summary)
         if event.description:
             vevent.add("description", event.description)
-        # Each edit must raise SEQUENCE so clients replace their copy; seconds since the epoch do.
-        vevent.add("sequence", int((event.updated or now).timestamp()) // 60 % 2**31)
+        # Each edit must raise SEQUENCE so clients replace their copy: seconds since 2020 do (and fit
+        # the 32-bit integer clients expect until 2088).
+        vevent.add("sequence", max(0, int(((event.updated or now) - _SEQUENCE_EPOCH).total_seconds())))
         vevent.add("status", "CONFIRMED")
         vevent.add("transp", "OPAQUE")
         if event.lane:
