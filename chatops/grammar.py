@@ -17,6 +17,7 @@ class Verb(enum.StrEnum):
     HOLD = "hold"
     UNHOLD = "unhold"
     HELP = "help"
+    CALENDAR = "calendar"
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +28,7 @@ class Command:
     when: str | None
     dry_run: bool
     line: str
+    arg: str | None = None  # CALENDAR only: "link" or "unlink"
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +47,7 @@ MAX_WHEN: Final = 100
 # One comment cannot fan out into a burst of releases, cancels and holds.
 MAX_COMMANDS_PER_COMMENT: Final = 5
 DRY_RUN_FLAGS: Final = ("--dry-run", "-n")
+CALENDAR_ARGS: Final = ("link", "unlink")
 # Verbs other than SHIP that a line can name; SHIP itself is the absence of one.
 _NAMED_VERBS: Final = tuple(verb for verb in Verb if verb is not Verb.SHIP)
 _DRY_RUN_VERBS: Final = frozenset({Verb.SHIP, Verb.NOW})
@@ -71,6 +74,8 @@ HELP_TEXT: Final = """\
 - `/ship cancel`: cancel the booked release
 - `/ship status`: show where the release stands
 - `/ship hold` and `/ship unhold`: pause the release, and let it go on
+- `/ship calendar`: where releases are booked, with a link to subscribe to the calendar
+- `/ship calendar link`: connect your own Google calendar, so releases avoid your busy times; `/ship calendar unlink` disconnects it
 - `/ship help`: this help
 
 Add `--dry-run` (or `-n`) to `/ship` or `/ship now` to see what would happen without doing it.
@@ -111,7 +116,16 @@ def _parse_args(text: str, rest: str) -> ParseResult:
     dry_run = bool(flags)
 
     verb = _verb(words[0]) if words else None
+    if verb is Verb.CALENDAR and not dry_run and len(words) == 2 and words[1].lower().rstrip(".!") in CALENDAR_ARGS:
+        return Command(verb, None, False, text, arg=words[1].lower().rstrip(".!"))
     if verb is not None:
+        if len(words) > 1 and verb is Verb.CALENDAR:
+            extra = " ".join(words[1:])
+            return _error(
+                text,
+                f"`{PREFIX} calendar` takes `link`, `unlink` or nothing, but got `{_short(extra, 60)}`",
+                tuple(f"{PREFIX} calendar {arg}".strip() for arg in ("", *CALENDAR_ARGS)),
+            )
         if len(words) > 1:
             extra = " ".join(words[1:])
             suggestions: list[str] = [_canonical(verb, dry_run and verb in _DRY_RUN_VERBS)]

@@ -14,7 +14,7 @@ from tests.fakes.github import FakeGitHub
 from tests.fakes.keys import AppKey
 from tests.helpers import SECRET
 
-pytest_plugins = ["tests.fakes.plugin"]
+pytest_plugins = ["tests.fakes.plugin", "tests.fakes.google_calendar"]
 
 # Property tests check properties, not speed (benches do that). On a fresh clone Hypothesis first
 # builds its Unicode tables, which can make one early draw take over a second: not a failure.

@@ -155,6 +155,9 @@ async def test_secrets_are_stored_as_ciphertext(store: Store) -> None:
     assert blob is not None and b"xoxb" not in blob
     assert box.decrypt(blob) == "xoxb-2"
     assert await store.get_secret("nope") is None
+    assert await store.delete_secret("slack_bot_token") is True
+    assert await store.get_secret("slack_bot_token") is None
+    assert await store.delete_secret("slack_bot_token") is False
 
 
 async def test_ping(store: Store) -> None:
@@ -193,6 +196,9 @@ async def test_values_round_trip(store: Store) -> None:
     await store.set_value("cursor", "2026-11-25T12:00:00+00:00", now=T0)
     await store.set_value("cursor", "2026-11-25T12:05:00+00:00", now=T0)
     assert await store.get_value("cursor") == "2026-11-25T12:05:00+00:00"
+    assert await store.delete_value("cursor") is True
+    assert await store.get_value("cursor") is None
+    assert await store.delete_value("cursor") is False
 
 
 async def test_sqlite_file_and_folder_are_private(tmp_path: Path) -> None:

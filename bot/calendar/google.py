@@ -152,6 +152,8 @@ class GoogleCalendar:
         return result
 
     async def events(self, calendar: str, start: datetime, end: datetime) -> list[CalendarEvent]:
+        """Events overlapping [start, end) that block time: cancelled and "free" ones left out, except
+        a priority event (a marked freeze), which counts however it is shown."""
         events = self._service.events()
         request = events.list(
             calendarId=calendar,
@@ -167,8 +169,7 @@ class GoogleCalendar:
             zone = _zone(page.get("timeZone"))
             for item in page.get("items", []):
                 event = _to_event(calendar, item, zone)
-                # "Free" events do not block; Google makes all-day events free by default, so a
-                # marked freeze still counts however it is shown.
+                # Google makes all-day events "free" by default, and a freeze is usually all-day.
                 if event.cancelled or (item.get("transparency") == "transparent" and not event.priority):
                     continue
                 found.append(event)
@@ -301,7 +302,17 @@ class GoogleCalendar:
         if status == 429 or status >= 500 or (status == 403 and reason in _RATE_LIMIT_REASONS):
             busy = "is rate limiting the bot" if status in (403, 429) else f"failed (HTTP {status})"
             return CalendarError(f"Google Calendar {busy} while trying to {what}{where}.", retry=True, status=status)
-        if status == 401 or (status == 403 and reason == "insufficientPermissions"):
+        if status == 403 and reason == "insufficientPermissions":
+            return CalendarError(
+                f"Could not {what}{where}: the Google credentials lack calendar access.",
+                advice=(
+                    "Re-link with `/ship calendar link` and allow both calendar permissions."
+                    if self._account.startswith(USER_ACCOUNT_PREFIX)
+                    else self._credentials_advice()
+                ),
+                status=status,
+            )
+        if status == 401:
             return CalendarError(
                 f"Google refused the bot's credentials while trying to {what}{where}.",
                 advice=self._credentials_advice(),
@@ -315,7 +326,7 @@ class GoogleCalendar:
             )
         if status == 403:
             return CalendarError(
-                f"Could not {what}: {self._who()} may not change events{where} ({message or reason}).",
+                f"Could not {what}{where}: {self._who()} lacks the permission ({message or reason}).",
                 advice=self._share_advice(calendar),
                 status=status,
             )
@@ -376,7 +387,10 @@ def _when(value: dict[str, Any] | None, zone: tzinfo) -> datetime | None:
     if not value:
         return None
     if "dateTime" in value:
-        return _parse_time(value["dateTime"])
+        moment = datetime.fromisoformat(value["dateTime"])
+        if moment.tzinfo is None:  # Google gives an offset; a bare time would be in the event's zone
+            moment = moment.replace(tzinfo=_zone(value.get("timeZone")) if "timeZone" in value else zone)
+        return moment.astimezone(UTC)
     if "date" in value:
         return datetime.combine(date.fromisoformat(value["date"]), time(), zone).astimezone(UTC)
     return None
@@ -458,8 +472,9 @@ def _changes(current: dict[str, Any], wanted: dict[str, Any]) -> dict[str, Any]:
         else:
             same = have == value
         if not same:
-            # Patch merges objects: sending our private properties keeps anyone else's.
-            changes[key] = value
+            # Patch merges objects: sending our private properties keeps anyone else's, and an event
+            # someone made all-day needs its date cleared (null) for the dateTime to take.
+            changes[key] = {**value, "date": None} if key in ("start", "end") and "date" in (have or {}) else value
     return changes
 
 

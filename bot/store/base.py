@@ -221,10 +221,16 @@ class Store(Protocol):
 
     async def set_value(self, key: str, value: str, *, now: datetime) -> None: ...
 
+    async def delete_value(self, key: str) -> bool:
+        """Remove a value; False when there was none."""
+
     # Encrypted secrets: the store keeps opaque ciphertext; bot.secrets does the crypto.
     async def put_secret(self, name: str, ciphertext: bytes, *, now: datetime) -> None: ...
 
     async def get_secret(self, name: str) -> bytes | None: ...
+
+    async def delete_secret(self, name: str) -> bool:
+        """Remove a secret for good; False when there was none."""
 
 
 def installation_to_doc(inst: Installation) -> dict[str, Any]:

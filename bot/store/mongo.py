@@ -474,7 +474,13 @@ class MongoStore:
     async def set_value(self, key: str, value: str, *, now: datetime) -> None:
         await self._db.kv.update_one({"_id": key}, {"$set": {"value": value, "updated_at": now}}, upsert=True)
 
+    async def delete_value(self, key: str) -> bool:
+        return bool((await self._db.kv.delete_one({"_id": key})).deleted_count)
+
     # Secrets.
+
+    async def delete_secret(self, name: str) -> bool:
+        return bool((await self._db.secrets.delete_one({"_id": name})).deleted_count)
 
     async def put_secret(self, name: str, ciphertext: bytes, *, now: datetime) -> None:
         await self._db.secrets.update_one(

@@ -666,7 +666,13 @@ class SqliteStore:
             (key, value, _ts(now)),
         )
 
+    async def delete_value(self, key: str) -> bool:
+        return bool(await self._all("DELETE FROM kv WHERE key = ? RETURNING key", (key,)))
+
     # Secrets.
+
+    async def delete_secret(self, name: str) -> bool:
+        return bool(await self._all("DELETE FROM secrets WHERE name = ? RETURNING name", (name,)))
 
     async def put_secret(self, name: str, ciphertext: bytes, *, now: datetime) -> None:
         await self._all(

@@ -44,6 +44,7 @@ DISCOVERY: dict[str, Any] = json.loads(
 )
 KNOWN_SCOPES = frozenset(DISCOVERY["auth"]["oauth2"]["scopes"])
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+GOOGLE_TOKEN_AUDIENCES = ("https://oauth2.googleapis.com/token", "https://www.googleapis.com/oauth2/v4/token")
 TOKEN_TTL = 3599
 CODE_TTL = 600
 ROLES = ("none", "freeBusyReader", "reader", "writer", "owner")
@@ -600,7 +601,8 @@ class FakeGoogle:
                 assertion,
                 account.public_key_pem,
                 algorithms=["RS256"],
-                audience=self.token_url,
+                # google-auth always names Google's token endpoint, whatever the key file's token_uri.
+                audience=[*GOOGLE_TOKEN_AUDIENCES, self.token_url],
                 issuer=account.email,
                 options={"require": ["iss", "aud", "iat", "exp", "scope"]},
             )
