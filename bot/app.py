@@ -21,6 +21,8 @@ from .calendar.feed import AHEAD as FEED_AHEAD
 from .calendar.feed import ALL as ALL_SCOPE
 from .calendar.feed import PAST as FEED_PAST
 from .calendar.feed import FeedTokens, lane_repo, render_feed
+from .calendar.oauth import GOOGLE_LINKS, GoogleLinks
+from .calendar.oauth import add_routes as add_google_routes
 from .config import Settings
 from .context import utcnow
 from .github import GitHubApp
@@ -244,12 +246,16 @@ def make_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_post("/webhooks/github", github_webhook)
     app.router.add_get("/calendar.ics", calendar_feed)
+    add_google_routes(app)
 
     async def store_ctx(app: web.Application) -> AsyncIterator[None]:
         owned = store is None
         app[STORE] = store if store is not None else make_store(settings)
         if owned:
             await app[STORE].open()
+        if settings.secrets_keys:
+            vault = Vault(app[STORE], SecretBox(settings.secrets_keys))
+            app[GOOGLE_LINKS] = GoogleLinks(settings, app[STORE], vault, clock)
         yield
         if owned:
             await app[STORE].close()

@@ -20,6 +20,7 @@ from gidgethub.abc import GitHubAPI
 
 from .calendar import CalendarError
 from .calendar.feed import FeedTokens
+from .calendar.oauth import GoogleLinks, LinkNotConfigured
 from .calendar.planner import HORIZON, Calendars
 from .checks import OWN_CHECK_NAME, ChecksVerdict, evaluate, required_checks
 from .config import Settings
@@ -247,7 +248,8 @@ class ReleaseService:
         self.read = GitHubReader(store, clock, settings.github_app_id)
         self.vault = Vault(store, SecretBox(settings.secrets_keys)) if settings.secrets_keys else None
         feed = FeedTokens(self.vault, clock) if self.vault is not None else None
-        self.calendars = calendars or Calendars(store, settings, clock, feed=feed)
+        self.links = GoogleLinks(settings, store, self.vault, clock) if self.vault is not None else None
+        self.calendars = calendars or Calendars(store, settings, clock, feed=feed, links=self.links)
 
     @contextlib.asynccontextmanager
     async def lane_lock(self, lane: str) -> AsyncIterator[None]:
@@ -442,6 +444,54 @@ class ReleaseService:
                 )
 
             return await self.apply(ref, event, reply_key=delivery)
+
+    async def calendar_command(self, gh: GitHubAPI, ref: PullRef, login: str, arg: str | None) -> str:
+        """`/ship calendar [link|unlink]`: where releases are booked, and people's own calendars."""
+        loaded = await self.read.config(gh, ref.repo)
+        config = loaded.config
+        if arg is None:
+            if config.calendar.id is None:
+                where = "the bot's built-in release calendar"
+                link = await self.calendars.feed_link(ref.repo)
+                subscribe = (
+                    f" Subscribe to it from Google Calendar, Outlook or Apple Calendar with this address: {link}"
+                    if link
+                    else " (an operator sets PUBLIC_URL to give it a subscription address)"
+                )
+            else:
+                where = f"the Google calendar `{config.calendar.id}`"
+                subscribe = ""
+            linked = self.links is not None and await self.links.credentials_for(login) is not None
+            mine = (
+                "Your own Google calendar is linked: releases you ask for avoid your busy times."
+                if linked
+                else "Comment `/ship calendar link` to connect your own Google calendar, so releases you ask "
+                "for avoid your busy times."
+            )
+            return f"@{login} releases of this repository are booked in {where}.{subscribe}\n\n{mine}"
+        actor = await self.actor(gh, ref.repo, login)
+        need = config.ship_permission.value
+        if not permission_reaches(actor.permission, need):
+            return (
+                f"@{login} only people with **{need}** access (or more) can link a calendar here; "
+                f"GitHub reports your access as **{actor.permission or 'none'}**."
+            )
+        if self.links is None:
+            return f"@{login} calendar linking is off: the bot has no SECRETS_KEY to keep tokens encrypted."
+        if arg == "unlink":
+            self.calendars.forget(login)
+            if await self.links.unlink(login):
+                return f"@{login} your Google calendar is disconnected; the bot no longer reads it."
+            return f"@{login} no Google calendar was linked to your GitHub account."
+        try:
+            url = await self.links.start(login)
+        except LinkNotConfigured as exc:
+            return f"@{login} calendar linking is not set up on this bot yet: {exc}"
+        return (
+            f"@{login} open {url} within 10 minutes to connect your Google calendar. The link works once "
+            "and only for you: GitHub confirms who you are before Google asks for your consent. The bot "
+            "asks only to see when you are busy and to manage the release events it books."
+        )
 
     async def requester_zone(self, login: str, when: str | None) -> str | None:
         """The zone a person last named in a `/ship` ("friday 3pm America/New_York"), remembered."""
@@ -658,7 +708,14 @@ class ReleaseService:
             try:
                 target = await self.calendars.target(config, release.repo, release.requested_by)
                 busy = await self.calendars.busy(
-                    config, release.repo, release.requested_by, target, start=now, end=now + HORIZON, own=release
+                    config,
+                    release.repo,
+                    release.requested_by,
+                    target,
+                    start=now,
+                    end=now + HORIZON,
+                    own=release,
+                    own_event=moved_to,
                 )
             except CalendarError as exc:
                 busy = []
@@ -671,6 +728,9 @@ class ReleaseService:
                 config, release.repo, release.requested_by, after=now + config.policy().lead_time, own=None
             )
         event_id = release.event_id
+        if moved_to is None:
+            # The event is gone: whatever is booked next must be written again, even for the same slot.
+            await self.store.delete_value(f"calendar:synced:{release.key}")
         return await self.apply(
             ref,
             lambda _: CalendarChanged(

@@ -75,7 +75,8 @@ HELP_TEXT: Final = """\
 - `/ship status`: show where the release stands
 - `/ship hold` and `/ship unhold`: pause the release, and let it go on
 - `/ship calendar`: where releases are booked, with a link to subscribe to the calendar
-- `/ship calendar link`: connect your own Google calendar, so releases avoid your busy times; `/ship calendar unlink` disconnects it
+- `/ship calendar link`: connect your own Google calendar, so releases avoid your busy times; \
+`/ship calendar unlink` disconnects it
 - `/ship help`: this help
 
 Add `--dry-run` (or `-n`) to `/ship` or `/ship now` to see what would happen without doing it.

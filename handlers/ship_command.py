@@ -44,6 +44,8 @@ async def run_ship_commands(event: sansio.Event, gh: GitHubAPI, *, ctx: HandlerC
 async def _run(command: Command, gh: GitHubAPI, ctx: HandlerContext, ref: PullRef, login: str, key: str) -> None:
     service = ctx.releases
     match command.verb:
+        case Verb.CALENDAR:
+            await service.reply(ref, await service.calendar_command(gh, ref, login, command.arg), key=key)
         case Verb.HELP:
             await service.reply(ref, f"@{login}\n\n{HELP_TEXT}", key=key)
         case Verb.STATUS:

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+import cachetools
+
 from ..policy import Busy, Policy, Slot, format_slot, next_slot, slot_problems
 from ..release import OPEN, Release, State
 from ..repo_config import RepoConfig
@@ -34,6 +36,7 @@ SERVICE = "google:service"
 USER_PREFIX = "google:user:"
 # Busy time is read this far ahead: the slot search looks no further (policy.SEARCH_DAYS).
 HORIZON = timedelta(days=61)
+USER_TTL = 300.0
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,8 @@ class Calendars:
         self.links = links
         self.embedded = EmbeddedCalendar(store, clock)
         self._service: Calendar | None = None
+        # A cached calendar keeps its access token; an unlink elsewhere is seen within USER_TTL.
+        self._users: cachetools.TTLCache[str, Calendar] = cachetools.TTLCache(maxsize=1000, ttl=USER_TTL)
 
     # Accounts -------------------------------------------------------------------------------------
 
@@ -78,14 +83,25 @@ class Calendars:
         return self._service
 
     async def user_account(self, login: str) -> Calendar | None:
+        """The person's linked Google calendar; kept a few minutes, so its access token is reused."""
         if self.links is None or not login:
             return None
+        key = login.lower()
+        cached = self._users.get(key)
+        if cached is not None:
+            return cached
         credentials = await self.links.credentials_for(login)
         if credentials is None:
             return None
         from .google import GoogleCalendar
 
-        return GoogleCalendar(credentials, USER_PREFIX + login, api_url=self.settings.google_calendar_api_url)
+        calendar = GoogleCalendar(credentials, USER_PREFIX + login, api_url=self.settings.google_calendar_api_url)
+        self._users[key] = calendar
+        return calendar
+
+    def forget(self, login: str) -> None:
+        """Drop a person's cached calendar (they unlinked it)."""
+        self._users.pop(login.lower(), None)
 
     async def account(self, name: str | None) -> Calendar | None:
         if name is None or name == EMBEDDED:
@@ -136,6 +152,7 @@ class Calendars:
         start: datetime,
         end: datetime,
         own: Release | None = None,
+        own_event: Slot | None = None,
     ) -> list[Busy]:
         """Everything a new slot must not overlap: other releases in the lane (the store and the
         booking calendar), freeze calendars, and the requester's own busy time when linked."""
@@ -154,8 +171,11 @@ class Calendars:
             fb = await target.calendar.free_busy(calendars, start, end)
             self._raise_unreadable(fb.errors, calendars, "calendar")
             booked = fb.busy.get(target.calendar_id, [])
+            # The release's own event is not busy time for itself (wherever a person moved it).
             if own is not None and own.slot is not None and own.event_id is not None:
                 booked = _subtract(booked, own.slot.start, own.slot.end)
+            if own_event is not None:
+                booked = _subtract(booked, own_event.start, own_event.end)
             busy += [Busy(s, e, "another booking in the release calendar") for s, e in booked if e > s]
             busy += _intervals(fb.busy, calendars[1:], "a freeze in the calendar {cal}")
         elif freezes:
