@@ -39,6 +39,7 @@ test: lint typecheck pytest
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/webhook_intake.py
 	$(BIN)/python bench/comment_latency.py
+	$(BIN)/python bench/slot_search.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -160,6 +160,30 @@ async def _requeue(settings: Settings, keys: Sequence[str], all_parked: bool) ->
     return 1 if missing else 0
 
 
+async def _calendar_feed(settings: Settings, repo: str | None) -> int:
+    from .calendar.feed import ALL, FeedTokens
+    from .context import utcnow
+    from .secrets import SecretBox, Vault
+    from .store import make_store
+
+    if settings.public_url is None:
+        print("set PUBLIC_URL (the bot's address as others reach it): the feed URL is built from it", file=sys.stderr)
+        return 2
+    if not settings.secrets_keys:
+        print(
+            "set SECRETS_KEY (python -m bot keygen): the feed's token is derived from a stored secret", file=sys.stderr
+        )
+        return 2
+    store = make_store(settings)
+    await store.open()
+    try:
+        tokens = FeedTokens(Vault(store, SecretBox(settings.secrets_keys)), utcnow)
+        print(await tokens.url(settings.public_url, repo or ALL))
+    finally:
+        await store.close()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bot", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -174,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     requeue.add_argument("keys", nargs="*", help="delivery keys as `deliveries` prints them")
     requeue.add_argument("--all-parked", action="store_true")
     sub.add_parser("keygen", help="print a new SECRETS_KEY value")
+    feed = sub.add_parser("calendar-feed", help="print the iCalendar subscription URL of the built-in release calendar")
+    feed.add_argument("--repo", help="owner/repo: only that repository's releases (default: every repository)")
     return parser
 
 
@@ -184,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     env = read_environment()
     try:
-        settings = load_settings(env, create_local_key=args.command in ("serve", "web", "worker"))
+        settings = load_settings(env, create_local_key=args.command in ("serve", "web", "worker", "calendar-feed"))
     except SettingsError as exc:
         print(f"release-secretary: {exc}", file=sys.stderr)
         return 2
@@ -201,6 +227,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(run_doctor(settings))
     elif args.command == "deliveries":
         return asyncio.run(_deliveries(settings, args.status, args.limit))
+    elif args.command == "calendar-feed":
+        return asyncio.run(_calendar_feed(settings, args.repo))
     elif args.command == "requeue":
         if not args.keys and not args.all_parked:
             print("name delivery keys or pass --all-parked", file=sys.stderr)

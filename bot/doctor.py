@@ -137,12 +137,50 @@ def check_local(settings: Settings, report: Report) -> None:
             report.warn("app.yml's default_events differ from the events the bot handles")
 
 
+async def check_calendar(settings: Settings, report: Report) -> None:
+    """Which calendar releases are booked in, and whether the Google credentials work."""
+    if settings.google_service_account is None:
+        where = f"{settings.public_url}/calendar.ics" if settings.public_url else "/calendar.ics (set PUBLIC_URL)"
+        report.ok(f"calendar: built-in (no Google service account); subscribers use {where}")
+    else:
+        from google.auth.exceptions import GoogleAuthError, TransportError
+
+        from .calendar.google import GoogleCalendar
+
+        calendar = GoogleCalendar.for_service_account(settings)
+        try:
+            await calendar.sign_in()
+        except TransportError as exc:
+            report.fail(f"calendar: cannot reach Google's token endpoint: {type(exc).__name__}")
+        except GoogleAuthError as exc:
+            report.fail(
+                f"calendar: the service account {calendar.email} cannot sign in ({_first_line(exc)}): "
+                "make a new key in Google Cloud and set GOOGLE_SERVICE_ACCOUNT_FILE"
+            )
+        else:
+            report.ok(
+                f"calendar: Google service account {calendar.email} signs in; share each repository's "
+                "calendar.id with it (Make changes to events) and its freeze calendars (See free/busy)"
+            )
+    if settings.google_client_id is None:
+        report.ok("calendar: people cannot link their own Google calendars (GOOGLE_CLIENT_ID is not set)")
+    elif settings.public_url is None:
+        report.warn("calendar: GOOGLE_CLIENT_ID is set but PUBLIC_URL is not: the link's callback needs it")
+    else:
+        report.ok(f"calendar: people link their calendars at {settings.public_url}/oauth/google/callback")
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+
+
 async def run_doctor(settings: Settings, out: TextIO = sys.stdout) -> int:
     report = Report(out=out)
     report.ok(f"settings: valid (store={settings.store_kind}, api={settings.github_api_url})")
     check_local(settings, report)
     await check_store(settings, report)
     await check_github(settings, report)
+    await check_calendar(settings, report)
     verdict = "all good" if not report.failures else f"{report.failures} problem(s)"
     print(f"doctor: {verdict}, {report.warnings} warning(s)", file=out)
     return 1 if report.failures else 0

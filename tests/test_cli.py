@@ -186,3 +186,27 @@ async def test_procfile_split_web_and_worker_share_the_work(tmp_path: Path) -> N
             proc.terminate()
         for proc in procs:
             assert proc.wait(timeout=20) == 0
+
+
+def test_calendar_feed_prints_a_stable_subscription_url(tmp_path: Path) -> None:
+    env = _env(tmp_path, PUBLIC_URL="https://bot.example.com")
+    run = [sys.executable, "-m", "bot", "calendar-feed", "--repo", "octo-org/widgets"]
+    first = subprocess.run(run, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=True)
+    again = subprocess.run(run, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=True)
+    url = first.stdout.strip()
+    assert url.startswith("https://bot.example.com/calendar.ics?repo=octo-org%2Fwidgets&token=")
+    assert again.stdout.strip() == url  # the secret behind the token is stored (encrypted) and reused
+    everything = subprocess.run(
+        [sys.executable, "-m", "bot", "calendar-feed"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert everything.stdout.startswith("https://bot.example.com/calendar.ics?token=")
+    assert everything.stdout.strip() != url
+    no_url = subprocess.run(
+        [sys.executable, "-m", "bot", "calendar-feed"], cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True
+    )
+    assert no_url.returncode == 2 and "set PUBLIC_URL" in no_url.stderr

@@ -9,6 +9,7 @@ from bot.config import Settings
 from bot.doctor import run_doctor
 from bot.secrets import generate_key
 from tests.fakes.github import FakeGitHub
+from tests.fakes.google_calendar import FakeGoogle
 from tests.fakes.keys import make_app_key
 
 
@@ -61,3 +62,33 @@ async def test_parked_deliveries_are_listed(app_settings: Settings, fake_github:
     _, text = await doctor(app_settings)
     assert "1 webhook deliveries are parked" in text
     assert "4242:x push: KeyError: 'ref'" in text
+
+
+async def test_calendar_is_built_in_without_google(app_settings: Settings, fake_github: FakeGitHub) -> None:
+    code, text = await doctor(app_settings.replace(public_url="https://bot.example.com"))
+    assert code == 0
+    assert "calendar: built-in (no Google service account); subscribers use https://bot.example.com/calendar.ics" in text
+
+
+async def test_google_service_account_signs_in(
+    app_settings: Settings, fake_github: FakeGitHub, fake_google: FakeGoogle
+) -> None:
+    robot = fake_google.add_service_account()
+    settings = app_settings.replace(
+        public_url="https://bot.example.com",
+        google_service_account=robot.key_json,
+        google_calendar_api_url=fake_google.url,
+    )
+    code, text = await doctor(settings)
+    assert code == 0, text
+    assert f"calendar: Google service account {robot.email} signs in" in text
+    robot.disabled = True
+    code, text = await doctor(settings)
+    assert code == 1
+    assert f"the service account {robot.email} cannot sign in" in text and "GOOGLE_SERVICE_ACCOUNT_FILE" in text
+
+
+async def test_calendar_linking_needs_a_public_url(app_settings: Settings, fake_github: FakeGitHub) -> None:
+    settings = app_settings.replace(google_client_id="id.apps.googleusercontent.com", google_client_secret="s")
+    _, text = await doctor(settings)
+    assert "GOOGLE_CLIENT_ID is set but PUBLIC_URL is not" in text

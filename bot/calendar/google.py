@@ -253,6 +253,10 @@ class GoogleCalendar:
                 f"Could not reach Google Calendar to {what} ({type(exc).__name__}).", retry=True
             ) from exc
 
+    async def sign_in(self) -> None:
+        """Get an access token now (the doctor's check); google-auth's own errors pass through."""
+        await self._ensure_token()
+
     async def _ensure_token(self) -> None:
         if self._credentials.valid:
             return
