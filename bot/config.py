@@ -35,6 +35,9 @@ class Settings:
     github_webhook_secret: str | None = field(default=None, repr=False)
     github_api_url: str = DEFAULT_GITHUB_API_URL
     github_url: str = DEFAULT_GITHUB_URL
+    # The App's OAuth client: its user authorization confirms who opens a calendar link.
+    github_client_id: str | None = None
+    github_client_secret: str | None = field(default=None, repr=False)
     public_url: str | None = None
     host: str = "0.0.0.0"  # noqa: S104 - a web service must be reachable by GitHub
     port: int = 3000
@@ -123,6 +126,8 @@ class Settings:
             github_webhook_secret=secret,
             github_api_url=reader.url("GITHUB_API_URL", DEFAULT_GITHUB_API_URL),
             github_url=reader.url("GITHUB_URL", DEFAULT_GITHUB_URL),
+            github_client_id=reader.text("GITHUB_CLIENT_ID"),
+            github_client_secret=reader.text("GITHUB_CLIENT_SECRET"),
             public_url=reader.optional_url("PUBLIC_URL"),
             host=env.get("HOST", "0.0.0.0") or "0.0.0.0",  # noqa: S104
             port=reader.integer("PORT", 3000, minimum=1, maximum=65535) or 3000,
@@ -153,6 +158,11 @@ class Settings:
             reader.problems.append(
                 "GOOGLE_CLIENT_ID and GOOGLE_CLIENT_SECRET go together (the OAuth client that links "
                 "people's calendars): set both or neither"
+            )
+        if (settings.github_client_id is None) != (settings.github_client_secret is None):
+            reader.problems.append(
+                "GITHUB_CLIENT_ID and GITHUB_CLIENT_SECRET go together (the GitHub App's OAuth client, which "
+                "confirms who opens a calendar link; both are on the App's settings page): set both or neither"
             )
         if reader.problems:
             raise SettingsError(reader.problems)

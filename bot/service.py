@@ -249,7 +249,7 @@ class ReleaseService:
         self.vault = Vault(store, SecretBox(settings.secrets_keys)) if settings.secrets_keys else None
         feed = FeedTokens(self.vault, clock) if self.vault is not None else None
         self.links = GoogleLinks(settings, store, self.vault, clock) if self.vault is not None else None
-        self.calendars = calendars or Calendars(store, settings, clock, feed=feed, links=self.links)
+        self.calendars = calendars or Calendars(store, settings, clock, feed=feed, links=self.links, vault=self.vault)
 
     @contextlib.asynccontextmanager
     async def lane_lock(self, lane: str) -> AsyncIterator[None]:

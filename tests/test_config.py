@@ -117,6 +117,22 @@ def test_each_bad_value_has_a_specific_message(env: dict[str, str], expected: st
     assert any(p.startswith(expected) for p in problems(env)), problems(env)
 
 
+def test_github_oauth_client_pair() -> None:
+    settings = Settings.from_env({"GITHUB_CLIENT_ID": " Iv1.0123456789abcdef ", "GITHUB_CLIENT_SECRET": "gh-s3cret\n"})
+    assert (settings.github_client_id, settings.github_client_secret) == ("Iv1.0123456789abcdef", "gh-s3cret")
+    assert "gh-s3cret" not in repr(settings)
+    assert "Iv1.0123456789abcdef" in repr(settings)  # an id, not a secret: it shows in every authorize URL
+    unset = Settings.from_env({})
+    assert (unset.github_client_id, unset.github_client_secret) == (None, None)
+
+
+@pytest.mark.parametrize("only", ["GITHUB_CLIENT_ID", "GITHUB_CLIENT_SECRET"])
+def test_github_oauth_client_needs_both_halves(only: str) -> None:
+    [problem] = problems({only: "x", "GITHUB_WEBHOOK_SECRET": "s"})
+    assert problem.startswith("GITHUB_CLIENT_ID and GITHUB_CLIENT_SECRET go together")
+    assert "set both or neither" in problem
+
+
 def test_all_problems_are_reported_at_once() -> None:
     found = problems({"PORT": "x", "LOG_LEVEL": "loud", "GITHUB_API_URL": "nope"})
     assert len(found) == 3

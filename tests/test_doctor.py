@@ -67,7 +67,9 @@ async def test_parked_deliveries_are_listed(app_settings: Settings, fake_github:
 async def test_calendar_is_built_in_without_google(app_settings: Settings, fake_github: FakeGitHub) -> None:
     code, text = await doctor(app_settings.replace(public_url="https://bot.example.com"))
     assert code == 0
-    assert "calendar: built-in (no Google service account); subscribers use https://bot.example.com/calendar.ics" in text
+    assert (
+        "calendar: built-in (no Google service account); subscribers use https://bot.example.com/calendar.ics" in text
+    )
 
 
 async def test_google_service_account_signs_in(

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import aiohttp
 import cachetools
@@ -20,6 +21,7 @@ from gidgethub.aiohttp import GitHubAPI
 from tests.fakes._operations import Reply
 from tests.fakes._spec import FIXTURES, load_spec, openapi_to_jsonschema
 from tests.fakes.github import FakeGitHub
+from tests.fakes.github_oauth import pkce_challenge
 from tests.fakes.keys import AppKey, make_app_key
 
 pytest_plugins = ["tests.fakes.plugin"]
@@ -309,6 +311,9 @@ async def test_every_operation_answers_in_its_documented_shape(
     await gh.post(f"{r}/actions/runs/{run_id}/rerun", data=b"", oauth_token=token)
     rate = await gh.getitem("/rate_limit", oauth_token=token)
     assert rate["resources"]["core"]["remaining"] < 5000
+    world.add_oauth_app("Iv1.tour", "tour-secret", "https://bot.example/oauth/github")
+    user_token = world.issue_user_token("Iv1.tour", "alice")
+    assert (await gh.getitem("/user", oauth_token=user_token))["login"] == "alice"
 
     merged = await gh.put(f"{r}/pulls/5/merge", data={"sha": HEAD, "merge_method": "squash"}, oauth_token=token)
     assert merged["merged"] is True
@@ -369,6 +374,162 @@ async def test_each_credential_only_opens_its_own_endpoints(
         await gh.getitem("/repos/octo-org/other", oauth_token=token)
     assert raised.value.status_code == 404
     assert world.violations == []
+
+
+async def test_user_tokens_open_get_user_only(world: FakeGitHub, gh: GitHubAPI, app_key: AppKey, token: str) -> None:
+    world.add_oauth_app(CLIENT_ID, CLIENT_SECRET, CALLBACK, app_id=APP_ID)
+    user_token = world.issue_user_token(CLIENT_ID, "alice")
+    me = await gh.getitem("/user", oauth_token=user_token)
+    assert (me["login"], me["type"], me["user_view_type"]) == ("alice", "User", "public")
+    assert world.requests[-1].headers["authorization"] == f"token {user_token}"
+    assert world.requests[-1].status == 200
+
+    with pytest.raises(BadRequest) as raised:  # the operation is not enabled for GitHub Apps
+        await gh.getitem("/user", oauth_token=token)
+    assert (raised.value.status_code, str(raised.value)) == (403, "Resource not accessible by integration")
+    for call in (
+        gh.getitem("/user", jwt=app_jwt(app_key)),
+        gh.getitem("/user"),
+        gh.getitem("/app", oauth_token=user_token),  # App endpoints take the App's JWT only
+    ):
+        with pytest.raises(BadRequest) as raised:
+            await call
+        assert raised.value.status_code == 401
+    assert world.violations == []
+
+    # GitHub would serve this to a user token the App and the person can both reach; the fake does not
+    # model that and says so, as a violation, rather than answer as if it did.
+    with pytest.raises(BadRequest):
+        await gh.getitem(f"/repos/{REPO}", oauth_token=user_token)
+    assert world.violations == ["repos/get: the fake serves user access tokens on GET /user only"]
+    world.violations.clear()
+
+    later = datetime.now(UTC) + timedelta(hours=8, seconds=1)
+    world.clock = lambda: later
+    with pytest.raises(BadRequest) as raised:
+        await gh.getitem("/user", oauth_token=user_token)
+    assert raised.value.status_code == 401
+    assert "expired" in world.requests[-1].response["fake_github_error"]
+
+
+# ------------------------------------------------------------------ user authorization (web flow)
+
+CLIENT_ID = "Iv1.8a61f9b3a7aba766"
+CLIENT_SECRET = "not-a-real-client-secret"
+CALLBACK = "https://bot.example/oauth/github"
+
+
+def authorize_url(world: FakeGitHub, **params: str) -> str:
+    return f"{world.url}/login/oauth/authorize?" + urlencode({"client_id": CLIENT_ID, **params})
+
+
+async def exchange(
+    session: aiohttp.ClientSession, world: FakeGitHub, *, accept: str = "application/json", **form: str
+) -> tuple[int, str, Any]:
+    fields = {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "redirect_uri": CALLBACK, **form}
+    async with session.post(f"{world.url}/login/oauth/access_token", data=fields, headers={"Accept": accept}) as r:
+        return r.status, r.headers["Content-Type"], await r.read()
+
+
+async def test_web_flow_gives_the_signed_in_person_a_user_token(
+    world: FakeGitHub, session: aiohttp.ClientSession, gh: GitHubAPI
+) -> None:
+    world.add_oauth_app(CLIENT_ID, CLIENT_SECRET, CALLBACK, app_id=APP_ID)
+    verifier = "v" * 60
+    url = authorize_url(
+        world,
+        redirect_uri=CALLBACK,
+        state="xyz",
+        login="alice",
+        allow_signup="false",
+        code_challenge=pkce_challenge(verifier),
+        code_challenge_method="S256",
+    )
+    async with session.get(url, allow_redirects=False) as page:  # nobody signed in: GitHub's sign-in page
+        assert page.status == 200 and "Sign in to GitHub" in await page.text()
+    world.signed_in_as = "alice"
+    async with session.get(url, allow_redirects=False) as back:
+        assert back.status == 302
+        location = back.headers["Location"]
+    assert location.startswith(CALLBACK + "?")
+    returned = parse_qs(urlsplit(location).query)
+    assert returned["state"] == ["xyz"] and set(returned) == {"code", "state"}
+    code = returned["code"][0]
+
+    status, content_type, body = await exchange(session, world, code=code, code_verifier=verifier)
+    assert (status, content_type) == (200, "application/json; charset=utf-8")
+    answer = json.loads(body)
+    assert answer["access_token"].startswith("ghu_") and answer["refresh_token"].startswith("ghr_")
+    assert {k: v for k, v in answer.items() if k not in ("access_token", "refresh_token")} == {
+        "expires_in": 28800,
+        "refresh_token_expires_in": 15811200,
+        "scope": "",
+        "token_type": "bearer",
+    }
+    assert (await gh.getitem("/user", oauth_token=answer["access_token"]))["login"] == "alice"
+    [sent] = [r for r in world.requests if r.path == "/login/oauth/access_token"]
+    assert sent.form["code"] == code and sent.response == answer
+
+    again = json.loads((await exchange(session, world, code=code, code_verifier=verifier))[2])
+    assert again == {  # codes work once; errors are HTTP 200 with `error`
+        "error": "bad_verification_code",
+        "error_description": "The code passed is incorrect or expired.",
+        "error_uri": "/apps/managing-oauth-apps/troubleshooting-oauth-app-access-token-request-errors/"
+        "#bad-verification-code",
+    }
+    assert world.violations == []
+
+
+async def test_web_flow_refuses_like_github(world: FakeGitHub, session: aiohttp.ClientSession) -> None:
+    world.add_oauth_app(CLIENT_ID, CLIENT_SECRET, CALLBACK)
+    world.signed_in_as = "alice"
+
+    async def code(**params: str) -> str:
+        async with session.get(authorize_url(world, **params), allow_redirects=False) as back:
+            return parse_qs(urlsplit(back.headers["Location"]).query)["code"][0]
+
+    def error(body: bytes) -> str:
+        return str(json.loads(body)["error"])
+
+    assert error((await exchange(session, world, code=await code(), client_secret="wrong"))[2]) == (
+        "incorrect_client_credentials"
+    )
+    mismatch = await exchange(session, world, code=await code(), redirect_uri="https://evil.example/cb")
+    assert error(mismatch[2]) == "redirect_uri_mismatch"
+    challenge = pkce_challenge("v" * 60)
+    wrong = await code(code_challenge=challenge, code_challenge_method="S256")
+    assert error((await exchange(session, world, code=wrong, code_verifier="w" * 60))[2]) == "bad_verification_code"
+    missing = await code(code_challenge=challenge, code_challenge_method="S256")
+    assert error((await exchange(session, world, code=missing))[2]) == "bad_verification_code"
+    expired = await code()
+    later = datetime.now(UTC) + timedelta(minutes=10, seconds=1)
+    world.clock = lambda: later
+    assert error((await exchange(session, world, code=expired))[2]) == "bad_verification_code"
+
+    status, content_type, body = await exchange(session, world, code="nope", accept="*/*")
+    assert (status, content_type) == (200, "application/x-www-form-urlencoded; charset=utf-8")
+    assert parse_qs(body.decode())["error"] == ["bad_verification_code"]  # form-encoded unless JSON is asked
+
+    world.oauth_deny = True
+    async with session.get(authorize_url(world, state="s1"), allow_redirects=False) as back:
+        declined = parse_qs(urlsplit(back.headers["Location"]).query)
+    assert declined == {
+        "error": ["access_denied"],
+        "error_description": ["The user has denied your application access."],
+        "error_uri": [
+            "/apps/building-integrations/setting-up-and-registering-oauth-apps/"
+            "troubleshooting-authorization-request-errors/#access-denied"
+        ],
+        "state": ["s1"],
+    }
+    assert world.violations == []
+
+    # A bot bug: a redirect_uri that is not a callback URL is sent back, with the error, to the first one.
+    async with session.get(authorize_url(world, redirect_uri="https://evil.example/cb"), allow_redirects=False) as b:
+        assert b.headers["Location"].startswith(CALLBACK + "?error=redirect_uri_mismatch")
+    assert world.violations == [
+        "GET /login/oauth/authorize: redirect_uri 'https://evil.example/cb' is not a callback URL"
+    ]
 
 
 async def test_installation_tokens_are_issued_and_expire(world: FakeGitHub, gh: GitHubAPI, app_key: AppKey) -> None:

@@ -1,19 +1,25 @@
-"""Linking a person's Google calendar to their GitHub login: the OAuth 2.0 web flow with PKCE (S256).
+"""Linking a person's Google calendar to their GitHub login: GitHub confirms who they are, then Google's
+OAuth 2.0 web flow with PKCE (S256) hands over access to their calendar.
 
-`/ship calendar link` asks `GoogleLinks.start(login)` for a one-time URL on the bot. Opening it sends
-the person to Google's consent screen; Google sends them back to the callback with a code, which the
-bot exchanges (with the PKCE verifier) for a refresh token, kept encrypted under `google:user:<login>`.
+`/ship calendar link` asks `GoogleLinks.start(login)` for a one-time URL on the bot. That URL is posted
+in a PR comment, which others can read, so opening it proves nothing: whoever opens it is first sent
+through the GitHub App's user authorization (the web flow on GITHUB_URL), and only if GitHub says they
+are the login the link was made for do they reach Google's consent screen. Google sends them back with
+a code, which the bot exchanges (with the PKCE verifier) for a refresh token, kept encrypted under
+`google:user:<login>`. The GitHub user token is used for one `GET /user` and then dropped.
 
-The state is random, bound to the login, valid for 10 minutes and used once. It is stored under its
-SHA-256 (so the store never holds a live state, and lookups compare no secret byte by byte) with the
-PKCE verifier encrypted by the secret box. No token or verifier is ever logged or shown.
+One record per link, under the SHA-256 of the link's state, valid for 10 minutes, used once, deleted
+when spent. The link's state is only ever accepted at the bot's start page; GitHub and Google each get
+a state of their own, `<sha256 of the link's state>.<random>`, whose random part the record keeps only
+as a hash, next to that leg's PKCE verifier encrypted by the secret box. So the store never holds a
+live state, and no token, code or verifier is ever logged or shown.
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
+import hmac
 import html
 import json
 import logging
@@ -21,6 +27,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, Never
 from urllib.parse import urlencode
 
 import aiohttp
@@ -29,7 +36,8 @@ from google.auth.credentials import Credentials
 
 from ..config import Settings
 from ..context import utcnow
-from ..secrets import Vault
+from ..github import USER_AGENT
+from ..secrets import SecretUnreadable, Vault
 from ..store import Store
 from . import SCOPES
 from .google import USER_ACCOUNT_PREFIX, GoogleCalendar, user_credentials
@@ -37,21 +45,25 @@ from .google import USER_ACCOUNT_PREFIX, GoogleCalendar, user_credentials
 log = logging.getLogger(__name__)
 
 START_PATH = "/oauth/google/start"
+GITHUB_CALLBACK_PATH = "/oauth/google/github"
 CALLBACK_PATH = "/oauth/google/callback"
 STATE_TTL = timedelta(minutes=10)
-TOKEN_TIMEOUT = 30.0  # seconds for the code exchange
-_STATE_KEY = "google-oauth-state:"  # + sha256(state), in the store's key-value table
-_STATE_LEASE = "google-oauth-state-used:"  # + sha256(state): the atomic claim that makes it single-use
-_UNLINKED = json.dumps({"unlinked": True})  # the store cannot delete secrets; this marks one as gone
+PENDING_SIGN_INS = 5  # a link opened in several tabs (or fetched by a chat's link preview) keeps working
+TOKEN_TIMEOUT = 30.0  # seconds for each call to GitHub or Google
+GITHUB_API_VERSION = "2022-11-28"
+_STATE_KEY = "google-oauth-state:"  # + sha256(link state), in the store's key-value table
+_LEGACY_UNLINKED = json.dumps({"unlinked": True})  # how unlinking was marked before secrets could be deleted
 _RELINK = "Run <code>/ship calendar link</code> again for a fresh link."
 _SCOPE_NAMES = {
     "https://www.googleapis.com/auth/calendar.events": "view and edit events on your calendars",
     "https://www.googleapis.com/auth/calendar.freebusy": "see when you are free or busy",
 }
+# GitHub's errors that mean the bot's own OAuth client is set up wrong, not that the person did anything.
+_OPERATOR_ERRORS = frozenset({"incorrect_client_credentials", "redirect_uri_mismatch"})
 
 
 class LinkNotConfigured(RuntimeError):
-    """Linking needs GOOGLE_CLIENT_ID, GOOGLE_CLIENT_SECRET, PUBLIC_URL and SECRETS_KEY."""
+    """Linking needs GOOGLE_CLIENT_ID/SECRET, GITHUB_CLIENT_ID/SECRET, PUBLIC_URL and SECRETS_KEY."""
 
 
 class LinkFailed(Exception):
@@ -63,10 +75,19 @@ class LinkFailed(Exception):
 
 
 @dataclass(frozen=True)
-class _State:
+class _Link:
+    """A link's record: made for `login`; after GitHub's confirmation, waiting for Google."""
+
+    key: str
+    digest: str  # sha256 of the link's state: the first half of GitHub's and Google's states
     login: str
     expires: datetime
-    verifier: str
+    # While GitHub is asked, one per opening of the link (the latest few): the sha256 of the random half
+    # of GitHub's state ("id") and GitHub's PKCE verifier, encrypted ("verifier").
+    sign_ins: tuple[dict[str, str], ...] = ()
+    confirmed: bool = False  # GitHub said the person who opened the link is `login`
+    consent: str | None = None  # sha256 of the random half of Google's state, once confirmed
+    verifier: str | None = None  # Google's PKCE verifier, encrypted
 
 
 class GoogleLinks:
@@ -84,6 +105,8 @@ class GoogleLinks:
         wanted = {
             "GOOGLE_CLIENT_ID": settings.google_client_id,
             "GOOGLE_CLIENT_SECRET": settings.google_client_secret,
+            "GITHUB_CLIENT_ID": settings.github_client_id,
+            "GITHUB_CLIENT_SECRET": settings.github_client_secret,
             "PUBLIC_URL": settings.public_url,
         }
         missing = [name for name, value in wanted.items() if not value]
@@ -97,33 +120,99 @@ class GoogleLinks:
 
     @property
     def redirect_uri(self) -> str:
+        """Google's callback: register it on the Google OAuth client."""
         return f"{(self.settings.public_url or '').rstrip('/')}{CALLBACK_PATH}"
+
+    @property
+    def github_redirect_uri(self) -> str:
+        """GitHub's callback: register it as a callback URL of the GitHub App."""
+        return f"{(self.settings.public_url or '').rstrip('/')}{GITHUB_CALLBACK_PATH}"
 
     async def start(self, login: str) -> str:
         """A one-time URL on the bot that starts linking `login`'s Google calendar (10 minutes)."""
         if missing := self.missing():
             raise LinkNotConfigured(f"linking Google calendars needs {', '.join(missing)}")
         state = secrets.token_urlsafe(32)
-        verifier = secrets.token_urlsafe(64)  # 86 characters of [A-Za-z0-9_-]: RFC 7636 asks 43 to 128
         now = self.clock()
-        record = {
-            "login": login,
-            "expires": (now + STATE_TTL).isoformat(),
-            "verifier": self.vault.box.encrypt(verifier).decode("ascii"),
-        }
+        record = {"login": login, "expires": (now + STATE_TTL).isoformat()}
         await self.store.set_value(_STATE_KEY + _digest(state), json.dumps(record), now=now)
         return f"{(self.settings.public_url or '').rstrip('/')}{START_PATH}?{urlencode({'state': state})}"
 
-    async def authorization_url(self, state: str) -> str:
-        """Google's consent screen for a valid state; the state stays usable for the callback."""
-        found = await self._state(state)
+    async def sign_in_url(self, state: str) -> str:
+        """GitHub's authorization page for a valid link: there the person opening it proves who they are.
+
+        Each opening is a sign-in of its own; only the latest PENDING_SIGN_INS are kept."""
+        link = await self._link(_STATE_KEY + _digest(state)) if state else _unknown()
+        if link.confirmed:
+            raise LinkFailed(400, "This link was already used", f"Each link works once. {_RELINK}")
+        nonce = secrets.token_urlsafe(32)
+        verifier = secrets.token_urlsafe(64)  # 86 characters of [A-Za-z0-9_-]: RFC 7636 asks 43 to 128
+        sign_in = {"id": _digest(nonce), "verifier": self.vault.box.encrypt(verifier).decode("ascii")}
+        record = {
+            "login": link.login,
+            "expires": link.expires.isoformat(),
+            "sign_ins": [*link.sign_ins[-(PENDING_SIGN_INS - 1) :], sign_in],
+        }
+        await self.store.set_value(link.key, json.dumps(record), now=self.clock())
+        params = {
+            "client_id": self.settings.github_client_id or "",
+            "redirect_uri": self.github_redirect_uri,
+            "state": f"{link.digest}.{nonce}",
+            "login": link.login,  # GitHub offers that account first; what it answers is still checked
+            "allow_signup": "false",  # an account made now cannot be the one the link was made for
+            "code_challenge": _challenge(verifier),
+            "code_challenge_method": "S256",
+        }
+        return f"{self.settings.github_url.rstrip('/')}/login/oauth/authorize?{urlencode(params)}"
+
+    async def confirm(self, state: str, code: str) -> str:
+        """GitHub came back: learn who signed in; Google's consent screen if it is the link's login.
+
+        Someone else spends the link (403): it was posted where others could read it."""
+        key, nonce = _split(state)
+        link = await self._link(key)
+        if link.confirmed:
+            raise LinkFailed(400, "This link was already used", f"Each link works once. {_RELINK}")
+        sign_in = next((s for s in link.sign_ins if _same(s["id"], nonce)), None)
+        if sign_in is None:
+            raise LinkFailed(
+                400,
+                "This sign-in is out of date",
+                "The link has been opened several times since this sign-in began. Open it again from the "
+                f"pull request. {_RELINK}",
+            )
+        verifier = self.vault.box.decrypt(sign_in["verifier"].encode("ascii"), name="OAuth state")
+        login = await self._github_login(code, verifier)
+        if login.lower() != link.login.lower():
+            await self.store.delete_value(key)
+            log.warning("calendar link opened by someone else", extra={"login": link.login, "github_login": login})
+            made_for, signed_in = html.escape(link.login), html.escape(login)
+            raise LinkFailed(
+                403,
+                "This link is not yours",
+                f"This link was made for @{made_for}, but you are signed in to GitHub as @{signed_in}: ask "
+                f"@{made_for} to open it, or comment <code>/ship calendar link</code> yourself. Nothing was "
+                "linked, and this link no longer works.",
+            )
+        nonce = secrets.token_urlsafe(32)
+        verifier = secrets.token_urlsafe(64)
+        now = self.clock()
+        record = {
+            "login": link.login,
+            "expires": (now + STATE_TTL).isoformat(),  # the confirmed person gets their own 10 minutes
+            "confirmed": True,
+            "consent": _digest(nonce),
+            "verifier": self.vault.box.encrypt(verifier).decode("ascii"),
+        }
+        await self.store.set_value(key, json.dumps(record), now=now)
+        log.info("calendar link confirmed by GitHub", extra={"login": link.login})
         params = {
             "response_type": "code",
             "client_id": self.settings.google_client_id or "",
             "redirect_uri": self.redirect_uri,
             "scope": " ".join(SCOPES),
-            "state": state,
-            "code_challenge": _challenge(found.verifier),
+            "state": f"{link.digest}.{nonce}",
+            "code_challenge": _challenge(verifier),
             "code_challenge_method": "S256",
             # A refresh token (offline), every time (consent): a repeated link must get a new one.
             "access_type": "offline",
@@ -133,9 +222,11 @@ class GoogleLinks:
         return f"{self.settings.google_auth_url}?{urlencode(params)}"
 
     async def complete(self, state: str, code: str) -> str:
-        """Use up the state, exchange the code, keep the refresh token; the linked login."""
-        found = await self._claim(state)
-        answer = await self._exchange(code, found.verifier)
+        """Google came back: use up the link, exchange the code, keep the refresh token; the linked login."""
+        link = await self._claim(state)
+        assert link.verifier is not None  # a confirmed record has it (_claim checked)
+        verifier = self.vault.box.decrypt(link.verifier.encode("ascii"), name="OAuth state")
+        answer = await self._google_exchange(code, verifier)
         granted = set(str(answer.get("scope", "")).split())
         if lacking := [s for s in SCOPES if s not in granted]:
             wants = ", ".join(_SCOPE_NAMES.get(s, s) for s in lacking)
@@ -156,19 +247,21 @@ class GoogleLinks:
             )
         now = self.clock()
         linked = {"refresh_token": refresh_token, "scopes": sorted(granted), "linked_at": now.isoformat()}
-        await self.vault.put(_secret_name(found.login), json.dumps(linked), now=now)
-        log.info("google calendar linked", extra={"login": found.login})
-        return found.login
+        await self.vault.put(_secret_name(link.login), json.dumps(linked), now=now)
+        log.info("google calendar linked", extra={"login": link.login})
+        return link.login
 
     async def abandon(self, state: str) -> None:
-        """Use up the state of a flow that came back without a code (the person declined)."""
-        with contextlib.suppress(LinkFailed):  # unknown, expired or used: nothing left to spend
+        """Use up the link of a Google flow that came back without a code (the person declined)."""
+        try:
             await self._claim(state)
+        except LinkFailed:  # unknown, expired, used or not this flow's: nothing left to spend
+            return
 
     async def credentials_for(self, login: str) -> Credentials | None:
         """The linked person's credentials, or None when `login` has not linked (or has unlinked)."""
         raw = await self.vault.get(_secret_name(login))
-        if raw is None or raw == _UNLINKED:
+        if raw is None or raw == _LEGACY_UNLINKED:
             return None
         return user_credentials(json.loads(raw)["refresh_token"], self.settings)
 
@@ -184,45 +277,97 @@ class GoogleLinks:
         """Forget the person's refresh token; whether there was one. (It stays valid at Google until
         they remove the app's access there.)"""
         name = _secret_name(login)
-        raw = await self.vault.get(name)
-        if raw is None or raw == _UNLINKED:
+        try:
+            linked = await self.vault.get(name) not in (None, _LEGACY_UNLINKED)
+        except SecretUnreadable:  # written under a key since removed: still theirs to forget
+            linked = True
+        if not await self.store.delete_secret(name) or not linked:
             return False
-        await self.vault.put(name, _UNLINKED, now=self.clock())
         log.info("google calendar unlinked", extra={"login": login})
         return True
 
-    # The state.
+    # The link's record.
 
-    async def _state(self, state: str) -> _State:
-        raw = await self.store.get_value(_STATE_KEY + _digest(state)) if state else None
+    async def _link(self, key: str) -> _Link:
+        """The record under `key`; an expired or spent one is deleted on sight and refused."""
+        raw = await self.store.get_value(key)
         if raw is None:
-            raise LinkFailed(400, "This link is not known", f"It may be mistyped or from another bot. {_RELINK}")
+            _unknown()
         data = json.loads(raw)
-        if data.get("used"):
+        if data.get("used"):  # how a spent link was kept before records could be deleted
+            await self.store.delete_value(key)
             raise LinkFailed(400, "This link was already used", f"Each link works once. {_RELINK}")
-        found = _State(
-            login=data["login"],
-            expires=datetime.fromisoformat(data["expires"]),
-            verifier=self.vault.box.decrypt(data["verifier"].encode("ascii"), name="OAuth state"),
-        )
-        if self.clock() >= found.expires:
+        expires = datetime.fromisoformat(data["expires"])
+        if self.clock() >= expires:
+            await self.store.delete_value(key)
             raise LinkFailed(400, "This link has expired", f"Links work for 10 minutes. {_RELINK}")
-        return found
-
-    async def _claim(self, state: str) -> _State:
-        found = await self._state(state)
-        digest = _digest(state)
-        now = self.clock()
-        # Two callbacks racing with one state: the store grants the named lease to one of them only.
-        claimed = await self.store.acquire_lease(
-            _STATE_LEASE + digest, secrets.token_hex(8), now=now, seconds=STATE_TTL.total_seconds() + 60
+        return _Link(
+            key=key,
+            digest=key.removeprefix(_STATE_KEY),
+            login=data["login"],
+            expires=expires,
+            sign_ins=tuple(data.get("sign_ins", ())),
+            confirmed=bool(data.get("confirmed")),
+            consent=data.get("consent"),
+            verifier=data.get("verifier") if data.get("confirmed") else None,
         )
-        if not claimed:
-            raise LinkFailed(400, "This link was already used", f"Each link works once. {_RELINK}")
-        await self.store.set_value(_STATE_KEY + digest, json.dumps({"used": True, "login": found.login}), now=now)
-        return found
 
-    async def _exchange(self, code: str, verifier: str) -> dict[str, object]:
+    async def _claim(self, state: str) -> _Link:
+        """The confirmed link Google's `state` belongs to, deleted: whoever deletes it holds it."""
+        key, nonce = _split(state)
+        link = await self._link(key)
+        if not link.confirmed:
+            raise LinkFailed(
+                403,
+                "GitHub has not confirmed this link",
+                "Google's answer can only be used after GitHub has confirmed who opened the link, so "
+                "nothing was linked. Open the link from the pull request again and sign in to GitHub "
+                f"when asked. {_RELINK}",
+            )
+        if link.consent is None or link.verifier is None or not _same(link.consent, nonce):
+            _unknown()
+        # Two callbacks racing with one state: the store deletes the record for one of them only.
+        if not await self.store.delete_value(key):
+            raise LinkFailed(400, "This link was already used", f"Each link works once. {_RELINK}")
+        return link
+
+    # GitHub and Google.
+
+    async def _github_login(self, code: str, verifier: str) -> str:
+        """Exchange GitHub's code for a user token, ask GitHub whose it is, and drop the token."""
+        settings = self.settings
+        form = {
+            "client_id": settings.github_client_id or "",
+            "client_secret": settings.github_client_secret or "",
+            "code": code,
+            "redirect_uri": self.github_redirect_uri,
+            "code_verifier": verifier,
+        }
+        headers = {"User-Agent": USER_AGENT}
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TOKEN_TIMEOUT), headers=headers) as s:
+            url = f"{settings.github_url.rstrip('/')}/login/oauth/access_token"
+            status, answer = await _call(s, "POST", url, "GitHub", data=form, headers={"Accept": "application/json"})
+            token = answer.get("access_token") if status == 200 and isinstance(answer, dict) else None
+            if not isinstance(token, str) or not token:
+                error = str(answer.get("error", "")) if isinstance(answer, dict) else ""
+                _refused("GitHub", status, error)
+            user_headers = {
+                "Authorization": f"Bearer {token}",
+                "Accept": "application/vnd.github+json",
+                "X-GitHub-Api-Version": GITHUB_API_VERSION,
+            }
+            url = f"{settings.github_api_url.rstrip('/')}/user"
+            status, user = await _call(s, "GET", url, "GitHub", headers=user_headers)
+        del token  # used for this one call; never stored, never logged
+        login = user.get("login") if status == 200 and isinstance(user, dict) else None
+        if not isinstance(login, str) or not login:
+            log.warning("github did not say whose new user token it was: HTTP %s", status)
+            raise LinkFailed(
+                502, "GitHub failed", f"GitHub did not say who signed in (HTTP {status}); nothing was linked. {_RELINK}"
+            )
+        return login
+
+    async def _google_exchange(self, code: str, verifier: str) -> dict[str, Any]:
         form = {
             "grant_type": "authorization_code",
             "code": code,
@@ -231,52 +376,58 @@ class GoogleLinks:
             "client_secret": self.settings.google_client_secret or "",
             "code_verifier": verifier,
         }
-        try:
-            async with (
-                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TOKEN_TIMEOUT)) as session,
-                session.post(self.settings.google_token_url, data=form, headers={"Accept": "application/json"}) as resp,
-            ):
-                status = resp.status
-                try:
-                    answer = await resp.json(content_type=None)
-                except ValueError:
-                    answer = None
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            log.warning("google token endpoint unreachable: %s", type(exc).__name__)
-            raise LinkFailed(
-                502, "Google could not be reached", f"Nothing was linked; try again in a minute. {_RELINK}"
-            ) from exc
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TOKEN_TIMEOUT)) as session:
+            headers = {"Accept": "application/json"}
+            status, answer = await _call(
+                session, "POST", self.settings.google_token_url, "Google", data=form, headers=headers
+            )
         if status == 200 and isinstance(answer, dict):
             return answer
-        error = str(answer.get("error", "")) if isinstance(answer, dict) else ""
-        log.warning("google refused the authorization code: HTTP %s %s", status, error)
-        if status >= 500:
-            raise LinkFailed(502, "Google failed", f"Google answered HTTP {status}; nothing was linked. {_RELINK}")
-        raise LinkFailed(
-            400,
-            "Google refused the sign-in",
-            f"Google did not accept the code it had just given ({html.escape(error or f'HTTP {status}')}), so "
-            f"nothing was linked. {_RELINK}",
-        )
+        _refused("Google", status, str(answer.get("error", "")) if isinstance(answer, dict) else "")
 
 
 GOOGLE_LINKS = web.AppKey("google_links", GoogleLinks)
 
 
 def add_routes(app: web.Application, links: GoogleLinks | None = None) -> None:
-    """Mount the flow's two pages; `links` (or whatever is later put at app[GOOGLE_LINKS]) serves them."""
+    """Mount the flow's three pages; `links` (or whatever is later put at app[GOOGLE_LINKS]) serves them."""
     if links is not None:
         app[GOOGLE_LINKS] = links
     app.router.add_get(START_PATH, start_page)
+    app.router.add_get(GITHUB_CALLBACK_PATH, github_page)
     app.router.add_get(CALLBACK_PATH, callback_page)
 
 
 async def start_page(request: web.Request) -> web.Response:
     links = request.app.get(GOOGLE_LINKS)
     if links is None or not links.configured:
-        return _page(404, "Calendar linking is off", "This bot is not set up to link Google calendars.")
+        return _off()
     try:
-        target = await links.authorization_url(request.query.get("state", ""))
+        target = await links.sign_in_url(request.query.get("state", ""))
+    except LinkFailed as exc:
+        return _page(exc.status, exc.title, exc.text)
+    return web.Response(status=302, headers={"Location": target, **_HEADERS})
+
+
+async def github_page(request: web.Request) -> web.Response:
+    links = request.app.get(GOOGLE_LINKS)
+    if links is None or not links.configured:
+        return _off()
+    query = request.query
+    if "error" in query:  # the link stays usable: whoever declined has not proven anything
+        error = query["error"]
+        if error == "access_denied":
+            return _page(
+                400,
+                "Nothing was linked",
+                "You declined on GitHub's page, so GitHub could not confirm who you are. To try again, open "
+                f"the link from the pull request again. {_RELINK}",
+            )
+        return _page(400, "GitHub stopped the sign-in", f"GitHub said: {html.escape(error)}. {_RELINK}")
+    if not query.get("code"):
+        return _page(400, "Nothing was linked", f"GitHub sent no code back. {_RELINK}")
+    try:
+        target = await links.confirm(query.get("state", ""), query["code"])
     except LinkFailed as exc:
         return _page(exc.status, exc.title, exc.text)
     return web.Response(status=302, headers={"Location": target, **_HEADERS})
@@ -285,7 +436,7 @@ async def start_page(request: web.Request) -> web.Response:
 async def callback_page(request: web.Request) -> web.Response:
     links = request.app.get(GOOGLE_LINKS)
     if links is None or not links.configured:
-        return _page(404, "Calendar linking is off", "This bot is not set up to link Google calendars.")
+        return _off()
     query = request.query
     state = query.get("state", "")
     if "error" in query:
@@ -308,7 +459,7 @@ async def callback_page(request: web.Request) -> web.Response:
     )
 
 
-# The callback URL carries the code: keep it out of caches and of Referer headers.
+# The callback URLs carry codes: keep them out of caches and of Referer headers.
 _HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
@@ -322,6 +473,65 @@ def _page(status: int, title: str, text: str) -> web.Response:
     """`title` is plain text (escaped here); `text` is HTML its makers have already escaped."""
     body = _PAGE.format(title=html.escape(title, quote=False), text=text)
     return web.Response(status=status, text=body, content_type="text/html", headers=_HEADERS)
+
+
+def _off() -> web.Response:
+    return _page(404, "Calendar linking is off", "This bot is not set up to link Google calendars.")
+
+
+async def _call(session: aiohttp.ClientSession, method: str, url: str, service: str, **kwargs: Any) -> tuple[int, Any]:
+    """One request; its status and JSON body (None when it is not JSON). Unreachable: a 502 page."""
+    try:
+        async with session.request(method, url, **kwargs) as resp:
+            try:
+                return resp.status, await resp.json(content_type=None)
+            except ValueError:
+                return resp.status, None
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        log.warning("%s unreachable: %s", service, type(exc).__name__)
+        raise LinkFailed(
+            502, f"{service} could not be reached", f"Nothing was linked; try again in a minute. {_RELINK}"
+        ) from exc
+
+
+def _refused(service: str, status: int, error: str) -> Never:
+    """A code exchange that did not give a token: 502 when the service failed, 400 when it said no."""
+    if service == "GitHub" and error in _OPERATOR_ERRORS:
+        log.error(
+            "github refused the bot's OAuth client (%s): check GITHUB_CLIENT_ID, GITHUB_CLIENT_SECRET "
+            "and the App's callback URL",
+            error,
+        )
+    else:
+        log.warning("%s refused the authorization code: HTTP %s %s", service, status, error)
+    if status >= 500:
+        raise LinkFailed(502, f"{service} failed", f"{service} answered HTTP {status}; nothing was linked. {_RELINK}")
+    raise LinkFailed(
+        400,
+        f"{service} refused the sign-in",
+        f"{service} did not accept the code it had just given ({html.escape(error or f'HTTP {status}')}), so "
+        f"nothing was linked. {_RELINK}",
+    )
+
+
+def _unknown() -> Never:
+    raise LinkFailed(
+        400,
+        "This link is not known",
+        f"It may be mistyped, already used, or from another bot. {_RELINK}",
+    )
+
+
+def _split(state: str) -> tuple[str, str]:
+    """GitHub's or Google's state: the link's record key and the random half."""
+    digest, dot, nonce = state.partition(".")
+    if not dot or not nonce or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        _unknown()
+    return _STATE_KEY + digest, nonce
+
+
+def _same(digest: str, nonce: str) -> bool:
+    return hmac.compare_digest(digest, _digest(nonce))
 
 
 def _secret_name(login: str) -> str:

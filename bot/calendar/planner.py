@@ -20,6 +20,7 @@ import cachetools
 from ..policy import Busy, Policy, Slot, format_slot, next_slot, slot_problems
 from ..release import OPEN, Release, State
 from ..repo_config import RepoConfig
+from ..secrets import Vault
 from ..store import Store
 from . import Booking, Calendar, CalendarError, CalendarEvent, Outcome, event_id
 from .embedded import EmbeddedCalendar
@@ -37,6 +38,7 @@ USER_PREFIX = "google:user:"
 # Busy time is read this far ahead: the slot search looks no further (policy.SEARCH_DAYS).
 HORIZON = timedelta(days=61)
 USER_TTL = 300.0
+SERVICE_ACCOUNT_SECRET = "google:service-account"  # noqa: S105 - the name it is stored under
 
 
 @dataclass(frozen=True)
@@ -60,26 +62,37 @@ class Calendars:
         *,
         feed: FeedTokens | None = None,
         links: GoogleLinks | None = None,
+        vault: Vault | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
         self.clock = clock
         self.feed = feed
         self.links = links
+        self.vault = vault
         self.embedded = EmbeddedCalendar(store, clock)
         self._service: Calendar | None = None
+        self._service_key: str | None = None
         # A cached calendar keeps its access token; an unlink elsewhere is seen within USER_TTL.
         self._users: cachetools.TTLCache[str, Calendar] = cachetools.TTLCache(maxsize=1000, ttl=USER_TTL)
 
     # Accounts -------------------------------------------------------------------------------------
 
-    def service_account(self) -> Calendar | None:
-        if self.settings.google_service_account is None:
+    async def service_account(self) -> Calendar | None:
+        """The shared Google account: GOOGLE_SERVICE_ACCOUNT_* from the environment wins; otherwise
+        the key stored (encrypted) with `python -m bot google-service-account FILE`."""
+        key_json = self.settings.google_service_account
+        if key_json is None and self.vault is not None:
+            key_json = await self.vault.get(SERVICE_ACCOUNT_SECRET)
+        if key_json is None:
+            self._service = None
             return None
-        if self._service is None:
-            from .google import GoogleCalendar
+        if self._service is None or self._service_key != key_json:
+            from .google import GoogleCalendar, service_account_credentials
 
-            self._service = GoogleCalendar.for_service_account(self.settings)
+            credentials = service_account_credentials(key_json)
+            self._service = GoogleCalendar(credentials, SERVICE, api_url=self.settings.google_calendar_api_url)
+            self._service_key = key_json
         return self._service
 
     async def user_account(self, login: str) -> Calendar | None:
@@ -107,14 +120,14 @@ class Calendars:
         if name is None or name == EMBEDDED:
             return self.embedded
         if name == SERVICE:
-            return self.service_account()
+            return await self.service_account()
         if name.startswith(USER_PREFIX):
             return await self.user_account(name.removeprefix(USER_PREFIX))
         return None
 
     async def google_reader(self, requester: str) -> Calendar | None:
         """Who reads Google free/busy (freeze calendars): the service account, else the requester."""
-        return self.service_account() or await self.user_account(requester)
+        return await self.service_account() or await self.user_account(requester)
 
     async def target(self, config: RepoConfig, repo: str, requester: str) -> Target:
         if config.calendar.id is None:

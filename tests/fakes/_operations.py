@@ -352,6 +352,35 @@ class Operations(Rendering):
         node["rate"] = dict(core)
         return Reply(200, node)
 
+    def _op_users_get_authenticated(self, call: Call) -> Reply:
+        login = call.principal.user
+        if login is None:  # an installation token: the operation is not enabled for GitHub Apps
+            raise GitHubError(403, "Resource not accessible by integration")
+        user = self._user_json(login)
+        # The public profile (a GitHub App's user token without account permissions sees no private
+        # fields), starting from GitHub's example, with the person's own details left empty.
+        node = self._template("users/get-authenticated.200.response-with-public-profile-information")
+        node = _retarget(node, [("/octocat", f"/{login}")])
+        node.update({key: user[key] for key in ("login", "id", "node_id", "avatar_url", "gravatar_id", "type")})
+        node.update(
+            user_view_type="public",
+            html_url=f"https://github.com/{login}",
+            site_admin=False,
+            name=None,
+            company=None,
+            blog="",
+            location=None,
+            email=None,
+            hireable=None,
+            bio=None,
+            twitter_username=None,
+            public_repos=0,
+            public_gists=0,
+            followers=0,
+            following=0,
+        )
+        return Reply(200, node)
+
     def _op_repos_get(self, call: Call) -> Reply:
         return Reply(200, self._repo_json(self._repo(call), "repos/get"))
 

@@ -274,15 +274,18 @@ class RateBucket:
 
 @dataclass(frozen=True)
 class Principal:
-    kind: Literal["app", "installation", "anonymous"]
+    kind: Literal["app", "installation", "user", "anonymous"]
     app: FakeApp | None = None
     installation: FakeInstallation | None = None
     token: IssuedToken | None = None
+    user: str | None = None  # the login a user access token acts as
 
     @property
     def bucket(self) -> str:
         if self.installation is not None:
             return f"installation:{self.installation.installation_id}"
+        if self.user is not None:
+            return f"user:{self.user.lower()}"
         if self.app is not None:
             return f"app:{self.app.app_id}"
         return "anonymous"

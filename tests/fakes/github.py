@@ -6,7 +6,8 @@ schema, and (the fake's own bugs) a response that breaks the schema are answered
 with a 500, and recorded in `violations`, so a test ends with `assert fake.violations == []`.
 Authentication, rate limits, ETags and pagination behave like GitHub's. The layers below:
 `_spec` (the description), `_state` (what the fake knows, and how tests arrange it), `_render`
-(documented shapes), `_operations` (one handler per operation).
+(documented shapes), `_operations` (one handler per operation). GitHub's user authorization web flow
+(`/login/oauth/...` on the web host, outside the REST description) is `github_oauth`, served first.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from aiohttp import web
 from tests.fakes._operations import Call, GitHubError, Operations, Page, Reply
 from tests.fakes._spec import Operation, Spec, describe_error, load_spec
 from tests.fakes._state import JSON, FakeApp, Principal, RateBucket, iso
+from tests.fakes.github_oauth import OAUTH_PATHS, OAuthWebFlow, WebReply, WebRequest, parse_form, to_response
 
 JWT_MAX_LIFETIME = timedelta(minutes=10)
 JWT_CLOCK_SKEW = timedelta(seconds=60)
@@ -41,6 +43,7 @@ class RecordedRequest:
     query: dict[str, str]
     headers: dict[str, str]
     json: Any
+    form: dict[str, str] = field(default_factory=dict)  # a form-encoded body (the OAuth web flow)
     status: int = 0
     operation_id: str | None = None
     params: dict[str, str] = field(default_factory=dict)
@@ -57,7 +60,7 @@ class _Fault:
     times: int
 
 
-class FakeGitHub(Operations):
+class FakeGitHub(OAuthWebFlow, Operations):
     """The fake GitHub. `await start()`, arrange state with the `add_*`/`set_*` methods (`_state`),
     point the bot at `url`, then assert on `requests`, `calls(...)`, the state and `violations == []`.
 
@@ -70,7 +73,8 @@ class FakeGitHub(Operations):
         assert fake.violations == []
 
     Knobs: `token_ttl`, `rate_limit`, `clock` (a callable returning an aware datetime),
-    `redelivery_status_code`, and `fail_next(...)` for faults.
+    `redelivery_status_code`, and `fail_next(...)` for faults. The web flow (`github_oauth`):
+    `add_oauth_app(...)`, `signed_in_as`, `oauth_deny`, `user_token_ttl`, `issue_user_token(...)`.
     """
 
     def __init__(self, spec: Spec | None = None) -> None:
@@ -170,6 +174,8 @@ class FakeGitHub(Operations):
             json=None,
         )
         self.requests.append(record)
+        if request.path in OAUTH_PATHS:  # GitHub's web host: not in the REST description
+            return self._handle_web(request, record, raw)
         body: Any = None
         body_error: str | None = None
         if raw:
@@ -216,6 +222,21 @@ class FakeGitHub(Operations):
             reply = Reply(500, {"message": "fake GitHub bug", "fake_github_error": why})
         counted = reply.status != 401 and op.operation_id != "rate-limit/get"
         return self._send(record, principal, reply.status, reply.body, reply.headers, counted)
+
+    def _handle_web(self, request: web.Request, record: RecordedRequest, raw: bytes) -> web.Response:
+        record.form = parse_form(request.headers.get("Content-Type", ""), raw)
+        fault = self._take_fault(request)
+        if fault is not None:
+            body = fault.body if fault.body is not None else {"message": f"fault {fault.status}"}
+            headers = {"Content-Type": "application/json; charset=utf-8", **fault.headers}
+            reply = WebReply(fault.status, headers, json.dumps(body).encode(), body)
+        else:
+            reply = self.oauth_web(
+                WebRequest(request.method, request.path, dict(request.query), record.headers, record.form)
+            )
+        record.status = reply.status
+        record.response = reply.json
+        return to_response(reply)
 
     def _send(
         self,
@@ -301,9 +322,12 @@ class FakeGitHub(Operations):
             app, error = self._verify_jwt(credential)
             if app is None:
                 return Principal("anonymous"), error
-            if needs == "installation":
-                return Principal("app", app=app), ("an App JWT cannot call this endpoint: use an installation token")
+            if needs in ("installation", "user"):
+                wanted = "an installation token" if needs == "installation" else "a user access token"
+                return Principal("app", app=app), f"an App JWT cannot call this endpoint: use {wanted}"
             return Principal("app", app=app), None
+        if credential in self.user_tokens:
+            return self._authenticate_user(credential, op, needs)
         token = self.tokens.get(credential)
         if token is None:
             return Principal("anonymous"), "unknown token"
@@ -320,10 +344,29 @@ class FakeGitHub(Operations):
             return principal, "this endpoint needs an App JWT, not an installation token"
         return principal, None
 
+    def _authenticate_user(
+        self, credential: str, op: Operation | None, needs: Literal["app", "installation", "user", "any"]
+    ) -> tuple[Principal, str | None]:
+        user = self.user_tokens[credential]
+        principal = Principal("user", app=self.apps.get(user.app_id) if user.app_id else None, user=user.login)
+        if user.expires_at <= self.now():
+            return principal, f"user access token expired at {iso(user.expires_at)}"
+        if needs in ("user", "any"):
+            return principal, None
+        if needs == "app":
+            return principal, "this endpoint needs an App JWT, not a user access token"
+        # GitHub serves many of these to a user token (what both the App and the person may reach);
+        # the fake does not model that, and says so rather than answer as if it did.
+        name = op.operation_id if op is not None else "this endpoint"
+        self.violations.append(f"{name}: the fake serves user access tokens on GET /user only")
+        return principal, "the fake serves user access tokens on GET /user only"
+
     @staticmethod
-    def _auth_kind(op: Operation | None) -> Literal["app", "installation", "none", "any"]:
+    def _auth_kind(op: Operation | None) -> Literal["app", "installation", "user", "none", "any"]:
         if op is None or op.operation_id == "rate-limit/get":
             return "any"
+        if op.operation_id == "users/get-authenticated":
+            return "user"
         if op.operation_id == "apps/create-from-manifest":
             return "none"
         if op.template.startswith("/app/") or op.template == "/app":
