@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -184,6 +185,52 @@ async def _calendar_feed(settings: Settings, repo: str | None) -> int:
     return 0
 
 
+def _read_service_account(path: str) -> str | None:
+    from .config import service_account_problem
+
+    try:
+        text = Path(path).expanduser().read_text()
+    except OSError as exc:
+        print(f"cannot read {path}: {exc.strerror}", file=sys.stderr)
+        return None
+    problem = service_account_problem(text, path)
+    if problem is not None:
+        print(problem, file=sys.stderr)
+        return None
+    return text
+
+
+async def _google_service_account(settings: Settings, text: str | None) -> int:
+    """Store the key (encrypted), or with `text` None forget the stored one."""
+    from .calendar.planner import SERVICE_ACCOUNT_SECRET
+    from .context import utcnow
+    from .secrets import SecretBox, Vault
+    from .store import make_store
+
+    if not settings.secrets_keys:
+        print("set SECRETS_KEY (python -m bot keygen): the key is stored encrypted", file=sys.stderr)
+        return 2
+    store = make_store(settings)
+    await store.open()
+    try:
+        if text is None:
+            gone = await store.delete_secret(SERVICE_ACCOUNT_SECRET)
+            print("removed the stored service account key" if gone else "no service account key was stored")
+        else:
+            await Vault(store, SecretBox(settings.secrets_keys)).put(SERVICE_ACCOUNT_SECRET, text, now=utcnow())
+            email = json.loads(text)["client_email"]
+            print(f"stored the key of {email} (encrypted); share release calendars with that address")
+            if settings.google_service_account is not None:
+                print("note: GOOGLE_SERVICE_ACCOUNT_* is set in the environment and wins over the stored key")
+    finally:
+        await store.close()
+    return 0
+
+
+# Commands that read or write encrypted data: on SQLite they create the local key if it is missing.
+_KEYED_COMMANDS = ("serve", "web", "worker", "calendar-feed", "google-service-account")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bot", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -200,6 +247,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("keygen", help="print a new SECRETS_KEY value")
     feed = sub.add_parser("calendar-feed", help="print the iCalendar subscription URL of the built-in release calendar")
     feed.add_argument("--repo", help="owner/repo: only that repository's releases (default: every repository)")
+    google = sub.add_parser(
+        "google-service-account", help="store a Google service account key (encrypted) for booking releases"
+    )
+    google.add_argument("key_file", nargs="?", help="the JSON key file from Google Cloud")
+    google.add_argument("--remove", action="store_true", help="forget the stored key")
     return parser
 
 
@@ -210,7 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     env = read_environment()
     try:
-        settings = load_settings(env, create_local_key=args.command in ("serve", "web", "worker", "calendar-feed"))
+        settings = load_settings(env, create_local_key=args.command in _KEYED_COMMANDS)
     except SettingsError as exc:
         print(f"release-secretary: {exc}", file=sys.stderr)
         return 2
@@ -227,6 +279,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(run_doctor(settings))
     elif args.command == "deliveries":
         return asyncio.run(_deliveries(settings, args.status, args.limit))
+    elif args.command == "google-service-account":
+        if (args.key_file is None) == (not args.remove):
+            print("give the key file, or --remove", file=sys.stderr)
+            return 2
+        text = None if args.remove else _read_service_account(args.key_file)
+        if text is None and not args.remove:
+            return 2
+        return asyncio.run(_google_service_account(settings, text))
     elif args.command == "calendar-feed":
         return asyncio.run(_calendar_feed(settings, args.repo))
     elif args.command == "requeue":

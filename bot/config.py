@@ -169,6 +169,19 @@ class Settings:
         return settings
 
 
+def service_account_problem(text: str, source: str) -> str | None:
+    """Why `text` is not a Google service account key file, or None when it is one."""
+    try:
+        info = json.loads(text)
+    except ValueError:
+        return f"{source} is not JSON: use the key file Google Cloud gave for the service account"
+    missing = [k for k in ("client_email", "private_key", "token_uri") if not isinstance(info, dict) or k not in info]
+    if not isinstance(info, dict) or info.get("type") != "service_account" or missing:
+        what = f"; it lacks {', '.join(missing)}" if missing else ""
+        return f"{source} must be a service account key file (type service_account){what}"
+    return None
+
+
 def _is_fernet_key(key: str) -> bool:
     import base64
     import binascii
@@ -268,17 +281,9 @@ class _Reader:
                 return None
         if not inline:
             return None
-        try:
-            info = json.loads(inline)
-        except ValueError:
-            self.problems.append(f"{source} is not JSON: use the key file Google Cloud gave for the service account")
-            return None
-        missing = [
-            k for k in ("client_email", "private_key", "token_uri") if not isinstance(info, dict) or k not in info
-        ]
-        if not isinstance(info, dict) or info.get("type") != "service_account" or missing:
-            what = f"; it lacks {', '.join(missing)}" if missing else ""
-            self.problems.append(f"{source} must be a service account key file (type service_account){what}")
+        problem = service_account_problem(inline, source)
+        if problem is not None:
+            self.problems.append(problem)
             return None
         return inline
 

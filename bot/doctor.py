@@ -139,35 +139,64 @@ def check_local(settings: Settings, report: Report) -> None:
 
 async def check_calendar(settings: Settings, report: Report) -> None:
     """Which calendar releases are booked in, and whether the Google credentials work."""
-    if settings.google_service_account is None:
+    key_json, source = settings.google_service_account, "GOOGLE_SERVICE_ACCOUNT_*"
+    if key_json is None and settings.secrets_keys:
+        from .calendar.planner import SERVICE_ACCOUNT_SECRET
+        from .secrets import SecretBox, SecretUnreadable, Vault
+
+        store = make_store(settings)
+        try:
+            await store.open()
+            key_json = await Vault(store, SecretBox(settings.secrets_keys)).get(SERVICE_ACCOUNT_SECRET)
+            source = "the stored key"
+        except SecretUnreadable:
+            report.fail("calendar: the stored Google service account key cannot be decrypted with SECRETS_KEY")
+        except Exception:  # noqa: BLE001, S110 - the store check above already says what is wrong with it
+            pass
+        finally:
+            await store.close()
+    if key_json is None:
         where = f"{settings.public_url}/calendar.ics" if settings.public_url else "/calendar.ics (set PUBLIC_URL)"
         report.ok(f"calendar: built-in (no Google service account); subscribers use {where}")
     else:
         from google.auth.exceptions import GoogleAuthError, TransportError
 
-        from .calendar.google import GoogleCalendar
+        from .calendar.google import GoogleCalendar, service_account_credentials
 
-        calendar = GoogleCalendar.for_service_account(settings)
+        calendar = GoogleCalendar(
+            service_account_credentials(key_json), "google:service", api_url=settings.google_calendar_api_url
+        )
         try:
             await calendar.sign_in()
         except TransportError as exc:
             report.fail(f"calendar: cannot reach Google's token endpoint: {type(exc).__name__}")
         except GoogleAuthError as exc:
             report.fail(
-                f"calendar: the service account {calendar.email} cannot sign in ({_first_line(exc)}): "
-                "make a new key in Google Cloud and set GOOGLE_SERVICE_ACCOUNT_FILE"
+                f"calendar: the service account {calendar.email} ({source}) cannot sign in ({_first_line(exc)}): "
+                "make a new key in Google Cloud and set GOOGLE_SERVICE_ACCOUNT_FILE "
+                "(or store it with `python -m bot google-service-account KEY.json`)"
             )
         else:
             report.ok(
-                f"calendar: Google service account {calendar.email} signs in; share each repository's "
-                "calendar.id with it (Make changes to events) and its freeze calendars (See free/busy)"
+                f"calendar: Google service account {calendar.email} ({source}) signs in; share each "
+                "repository's calendar.id with it (Make changes to events) and its freeze calendars "
+                "(See only free/busy)"
             )
     if settings.google_client_id is None:
         report.ok("calendar: people cannot link their own Google calendars (GOOGLE_CLIENT_ID is not set)")
     elif settings.public_url is None:
         report.warn("calendar: GOOGLE_CLIENT_ID is set but PUBLIC_URL is not: the link's callback needs it")
+    elif settings.github_client_id is None:
+        report.warn(
+            "calendar: GOOGLE_CLIENT_ID is set but GITHUB_CLIENT_ID/GITHUB_CLIENT_SECRET are not: calendar "
+            "links need the App's OAuth client to confirm who opens them, so linking is off"
+        )
     else:
-        report.ok(f"calendar: people link their calendars at {settings.public_url}/oauth/google/callback")
+        report.ok(
+            "calendar: people can link their calendars; register these callback URLs: "
+            f"{settings.public_url}/oauth/google/callback (Google OAuth client) and "
+            f"{settings.public_url}/oauth/google/github (the GitHub App)"
+        )
 
 
 def _first_line(exc: BaseException) -> str:

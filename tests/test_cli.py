@@ -210,3 +210,39 @@ def test_calendar_feed_prints_a_stable_subscription_url(tmp_path: Path) -> None:
         [sys.executable, "-m", "bot", "calendar-feed"], cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True
     )
     assert no_url.returncode == 2 and "set PUBLIC_URL" in no_url.stderr
+
+
+def test_a_service_account_key_is_stored_encrypted_and_removed(tmp_path: Path) -> None:
+    import json
+
+    key = {
+        "type": "service_account",
+        "client_email": "release-bot@deploys.iam.gserviceaccount.com",
+        "private_key": "-----BEGIN PRIVATE KEY-----\nnot-checked-here\n-----END PRIVATE KEY-----\n",
+        "token_uri": "https://oauth2.googleapis.com/token",
+    }
+    (tmp_path / "key.json").write_text(json.dumps(key))
+    (tmp_path / "bad.json").write_text('{"type": "authorized_user"}')
+    env = _env(tmp_path)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "bot", "google-service-account", *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    stored = cli("key.json")
+    assert stored.returncode == 0, stored.stderr
+    assert "stored the key of release-bot@deploys.iam.gserviceaccount.com (encrypted)" in stored.stdout
+    database = (tmp_path / "data" / "release-secretary.db").read_bytes()
+    assert b"not-checked-here" not in database and b"release-bot@deploys" not in database
+    bad = cli("bad.json")
+    assert bad.returncode == 2 and "must be a service account key file" in bad.stderr
+    assert cli().returncode == 2
+    removed = cli("--remove")
+    assert removed.returncode == 0 and "removed the stored service account key" in removed.stdout
+    assert "no service account key was stored" in cli("--remove").stdout

@@ -83,14 +83,43 @@ async def test_google_service_account_signs_in(
     )
     code, text = await doctor(settings)
     assert code == 0, text
-    assert f"calendar: Google service account {robot.email} signs in" in text
+    assert f"calendar: Google service account {robot.email} (GOOGLE_SERVICE_ACCOUNT_*) signs in" in text
     robot.disabled = True
     code, text = await doctor(settings)
     assert code == 1
-    assert f"the service account {robot.email} cannot sign in" in text and "GOOGLE_SERVICE_ACCOUNT_FILE" in text
+    assert f"the service account {robot.email} (GOOGLE_SERVICE_ACCOUNT_*) cannot sign in" in text
+    assert "GOOGLE_SERVICE_ACCOUNT_FILE" in text
 
 
-async def test_calendar_linking_needs_a_public_url(app_settings: Settings, fake_github: FakeGitHub) -> None:
+async def test_a_stored_service_account_key_is_checked(
+    app_settings: Settings, fake_github: FakeGitHub, fake_google: FakeGoogle
+) -> None:
+    from bot.calendar.planner import SERVICE_ACCOUNT_SECRET
+    from bot.context import utcnow
+    from bot.secrets import SecretBox, Vault
+    from bot.store.sqlite import SqliteStore
+
+    robot = fake_google.add_service_account()
+    settings = app_settings.replace(public_url="https://bot.example.com", google_calendar_api_url=fake_google.url)
+    store = SqliteStore(settings.sqlite_path)
+    await store.open()
+    await Vault(store, SecretBox(settings.secrets_keys)).put(SERVICE_ACCOUNT_SECRET, robot.key_json, now=utcnow())
+    await store.close()
+    code, text = await doctor(settings)
+    assert code == 0, text
+    assert f"calendar: Google service account {robot.email} (the stored key) signs in" in text
+
+
+async def test_calendar_linking_needs_a_public_url_and_the_app_oauth_client(
+    app_settings: Settings, fake_github: FakeGitHub
+) -> None:
     settings = app_settings.replace(google_client_id="id.apps.googleusercontent.com", google_client_secret="s")
     _, text = await doctor(settings)
     assert "GOOGLE_CLIENT_ID is set but PUBLIC_URL is not" in text
+    _, text = await doctor(settings.replace(public_url="https://bot.example.com"))
+    assert "GITHUB_CLIENT_ID/GITHUB_CLIENT_SECRET are not" in text
+    _, text = await doctor(
+        settings.replace(public_url="https://bot.example.com", github_client_id="Iv1.x", github_client_secret="y")
+    )
+    assert "https://bot.example.com/oauth/google/callback (Google OAuth client)" in text
+    assert "https://bot.example.com/oauth/google/github (the GitHub App)" in text
