@@ -30,7 +30,10 @@ NEXT_STEP = {
     State.VERIFYING: "Waiting for the required checks to pass on the head commit; the slot is kept.",
     State.SCHEDULED: "Merging the verified commit at the start of the window, after a last check.",
     State.RELEASING: "Merging and deploying.",
-    State.BLOCKED: "Fix what blocks the release; it moves on by itself once the checks pass.",
+    State.BLOCKED: (
+        "Fix what blocks the release (it moves on by itself once the checks pass), or move it to another "
+        "slot with `/ship <when>`."
+    ),
     State.HELD: "Nothing happens until someone comments `/ship unhold`.",
     State.CANCELLED: "Nothing. Comment `/ship` to ask again.",
     State.RELEASED: "Nothing: done.",

@@ -227,3 +227,50 @@ async def test_a_requester_zone_named_once_is_used_for_them(scenario: Scenario) 
     # Later requests without a zone still show alice's own time.
     await ship(scenario, 7, "/ship thursday 11:00")
     assert "Thu 05:00 for alice (America/New_York)" in scenario.sticky(7)["body"]
+
+
+async def test_ship_calendar_says_where_and_links(scenario: Scenario) -> None:
+    await ship(scenario, 7, "/ship calendar")
+    [reply] = scenario.replies(7)
+    assert reply.startswith("@alice releases of this repository are booked in the bot's built-in release calendar")
+    assert "https://bot.example.test/calendar.ics?repo=octo-org%2Fwidgets&token=" in reply
+    assert "`/ship calendar link`" in reply
+
+    await ship(scenario, 7, "/ship calendar link")
+    assert scenario.replies(7)[-1] == (
+        "@alice calendar linking is not set up on this bot yet: linking Google calendars needs "
+        "GOOGLE_CLIENT_ID, GOOGLE_CLIENT_SECRET, GITHUB_CLIENT_ID, GITHUB_CLIENT_SECRET"
+    )
+    await ship(scenario, 7, "/ship calendar unlink")
+    assert scenario.replies(7)[-1] == "@alice no Google calendar was linked to your GitHub account."
+    await ship(scenario, 7, "/ship calendar sync")
+    assert "`/ship calendar` takes `link`, `unlink` or nothing" in scenario.replies(7)[-1]
+
+
+async def test_ship_calendar_link_gives_a_one_time_url_to_people_who_may_ship(
+    aiohttp_client: ClientFactory, app_settings: Settings, fake_github: FakeGitHub
+) -> None:
+    fake_github.add_pull(REPO, 7, head_sha=HEAD, title="Change 7", user_login="alice")
+    fake_github.set_permission(REPO, "alice", "write")
+    fake_github.set_permission(REPO, "bob", "read")
+    settings = app_settings.replace(
+        public_url="https://bot.example.test",
+        google_client_id="id.apps.googleusercontent.com",
+        google_client_secret="google-secret",
+        github_client_id="Iv1.0123456789abcdef",
+        github_client_secret="github-secret",
+    )
+    clock = Clock()
+    scenario = Scenario(await aiohttp_client(make_app(settings, clock=clock)), settings, fake_github, clock)
+    await ship(scenario, 7, "/ship calendar link")
+    [reply] = scenario.replies(7)
+    assert reply.startswith("@alice open https://bot.example.test/oauth/google/start?state=")
+    assert "works once and only for you" in reply
+    # The link leads to GitHub first, to confirm it is alice who opened it.
+    start = urlsplit(reply.split()[2])
+    response = await scenario.client.get(start.path + "?" + start.query, allow_redirects=False)
+    assert response.status == 302
+    assert response.headers["Location"].startswith(f"{settings.github_url}/login/oauth/authorize?")
+
+    await ship(scenario, 7, "/ship calendar link", sender="bob")
+    assert "only people with **write** access (or more) can link a calendar here" in scenario.replies(7)[-1]
