@@ -161,7 +161,8 @@ async def _requeue(settings: Settings, keys: Sequence[str], all_parked: bool) ->
     return 1 if missing else 0
 
 
-async def _calendar_feed(settings: Settings, repo: str | None) -> int:
+async def _calendar_feed(settings: Settings, repo: str | None, *, rotate: bool = False) -> int:
+    """Print the feed URL of one repository (or of all); with `rotate`, revoke the old ones first."""
     from .calendar.feed import ALL, FeedTokens
     from .context import utcnow
     from .secrets import SecretBox, Vault
@@ -178,8 +179,12 @@ async def _calendar_feed(settings: Settings, repo: str | None) -> int:
     store = make_store(settings)
     await store.open()
     try:
-        tokens = FeedTokens(Vault(store, SecretBox(settings.secrets_keys)), utcnow)
-        print(await tokens.url(settings.public_url, repo or ALL))
+        tokens = FeedTokens(Vault(store, SecretBox(settings.secrets_keys)), utcnow, values=store)
+        scope = repo or ALL
+        if rotate:
+            await tokens.rotate(scope)
+            print(f"revoked every earlier feed URL of {'every repository' if scope == ALL else scope}", file=sys.stderr)
+        print(await tokens.url(settings.public_url, scope))
     finally:
         await store.close()
     return 0
@@ -247,6 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("keygen", help="print a new SECRETS_KEY value")
     feed = sub.add_parser("calendar-feed", help="print the iCalendar subscription URL of the built-in release calendar")
     feed.add_argument("--repo", help="owner/repo: only that repository's releases (default: every repository)")
+    feed.add_argument(
+        "--rotate", action="store_true", help="revoke that feed's earlier URLs (they answer 404), then print a new one"
+    )
     google = sub.add_parser(
         "google-service-account", help="store a Google service account key (encrypted) for booking releases"
     )
@@ -288,7 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         return asyncio.run(_google_service_account(settings, text))
     elif args.command == "calendar-feed":
-        return asyncio.run(_calendar_feed(settings, args.repo))
+        return asyncio.run(_calendar_feed(settings, args.repo, rotate=args.rotate))
     elif args.command == "requeue":
         if not args.keys and not args.all_parked:
             print("name delivery keys or pass --all-parked", file=sys.stderr)

@@ -20,7 +20,7 @@ from handlers.routes import compose
 from .calendar.feed import AHEAD as FEED_AHEAD
 from .calendar.feed import ALL as ALL_SCOPE
 from .calendar.feed import PAST as FEED_PAST
-from .calendar.feed import FeedTokens, lane_repo, render_feed
+from .calendar.feed import FeedTokens, render_feed
 from .calendar.oauth import GOOGLE_LINKS, GoogleLinks
 from .calendar.oauth import add_routes as add_google_routes
 from .config import Settings
@@ -148,20 +148,26 @@ async def healthz(request: web.Request) -> web.Response:
 async def calendar_feed(request: web.Request) -> web.Response:
     """`/calendar.ics?repo=owner/repo&token=...`: the embedded calendar for subscribing.
 
-    A wrong or missing token is a plain 404, the same as a repository with no feed: a guess learns
-    nothing. Cancelled releases are left out, so a cancelled release disappears from subscribers."""
+    A wrong, missing or revoked (rotated) token is a plain 404, the same as a repository with no
+    feed: a guess learns nothing. Cancelled releases are left out, so a cancelled release disappears
+    from subscribers."""
     settings = request.app[SETTINGS]
     repo = request.query.get("repo") or ALL_SCOPE
     token = request.query.get("token", "")
     if not settings.secrets_keys or not token:
         return _error(404, "no such calendar feed")
-    tokens = FeedTokens(Vault(request.app[STORE], SecretBox(settings.secrets_keys)), request.app[CLOCK])
+    store = request.app[STORE]
+    tokens = FeedTokens(Vault(store, SecretBox(settings.secrets_keys)), request.app[CLOCK], values=store)
     if not await tokens.verify(repo, token):
         return _error(404, "no such calendar feed")
     now = request.app[CLOCK]()
-    events = await request.app[STORE].list_calendar_events(None, start=now - FEED_PAST, end=now + FEED_AHEAD)
-    if repo != ALL_SCOPE:
-        events = [e for e in events if lane_repo(e.lane) == repo]
+    # One repository's lanes are "owner/repo environment": filtered in the store, before its limit.
+    events = await store.list_calendar_events(
+        None,
+        start=now - FEED_PAST,
+        end=now + FEED_AHEAD,
+        calendar_prefix=None if repo == ALL_SCOPE else f"{repo} ",
+    )
     name = f"Releases: {repo}" if repo != ALL_SCOPE else "Releases"
     body = render_feed(events, name=name, now=now)
     return web.Response(

@@ -682,7 +682,11 @@ def _calendar_changed(release: Release | None, event: CalendarChanged, now: date
             f"{escape_text('; '.join(event.problems))}. The release will not go ahead until it gets a "
             f"usable slot.{offer}"
         )
-        return Decision(_evaluate(blocked, event, now, "calendar event moved"), (RenderProgress(), Reply(text)))
+        if release.state == State.HELD:  # a hold stays a hold; the conflict waits for the unhold
+            decided = _note(blocked, event, State.HELD, f"calendar event moved to {moved_text}", now)
+        else:
+            decided = _evaluate(blocked, event, now, "calendar event moved")
+        return Decision(decided, (RenderProgress(), Reply(text)))
     followed = replace(release, slot=event.moved_to, conflicts=(), proposal=None)
     noted = _note(followed, event, release.state, f"moved in the calendar to {moved_text}", now)
     text = f"{who} the release's calendar event was moved to **{moved_text}**; the release follows it."
@@ -830,7 +834,8 @@ def release_from_doc(doc: dict[str, Any], version: int) -> Release:
         updated_at=datetime.fromisoformat(doc["updated_at"]) if doc.get("updated_at") else None,
         timezone=doc.get("timezone", "UTC"),
         check_run_blocks_merge=bool(doc.get("check_run_blocks_merge")),
-        lane=doc.get("lane") or "",
+        # Releases stored before lanes existed were all in their repository's default lane.
+        lane=doc.get("lane") or f"{doc['repo']} production",
         calendar_account=doc.get("calendar_account"),
         calendar_id=doc.get("calendar_id"),
         event_id=doc.get("event_id"),

@@ -18,11 +18,11 @@ import cachetools
 import gidgethub
 from gidgethub.abc import GitHubAPI
 
-from .calendar import CalendarError
+from .calendar import CalendarError, CalendarEvent
 from .calendar.feed import FeedTokens
 from .calendar.oauth import GoogleLinks, LinkNotConfigured
 from .calendar.planner import HORIZON, Calendars
-from .checks import OWN_CHECK_NAME, ChecksVerdict, evaluate, required_checks
+from .checks import OWN_CHECK_NAME, ChecksVerdict, escape_markdown, evaluate, required_checks
 from .config import Settings
 from .policy import Busy, Slot, format_slot, slot_problems, zone_named
 from .release import (
@@ -229,6 +229,7 @@ def tminus_key(release: Release) -> str:
 
 
 _LANE_LEASE_SECONDS = 30.0
+_RECHECK = timedelta(minutes=5)  # a release blocked before its slot is checked again this often
 # Jobs the service runs itself (the effect executor runs the GitHub writes).
 SERVICE_JOBS = frozenset({"calendar", "tminus"})
 
@@ -252,20 +253,30 @@ class ReleaseService:
         self.calendars = calendars or Calendars(store, settings, clock, feed=feed, links=self.links, vault=self.vault)
 
     @contextlib.asynccontextmanager
-    async def lane_lock(self, lane: str) -> AsyncIterator[None]:
-        """One booking decision per lane at a time, across processes: two PRs asking for the same
-        slot at once must not both get it. A named lease in the store, given back at the end."""
+    async def lane_lock(self, name: str) -> AsyncIterator[None]:
+        """One booking decision per lane (or shared calendar) at a time, across processes: two PRs
+        asking for the same slot at once must not both get it. A named lease in the store, renewed
+        while held (calendar calls can be slow) and given back at the end."""
         owner = secrets.token_hex(8)
-        name = f"lane:{lane}"
-        for attempt in range(200):
+        for attempt in range(400):
             if await self.store.acquire_lease(name, owner, now=self.clock(), seconds=_LANE_LEASE_SECONDS):
                 break
             await asyncio.sleep(min(0.01 * (attempt + 1), 0.2))
         else:
-            raise TimeoutError(f"the booking lock of {lane} stayed taken")
+            raise TimeoutError(f"the booking lock {name} stayed taken")
+
+        async def renew() -> None:
+            while True:
+                await asyncio.sleep(_LANE_LEASE_SECONDS / 3)
+                await self.store.acquire_lease(name, owner, now=self.clock(), seconds=_LANE_LEASE_SECONDS)
+
+        renewing = asyncio.create_task(renew())
         try:
             yield
         finally:
+            renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewing
             await self.store.release_lease(name, owner)
 
     async def actor(self, gh: GitHubAPI, repo: str, login: str, *, is_bot: bool = False) -> Actor:
@@ -398,7 +409,9 @@ class ReleaseService:
         reading_calendars = permission_reaches(actor.permission, config.ship_permission.value) and (
             pull.state == "open" and not pull.merged and not pull.draft
         )
-        async with self.lane_lock(lane) if reading_calendars else contextlib.nullcontext():
+        # Releases sharing a Google calendar take turns across repositories; the built-in calendar per lane.
+        lock = f"calendar:{config.calendar.id}" if config.calendar.id else f"lane:{lane}"
+        async with self.lane_lock(lock) if reading_calendars else contextlib.nullcontext():
             busy: tuple[Busy, ...] = ()
             account: str | None = None
             calendar_id: str | None = None
@@ -411,6 +424,7 @@ class ReleaseService:
                         config, ref.repo, login, target, start=now, end=now + HORIZON, own=current
                     )
                 except CalendarError as exc:
+                    # Calendar ids appear in code spans (the schema allows no backticks in them).
                     text = f"@{login} I can't book a release slot: {exc.message}"
                     if exc.advice:
                         text += f"\n\n{exc.advice}"
@@ -567,7 +581,8 @@ class ReleaseService:
             return f"@{login} no release has been requested on this PR. Comment `/ship` to ask for one."
         tz = ZoneInfo(release.timezone)
         window = format_slot(release.slot, tz) if release.slot else "no window booked"
-        blockers = f" Blockers: {'; '.join(release.blockers)}." if release.blockers else ""
+        # Blockers quote CI check names and calendar event titles: people outside the repo write those.
+        blockers = f" Blockers: {'; '.join(map(escape_markdown, release.blockers))}." if release.blockers else ""
         return (
             f"@{login} release #{release.number} of this PR is **{release.state.value}** for {window}; "
             f"head {release.head_sha[:7]}, verified {release.verified_sha[:7] if release.verified_sha else 'not yet'}."
@@ -589,31 +604,59 @@ class ReleaseService:
         ref = PullRef(job.payload["repo"], int(job.payload["pr"]), int(job.payload["installation_id"]))
         match job.kind:
             case "calendar":
-                await self.sync_calendar(ref, int(job.payload.get("number", 0)))
+                await self.sync_calendar(gh, ref, int(job.payload.get("number", 0)))
             case "tminus":
-                await self.precheck(
-                    gh,
-                    ref,
-                    slot_start=datetime.fromisoformat(job.payload["slot_start"]),
-                    due_at=datetime.fromisoformat(job.payload["due_at"]),
-                    attempt=job.attempts,
-                )
+                slot_start = datetime.fromisoformat(job.payload["slot_start"])
+                last_try = job.attempts >= self.settings.worker_max_attempts
+                try:
+                    await self.precheck(
+                        gh,
+                        ref,
+                        slot_start=slot_start,
+                        due_at=datetime.fromisoformat(job.payload["due_at"]),
+                        last_try=last_try,
+                    )
+                except Exception as exc:
+                    if not last_try:
+                        raise  # retried with backoff
+                    # The check itself keeps failing (GitHub down?): a release nobody could verify
+                    # must not go ahead quietly. Block it and tell the requester.
+                    await self.precheck_failed(ref, slot_start, f"{type(exc).__name__}: {exc}"[:200])
             case _:
                 raise ValueError(f"unknown job kind {job.kind!r}")
 
-    async def sync_calendar(self, ref: PullRef, number: int) -> None:
-        """Bring the release's calendar event in line with it; say so on the PR if people must act."""
+    async def _written(self, release: Release) -> Slot | None:
+        """Where the bot last put (or last saw, and followed) the release's event."""
+        raw = await self.store.get_value(f"calendar:written:{release.key}")
+        if not raw:
+            return None
+        start, _, end = raw.partition(" ")
+        return Slot(datetime.fromisoformat(start), datetime.fromisoformat(end))
+
+    async def _note_written(self, release: Release, slot: Slot) -> None:
+        value = f"{slot.start.isoformat()} {slot.end.isoformat()}"
+        await self.store.set_value(f"calendar:written:{release.key}", value, now=self.clock())
+
+    async def sync_calendar(self, gh: GitHubAPI, ref: PullRef, number: int) -> None:
+        """Bring the release's calendar event in line with it; say so on the PR if people must act.
+
+        A person may have moved or deleted the event since the bot last wrote it: that is noticed
+        first (and the release follows or asks), never overwritten."""
         release = await self.release_for(ref.repo, ref.pr, number) if number else None
         release = release or await self.store.get_latest_release(ref.repo, ref.pr)
         if release is None:
             return
-        wanted = (
-            "cancelled" if release.state == State.CANCELLED else self.calendars.digest(self.calendars.booking(release))
-        )
+        wanted = self.calendars.wanted(release)
         synced_key = f"calendar:synced:{release.key}"
-        if await self.store.get_value(synced_key) == wanted:
+        booked = release.event_id is not None or release.slot is None or release.state == State.CANCELLED
+        if booked and await self.store.get_value(synced_key) == wanted:
             return
         try:
+            if release.event_id is not None and release.state != State.CANCELLED and not _embedded(release):
+                seen = await self.calendars.observe(release, await self._written(release))
+                if seen is not True:
+                    await self._calendar_changed(gh, release, seen)
+                    return  # the release's reaction (follow, block) schedules what is left to write
             event = await self.calendars.sync(release)
         except CalendarError as exc:
             if exc.retry:
@@ -624,32 +667,32 @@ class ReleaseService:
             await self.reply(ref, text, key=f"calendar-error:{release.key}:{wanted}")
             await self.store.set_value(synced_key, wanted, now=self.clock())
             return
+        if event is not None and release.slot is not None and not event.cancelled:
+            await self._note_written(release, release.slot)
+            link = await self.calendars.feed_link(release.repo) if _embedded(release) else event.link
+            slot_start = release.slot.start
+            # Recorded on the release before the digest: a crash in between re-runs this job, which
+            # then finds the event up to date and records it again.
+            await self.apply(
+                ref,
+                lambda _: EventBooked(
+                    Actor("calendar"),
+                    Source.TIMER,
+                    None,
+                    slot_start=slot_start,
+                    calendar_account=release.calendar_account or "embedded",
+                    calendar_id=event.calendar,
+                    event_id=event.id,
+                    event_link=link,
+                ),
+            )
         await self.store.set_value(synced_key, wanted, now=self.clock())
-        if event is None or release.slot is None or event.cancelled:
-            return
-        if release.calendar_account in (None, "embedded"):
-            link = await self.calendars.feed_link(release.repo)
-        else:
-            link = event.link
-        slot_start = release.slot.start
-        await self.apply(
-            ref,
-            lambda _: EventBooked(
-                Actor("calendar"),
-                Source.TIMER,
-                None,
-                slot_start=slot_start,
-                calendar_account=release.calendar_account or "embedded",
-                calendar_id=event.calendar,
-                event_id=event.id,
-                event_link=link,
-            ),
-        )
 
     async def precheck(
-        self, gh: GitHubAPI, ref: PullRef, *, slot_start: datetime, due_at: datetime, attempt: int = 1
+        self, gh: GitHubAPI, ref: PullRef, *, slot_start: datetime, due_at: datetime, last_try: bool = False
     ) -> Decision | None:
-        """T-minus: is the release still good to go at its slot? If not, say what and offer the next slot."""
+        """T-minus: is the release still good to go at its slot? If not, say what and offer the next
+        slot; and look again every few minutes until the slot, so a cleared conflict un-blocks it."""
         release = await self.store.get_active_release(ref.repo, ref.pr)
         if release is None or release.slot is None or release.slot.start != slot_start or release.state == State.HELD:
             return None
@@ -662,8 +705,8 @@ class ReleaseService:
         try:
             conflicts = tuple(await self.calendars.conflicts(release, config))
         except CalendarError as exc:
-            if exc.retry and attempt < 3:
-                raise
+            if exc.retry and not last_try:
+                raise  # an outage is retried, not taken for a conflict
             conflicts = (f"the calendar could not be checked: {exc.message}",)
         now = self.clock()
         proposal = None
@@ -671,7 +714,7 @@ class ReleaseService:
             after = max(now + config.policy().lead_time, release.slot.end)
             proposal = await self.calendars.next_free(config, ref.repo, release.requested_by, after=after, own=release)
         late = now - due_at
-        return await self.apply(
+        decision = await self.apply(
             ref,
             lambda _: Prechecked(
                 Actor("release-secretary"),
@@ -686,24 +729,63 @@ class ReleaseService:
             ),
             reply_key=f"tminus:{release.key}:{slot_start.isoformat()}",
         )
+        after_check = decision.release
+        if after_check is not None and after_check.state == State.BLOCKED and now < slot_start:
+            # Blocked before its slot: look again shortly (a freeze event removed, CI fixed). The
+            # reply above is sent once per slot, however many times this runs.
+            due = min(now + _RECHECK, slot_start)
+            payload = {
+                "repo": ref.repo,
+                "pr": ref.pr,
+                "installation_id": ref.installation_id,
+                "slot_start": slot_start.isoformat(),
+                "due_at": due.isoformat(),
+            }
+            await self.store.schedule_job(tminus_key(after_check), "tminus", payload, due_at=due, keep_earlier=False)
+        return decision
+
+    async def precheck_failed(self, ref: PullRef, slot_start: datetime, error: str) -> Decision | None:
+        release = await self.store.get_active_release(ref.repo, ref.pr)
+        if release is None or release.slot is None or release.slot.start != slot_start:
+            return None
+        return await self.apply(
+            ref,
+            lambda current: Prechecked(
+                Actor("release-secretary"),
+                Source.TIMER,
+                None,
+                slot_start=slot_start,
+                head_sha=current.head_sha if current else release.head_sha,
+                checks=(current.checks if current and current.checks else ChecksVerdict(state="pending")),
+                conflicts=(f"the pre-release check could not run ({error}); nobody verified the release",),
+            ),
+            reply_key=f"tminus:{release.key}:{slot_start.isoformat()}",
+        )
 
     async def watch_calendar(self, gh: GitHubAPI, release: Release) -> Decision | None:
         """Has a person moved or deleted the release's event? The release follows, or asks."""
-        if release.event_id is None or release.calendar_account in (None, "embedded"):
+        fresh = await self.store.get_active_release(release.repo, release.pr)
+        if fresh is None or fresh.key != release.key or fresh.event_id is None or _embedded(fresh):
             return None  # nobody but the bot edits the embedded calendar
+        if await self.store.get_value(f"calendar:synced:{fresh.key}") != self.calendars.wanted(fresh):
+            return None  # a write is pending: that job looks at the event first, then writes
         try:
-            seen = await self.calendars.observe(release)
+            seen = await self.calendars.observe(fresh, await self._written(fresh))
         except CalendarError as exc:
-            log.warning("cannot look at the calendar event of %s: %s", release.key, exc.message)
+            log.warning("cannot look at the calendar event of %s: %s", fresh.key, exc.message)
             return None
         if seen is True:
             return None
+        return await self._calendar_changed(gh, fresh, seen)
+
+    async def _calendar_changed(self, gh: GitHubAPI, release: Release, seen: CalendarEvent | bool | None) -> Decision:
+        assert release.event_id is not None and seen is not True
         ref = PullRef(release.repo, release.pr, release.installation_id)
         config = (await self.read.config(gh, release.repo)).config
         now = self.clock()
         moved_to = None
         problems: tuple[str, ...] = ()
-        if seen is not None and not isinstance(seen, bool):
+        if isinstance(seen, CalendarEvent):
             moved_to = Slot(seen.start, seen.end)
             try:
                 target = await self.calendars.target(config, release.repo, release.requested_by)
@@ -727,10 +809,14 @@ class ReleaseService:
             proposal = await self.calendars.next_free(
                 config, release.repo, release.requested_by, after=now + config.policy().lead_time, own=None
             )
-        event_id = release.event_id
         if moved_to is None:
             # The event is gone: whatever is booked next must be written again, even for the same slot.
             await self.store.delete_value(f"calendar:synced:{release.key}")
+            await self.store.delete_value(f"calendar:written:{release.key}")
+        else:
+            # The calendar has this time now; the release takes it (or is blocked on it): not a new move.
+            await self._note_written(release, moved_to)
+        event_id = release.event_id
         return await self.apply(
             ref,
             lambda _: CalendarChanged(
@@ -745,3 +831,7 @@ class ReleaseService:
             ),
             reply_key=f"calendar-change:{release.key}:{moved_to.start.isoformat() if moved_to else 'deleted'}",
         )
+
+
+def _embedded(release: Release) -> bool:
+    return release.calendar_account in (None, "embedded")

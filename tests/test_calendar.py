@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import base64
+import hashlib
+import hmac
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import icalendar
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
 
+from bot.app import make_app
 from bot.calendar import DONE_PREFIX, FAILED_PREFIX, Booking, Outcome, event_id, is_priority
 from bot.calendar.embedded import EmbeddedCalendar
 from bot.calendar.feed import ALL, FeedTokens, render_feed
@@ -23,6 +30,7 @@ from bot.store.sqlite import SqliteStore
 
 T0 = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
 LANE = "octo-org/widgets production"
+ClientFactory = Callable[[web.Application], Awaitable[TestClient]]
 
 
 class Tick:
@@ -181,8 +189,60 @@ async def test_feed_tokens_are_per_scope_and_survive_a_restart(store: SqliteStor
     # The secret is stored encrypted.
     raw = await store.get_secret("calendar:feed-secret")
     assert raw is not None and token.encode() not in raw
+    # Until a rotation the HMAC input is what it was before versions existed: posted links still work.
+    secret = await Vault(store, box).get("calendar:feed-secret")
+    assert secret is not None
+    mac = hmac.new(secret.encode(), b"calendar-feed:octo-org/widgets", hashlib.sha256).digest()
+    assert token == base64.urlsafe_b64encode(mac[:24]).decode().rstrip("=")
     url = await tokens.url("https://bot.example.test/", "octo-org/widgets")
     assert url == f"https://bot.example.test/calendar.ics?repo=octo-org%2Fwidgets&token={token}"
+
+
+async def test_rotating_a_scope_revokes_its_links_and_only_its_links(store: SqliteStore) -> None:
+    box = SecretBox((generate_key(),))
+    tokens = FeedTokens(Vault(store, box), Tick())
+    widgets, other, everything = [await tokens.token(s) for s in ("octo-org/widgets", "octo-org/other", ALL)]
+    assert await tokens.version("octo-org/widgets") == 0
+    assert await tokens.rotate("octo-org/widgets") == 1
+    new = await tokens.token("octo-org/widgets")
+    assert new != widgets
+    assert not await tokens.verify("octo-org/widgets", widgets)  # the leaked link is dead
+    assert await tokens.verify("octo-org/widgets", new)
+    assert await tokens.verify("octo-org/other", other) and await tokens.verify(ALL, everything)
+    # Another process (the CLI) rotating is seen at once by this one: versions are not cached.
+    await FeedTokens(Vault(store, box), Tick(), values=store).rotate("octo-org/widgets")
+    assert await store.get_value("calendar:feed-version:octo-org/widgets") == "2"
+    assert not await tokens.verify("octo-org/widgets", new)
+    newest = await tokens.token("octo-org/widgets")
+    assert newest not in (widgets, new) and await tokens.verify("octo-org/widgets", newest)
+    # A later version's token is no token for a look-alike scope at version 0.
+    for lookalike in ("octo-org/widgets:2", '["calendar-feed", "octo-org/widgets", 2]'):
+        assert not await tokens.verify(lookalike, newest)
+
+
+async def test_a_repository_feed_shows_its_own_lanes_and_dies_when_rotated(
+    store: SqliteStore, settings: Settings, aiohttp_client: ClientFactory
+) -> None:
+    clock = Tick()
+    calendar = EmbeddedCalendar(store, clock)
+    # A repository whose name only starts like this one's: its release must not show.
+    await calendar.book("octo-org/widgets-v2 production", booking(release="octo-org/widgets-v2#1/1"))
+    await calendar.book(LANE, booking())
+    client = await aiohttp_client(make_app(settings, store=store, clock=clock))
+    tokens = FeedTokens(Vault(store, SecretBox(settings.secrets_keys)), clock)
+    link = await tokens.url("https://bot.example.test", "octo-org/widgets")
+    query = {k: v[0] for k, v in parse_qs(urlsplit(link).query).items()}
+
+    response = await client.get("/calendar.ics", params=query)
+    assert response.status == 200
+    [vevent] = icalendar.Calendar.from_ical(await response.read()).walk("VEVENT")
+    assert str(vevent["summary"]) == "Deploy octo-org/widgets#7"
+
+    await tokens.rotate("octo-org/widgets")
+    response = await client.get("/calendar.ics", params=query)
+    assert response.status == 404 and (await response.json()) == {"error": "no such calendar feed"}
+    fresh = {k: v[0] for k, v in parse_qs(urlsplit(await tokens.url("https://x", "octo-org/widgets")).query).items()}
+    assert (await client.get("/calendar.ics", params=fresh)).status == 200
 
 
 async def test_feed_leaves_cancelled_events_out_and_raises_sequence_on_edits(store: SqliteStore) -> None:

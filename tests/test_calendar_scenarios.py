@@ -274,3 +274,43 @@ async def test_ship_calendar_link_gives_a_one_time_url_to_people_who_may_ship(
 
     await ship(scenario, 7, "/ship calendar link", sender="bob")
     assert "only people with **write** access (or more) can link a calendar here" in scenario.replies(7)[-1]
+
+
+async def test_a_blocked_release_is_checked_again_and_goes_ahead_once_the_conflict_is_gone(
+    scenario: Scenario,
+) -> None:
+    await ship(scenario, 7, "/ship friday 3pm")
+    frozen = CONFIG + "freezes:\n  - from: 2026-11-27\n    reason: Black Friday\n"
+    scenario.fake.set_file(REPO, ".github/release-secretary.yml", frozen)
+    scenario.clock.now = datetime(2026, 11, 27, 13, 45, tzinfo=UTC)
+    await scenario.settle()
+    release = await scenario.store.get_active_release(REPO, 7)
+    assert release is not None and release.state is State.BLOCKED
+    # Still frozen five minutes later: still blocked, and nobody is pinged twice.
+    scenario.clock.advance(minutes=5)
+    await scenario.settle()
+    assert len(scenario.replies(7)) == 1
+    # The freeze is lifted: the next look finds nothing against the slot.
+    scenario.fake.set_file(REPO, ".github/release-secretary.yml", CONFIG)
+    scenario.clock.advance(minutes=5)
+    await scenario.settle()
+    cleared = await scenario.store.get_active_release(REPO, 7)
+    assert cleared is not None and cleared.state is State.SCHEDULED and cleared.conflicts == ()
+    assert cleared.audit[-1].reason == "pre-release check passed"
+    assert len(scenario.replies(7)) == 1
+
+
+async def test_two_prs_asking_at_the_same_moment_still_get_one_slot_each(scenario: Scenario) -> None:
+    # Both comments are stored, then one worker pass runs them concurrently.
+    for pr, sender in ((7, "alice"), (8, "carol")):
+        assert await scenario.send("issue_comment", scenario.comment(pr, "/ship friday", sender=sender)) == 202
+    await scenario.settle()
+    slots = {
+        pr: release.slot.start
+        for pr in (7, 8)
+        if (release := await scenario.store.get_active_release(REPO, pr)) is not None and release.slot is not None
+    }
+    assert sorted(slots.values()) == [
+        datetime(2026, 11, 27, 9, 0, tzinfo=UTC),
+        datetime(2026, 11, 27, 9, 30, tzinfo=UTC),
+    ]

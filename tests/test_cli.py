@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiohttp
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from bot.app import make_app
+from bot.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
+ClientFactory = Callable[[web.Application], Awaitable[TestClient]]
 
 
 def _free_port() -> int:
@@ -210,6 +219,42 @@ def test_calendar_feed_prints_a_stable_subscription_url(tmp_path: Path) -> None:
         [sys.executable, "-m", "bot", "calendar-feed"], cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True
     )
     assert no_url.returncode == 2 and "set PUBLIC_URL" in no_url.stderr
+
+
+async def test_calendar_feed_rotate_revokes_the_old_url(tmp_path: Path, aiohttp_client: ClientFactory) -> None:
+    env = _env(tmp_path, PUBLIC_URL="https://bot.example.com")
+
+    async def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "bot", "calendar-feed", *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+
+    old = (await cli("--repo", "octo-org/widgets")).stdout.strip()
+    everything = (await cli()).stdout.strip()
+    rotated = await cli("--repo", "octo-org/widgets", "--rotate")
+    new = rotated.stdout.strip()
+    assert new.startswith("https://bot.example.com/calendar.ics?repo=octo-org%2Fwidgets&token=") and new != old
+    assert "revoked every earlier feed URL of octo-org/widgets" in rotated.stderr
+    assert (await cli("--repo", "octo-org/widgets")).stdout.strip() == new  # stable again until the next rotation
+    assert (await cli()).stdout.strip() == everything  # other feeds keep their URLs
+
+    # The web process on the same data folder: the old URL is gone, the new one and the others work.
+    key = (tmp_path / "data" / "secrets.key").read_text().strip()
+    client = await aiohttp_client(make_app(Settings(data_dir=tmp_path / "data", secrets_keys=(key,))))
+    for url, status in ((old, 404), (new, 200), (everything, 200)):
+        parts = urlsplit(url)
+        assert (await client.get(f"{parts.path}?{parts.query}")).status == status, url
+
+    again = (await cli("--rotate")).stdout.strip()
+    assert again != everything
+    assert (await client.get(f"/calendar.ics?{urlsplit(everything).query}")).status == 404
 
 
 def test_a_service_account_key_is_stored_encrypted_and_removed(tmp_path: Path) -> None:

@@ -44,7 +44,7 @@ async def google() -> AsyncIterator[FakeGoogle]:
 def robot(google: FakeGoogle) -> ServiceAccount:
     account = google.add_service_account()
     google.add_calendar(DEPLOYS, acl={account.email: "writer"}, time_zone="Europe/Berlin")
-    google.add_calendar(FREEZES, acl={account.email: "freeBusyReader"}, time_zone="Europe/Berlin")
+    google.add_calendar(FREEZES, acl={account.email: "reader"}, time_zone="Europe/Berlin")
     return account
 
 
@@ -92,7 +92,7 @@ async def test_ship_books_in_google_after_reading_free_busy(scenario: Scenario, 
     assert release.slot.start == datetime(2026, 11, 27, 9, 30, tzinfo=UTC)  # 10:30 Berlin, after the manual one
 
     [query] = google.calendar_calls("POST /freeBusy") or [c for c in google.requests if c.path.endswith("/freeBusy")]
-    assert [item["id"] for item in query.json["items"]] == [DEPLOYS, FREEZES]
+    assert [item["id"] for item in query.json["items"]] == [DEPLOYS]
     assert query.json["timeMin"] == "2026-11-25T09:00:00Z"
     assert query.account == "release-bot@deploys.iam.gserviceaccount.com"
 
@@ -116,9 +116,37 @@ async def test_a_freeze_event_refuses_the_day_and_offers_the_next(scenario: Scen
     await ship(scenario, "/ship friday 14:00")
     assert await scenario.store.get_active_release(REPO, 7) is None
     [reply] = scenario.replies(7)
-    assert f"overlaps a freeze in the calendar {FREEZES}" in reply
+    assert f"overlaps 'Black Friday' in the freeze calendar {FREEZES}" in reply
     assert "`/ship 2026-11-30 10:00`" in reply  # Monday
     assert google.writes() == []
+
+
+async def test_an_all_day_freeze_shown_as_free_still_freezes(scenario: Scenario, google: FakeGoogle) -> None:
+    # Google Calendar makes all-day events "free" by default: free/busy would not show it at all.
+    google.add_event(
+        FREEZES,
+        {
+            "summary": "Black Friday",
+            "start": {"date": "2026-11-27"},
+            "end": {"date": "2026-11-28"},
+            "transparency": "transparent",
+        },
+    )
+    await ship(scenario, "/ship friday")
+    assert await scenario.store.get_active_release(REPO, 7) is None
+    [reply] = scenario.replies(7)
+    assert "Black Friday" in reply and "`/ship 2026-11-30 10:00`" in reply
+
+
+async def test_a_freeze_calendar_shared_for_free_busy_only_is_reported(
+    scenario: Scenario, google: FakeGoogle, robot: ServiceAccount
+) -> None:
+    google.calendars[FREEZES].acl[robot.email] = "freeBusyReader"
+    await ship(scenario, "/ship friday")
+    assert await scenario.store.get_active_release(REPO, 7) is None
+    [reply] = scenario.replies(7)
+    assert f"cannot read the freeze calendar `{FREEZES}`" in reply
+    assert 'with "See all event details"' in reply
 
 
 async def test_reschedule_patches_and_cancel_deletes(scenario: Scenario, google: FakeGoogle) -> None:
@@ -226,3 +254,41 @@ async def test_a_rate_limited_free_busy_read_is_reported_as_temporary(scenario: 
     assert await scenario.store.get_active_release(REPO, 7) is None
     [reply] = scenario.replies(7)
     assert "I can't book a release slot" in reply and "comment the same command again in a minute" in reply
+
+
+async def test_a_pending_reschedule_is_not_taken_for_a_persons_move(scenario: Scenario, google: FakeGoogle) -> None:
+    await ship(scenario, "/ship friday")
+    google.fail_next(1, status=403, reason="rateLimitExceeded", method_id="calendar.events.patch")
+    await ship(scenario, "/ship thursday 14:00")
+    # The event is still on Friday while the write waits for its retry: the watcher must not read
+    # that as a person moving it back, nor move the release back.
+    assert await scenario.worker.watch_calendars() == 0
+    scenario.clock.advance(seconds=30)
+    await scenario.settle()
+    release = await scenario.store.get_active_release(REPO, 7)
+    assert release is not None and release.slot is not None and release.event_id is not None
+    assert release.slot.start == datetime(2026, 11, 26, 13, 0, tzinfo=UTC)
+    assert starts_at(google, release.event_id) == release.slot.start
+    assert scenario.replies(7) == []
+    assert await scenario.worker.watch_calendars() == 0
+
+
+async def test_a_persons_move_is_not_overwritten_by_the_next_update(scenario: Scenario, google: FakeGoogle) -> None:
+    await ship(scenario, "/ship friday")
+    release = await scenario.store.get_active_release(REPO, 7)
+    assert release is not None and release.event_id is not None
+    event = google.calendars[DEPLOYS].events[release.event_id]
+    event["start"] = {"dateTime": "2026-11-27T14:00:00+01:00"}
+    event["end"] = {"dateTime": "2026-11-27T14:30:00+01:00"}
+    # Before the watcher looks, a push makes the bot update the event's description.
+    new_head = "c" * 40
+    scenario.fake.push_to_pull(REPO, 7, new_head)
+    await scenario.deliver("pull_request", synchronize(7, new_head, sender="alice"))
+    await scenario.settle()
+    moved = await scenario.store.get_active_release(REPO, 7)
+    assert moved is not None and moved.slot is not None
+    assert moved.slot.start == datetime(2026, 11, 27, 13, 0, tzinfo=UTC)  # the release followed the person
+    assert starts_at(google, release.event_id) == datetime(2026, 11, 27, 13, 0, tzinfo=UTC)  # not put back
+    assert "Verified SHA: not yet" in google.calendars[DEPLOYS].events[release.event_id]["description"]
+    [reply] = scenario.replies(7)
+    assert "the release follows it" in reply

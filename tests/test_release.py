@@ -9,14 +9,17 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from bot.checks import CheckItem, CheckState, ChecksVerdict
-from bot.policy import Policy, Window
+from bot.policy import Busy, Policy, Slot, Window
 from bot.release import (
     Actor,
+    CalendarChanged,
     CancelRequested,
     ChecksChanged,
     Decision,
+    EventBooked,
     HeadMoved,
     HoldRequested,
+    Prechecked,
     PullClosed,
     PullSnapshot,
     Release,
@@ -57,6 +60,7 @@ def ship(
         "checks": checks,
         "policy": POLICY,
         "when_text": when,
+        "lane": "o/r production",
     }
     fields.update(kw)
     return ShipRequested(**fields)  # type: ignore[arg-type]
@@ -218,3 +222,112 @@ def test_a_command_delivered_twice_is_applied_once() -> None:
     again = decide(held, HoldRequested(ALICE, Source.COMMENT, "delivery-9:0"), NOW)
     # Nothing is applied again; the progress is rendered again in case the first run died before it.
     assert again.release == held and again.effects == (RenderProgress(),)
+
+
+# The calendar's events: the T-minus check, the booked event, a person's change in the calendar.
+
+SYSTEM = Actor("release-secretary")
+
+
+def prechecked(release: Release, **kw: object) -> Prechecked:
+    assert release.slot is not None
+    fields: dict[str, object] = {
+        "actor": SYSTEM,
+        "source": Source.TIMER,
+        "delivery": None,
+        "slot_start": release.slot.start,
+        "head_sha": release.head_sha,
+        "checks": GREEN,
+    }
+    fields.update(kw)
+    return Prechecked(**fields)  # type: ignore[arg-type]
+
+
+def test_ship_takes_busy_time_into_account() -> None:
+    friday_3pm = datetime(2026, 11, 27, 14, 0, tzinfo=UTC)
+    taken = Busy(friday_3pm, friday_3pm + timedelta(minutes=30), "the release of o/r#6")
+    refused = only_reply(decide(None, ship(busy=(taken,)), NOW))
+    assert "overlaps the release of o/r#6" in refused and "`/ship 2026-11-27 15:30`" in refused
+    booked = decide(None, ship(when="friday afternoon", busy=(taken,), lane="o/r production"), NOW).release
+    assert booked is not None and booked.slot is not None and booked.lane == "o/r production"
+    assert booked.slot.start == datetime(2026, 11, 27, 12, 0, tzinfo=UTC)  # 13:00 Berlin, before the taken 15:00
+
+
+def test_a_clean_precheck_is_noted_and_not_repeated_for_a_stale_slot() -> None:
+    release = started()
+    passed = decide(release, prechecked(release), NOW).release
+    assert passed is not None and passed.state is State.SCHEDULED
+    assert passed.audit[-1].reason == "pre-release check passed" and passed.prechecked_for == release.slot.start
+    stale = prechecked(release, slot_start=NOW)  # the release was rescheduled since the timer was set
+    assert decide(release, stale, NOW) == Decision(release)
+
+
+def test_a_precheck_with_a_conflict_blocks_pings_the_requester_and_offers_the_next_slot() -> None:
+    release = started()
+    offer = Slot(datetime(2026, 11, 27, 14, 30, tzinfo=UTC), datetime(2026, 11, 27, 15, 0, tzinfo=UTC))
+    decision = decide(release, prechecked(release, conflicts=("'DB failover' overlaps",), proposal=offer), NOW)
+    blocked = decision.release
+    assert blocked is not None and blocked.state is State.BLOCKED and blocked.proposal == offer
+    assert blocked.blockers == ("'DB failover' overlaps",)
+    [render, reply] = decision.effects
+    assert isinstance(render, RenderProgress) and isinstance(reply, Reply)
+    assert reply.text.startswith("@alice the release at **Fri 27 Nov 15:00-15:30")
+    assert "`/ship 2026-11-27 15:30`" in reply.text
+    # Cleared at the next look: scheduled again, without a second message.
+    again = decide(blocked, prechecked(blocked), NOW)
+    assert again.release is not None and again.release.state is State.SCHEDULED and again.release.conflicts == ()
+    assert [type(e) for e in again.effects] == [RenderProgress]
+
+
+def test_a_precheck_sees_a_push_the_webhook_missed() -> None:
+    release = started()
+    decision = decide(release, prechecked(release, head_sha=NEW, checks=PENDING), NOW)
+    assert decision.release is not None and decision.release.state is State.VERIFYING
+    assert decision.release.head_sha == NEW and decision.release.verified_sha is None
+    reply = decision.effects[-1]
+    assert isinstance(reply, Reply) and f"the head moved to {NEW[:7]} since {HEAD[:7]} was verified" in reply.text
+
+
+def test_held_releases_are_not_prechecked_and_keep_their_hold_when_the_event_moves() -> None:
+    held = decide(started(), HoldRequested(ALICE, Source.COMMENT, "h", "write"), NOW).release
+    assert held is not None and held.state is State.HELD
+    assert decide(held, prechecked(held), NOW) == Decision(held)
+    held = replace(held, event_id="ev1")
+    saturday = Slot(datetime(2026, 11, 28, 10, 0, tzinfo=UTC), datetime(2026, 11, 28, 10, 30, tzinfo=UTC))
+    moved = CalendarChanged(
+        SYSTEM, Source.TIMER, None, event_id="ev1", moved_to=saturday, problems=("Saturday has no window",)
+    )
+    still = decide(held, moved, NOW).release
+    assert still is not None and still.state is State.HELD and still.conflicts
+
+
+def test_a_moved_event_is_followed_when_allowed_and_a_deleted_one_stops_the_release() -> None:
+    release = replace(started(), event_id="ev1")
+    thursday = Slot(datetime(2026, 11, 26, 13, 0, tzinfo=UTC), datetime(2026, 11, 26, 13, 30, tzinfo=UTC))
+    followed = decide(release, CalendarChanged(SYSTEM, Source.TIMER, None, event_id="ev1", moved_to=thursday), NOW)
+    assert followed.release is not None and followed.release.slot == thursday
+    assert followed.release.state is State.SCHEDULED
+    gone = decide(release, CalendarChanged(SYSTEM, Source.TIMER, None, event_id="ev1", moved_to=None), NOW)
+    assert gone.release is not None and gone.release.state is State.BLOCKED and gone.release.slot is None
+    assert gone.release.event_id is None
+    other = CalendarChanged(SYSTEM, Source.TIMER, None, event_id="someone-else", moved_to=None)
+    assert decide(release, other, NOW) == Decision(release)
+
+
+def test_event_booked_records_where_once() -> None:
+    release = started()
+    assert release.slot is not None
+    booked = EventBooked(
+        SYSTEM,
+        Source.TIMER,
+        None,
+        slot_start=release.slot.start,
+        calendar_account="embedded",
+        calendar_id="o/r production",
+        event_id="ev1",
+        event_link="https://bot.example/calendar.ics?repo=o%2Fr&token=t",
+    )
+    first = decide(release, booked, NOW)
+    assert first.release is not None and first.release.event_id == "ev1" and first.effects == (RenderProgress(),)
+    assert decide(first.release, booked, NOW) == Decision(first.release)
+    assert decide(release, replace(booked, slot_start=NOW), NOW) == Decision(release)  # for an older slot

@@ -304,6 +304,61 @@ async def test_calendar_events_are_found_by_overlap(store: Store) -> None:
     assert await store.get_calendar_event("acme/api production", "a") is None
 
 
+async def test_calendar_events_by_exact_prefix_before_the_limit(store: Store) -> None:
+    from bot.calendar import CalendarEvent
+
+    def event(calendar: str, hour: int) -> CalendarEvent:
+        return CalendarEvent(
+            id=f"e{hour}",
+            calendar=calendar,
+            start=T0.replace(hour=hour),
+            end=T0.replace(hour=hour, minute=30),
+            summary=calendar,
+            lane=calendar,
+        )
+
+    # What LIKE would wrongly take for "acme/web_app " or "acme/100%ok ": `_` and `%` are wildcards
+    # there, and LIKE ignores ASCII case; an unescaped regex for "acme/web.app "; and a longer name
+    # that merely starts with the same text.
+    for n, calendar in enumerate(
+        (
+            "acme/webXapp production",
+            "acme/100%-not-ok production",
+            "ACME/WEB_APP production",
+            "acme/web_app-v2 production",
+            "acme/100%ok-v2 staging",
+            "acme/web-app production",
+        )
+    ):
+        await store.save_calendar_event(event(calendar, 1 + n))  # earlier than the wanted ones
+    await store.save_calendar_event(event("acme/web_app production", 10))
+    await store.save_calendar_event(event("acme/web_app staging", 11))
+    await store.save_calendar_event(event("acme/100%ok production", 12))
+    await store.save_calendar_event(event("acme/web.app production", 13))
+    start, end = T0.replace(hour=0), T0.replace(hour=23)
+
+    web_app = await store.list_calendar_events(None, start=start, end=end, calendar_prefix="acme/web_app ")
+    assert [e.calendar for e in web_app] == ["acme/web_app production", "acme/web_app staging"]
+    percent = await store.list_calendar_events(None, start=start, end=end, calendar_prefix="acme/100%ok ")
+    assert [e.calendar for e in percent] == ["acme/100%ok production"]
+    dot = await store.list_calendar_events(None, start=start, end=end, calendar_prefix="acme/web.app ")
+    assert [e.calendar for e in dot] == ["acme/web.app production"]
+    # The limit counts matching events only: six earlier events elsewhere do not crowd them out.
+    first = await store.list_calendar_events(None, start=start, end=end, limit=1, calendar_prefix="acme/web_app ")
+    assert [e.calendar for e in first] == ["acme/web_app production"]
+    both = await store.list_calendar_events(
+        "acme/web_app staging", start=start, end=end, calendar_prefix="acme/web_app "
+    )
+    assert [e.calendar for e in both] == ["acme/web_app staging"]
+    assert (
+        await store.list_calendar_events(
+            "acme/100%ok production", start=start, end=end, calendar_prefix="acme/web_app "
+        )
+        == []
+    )
+    assert len(await store.list_calendar_events(None, start=start, end=end, calendar_prefix="")) == 10
+
+
 async def test_a_released_lease_is_free_at_once(store: Store) -> None:
     assert await store.acquire_lease("lane:x", "w1", now=T0, seconds=30)
     assert not await store.acquire_lease("lane:x", "w2", now=T0, seconds=30)

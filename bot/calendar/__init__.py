@@ -108,8 +108,11 @@ class Calendar(Protocol):
 
     async def free_busy(self, calendars: Sequence[str], start: datetime, end: datetime) -> FreeBusy: ...
 
-    async def events(self, calendar: str, start: datetime, end: datetime) -> list[CalendarEvent]:
-        """Events overlapping [start, end), cancelled ones left out."""
+    async def events(
+        self, calendar: str, start: datetime, end: datetime, *, include_free: bool = False
+    ) -> list[CalendarEvent]:
+        """Events overlapping [start, end), cancelled ones left out; "free" (transparent) ones too,
+        unless marked as priority or `include_free`."""
 
     async def get(self, calendar: str, event_id: str) -> CalendarEvent | None:
         """The event, cancelled ones included (`cancelled=True`); None when it never existed."""

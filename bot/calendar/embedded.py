@@ -33,7 +33,9 @@ class EmbeddedCalendar:
             busy[calendar] = [(e.start, e.end) for e in events]
         return FreeBusy(busy=busy)
 
-    async def events(self, calendar: str, start: datetime, end: datetime) -> list[CalendarEvent]:
+    async def events(
+        self, calendar: str, start: datetime, end: datetime, *, include_free: bool = False
+    ) -> list[CalendarEvent]:
         return await self.store.list_calendar_events(calendar, start=start, end=end)
 
     async def get(self, calendar: str, event_id: str) -> CalendarEvent | None:

@@ -3,7 +3,9 @@
 A feed URL carries its own token: `/calendar.ics?repo=owner/repo&token=...` shows one repository's
 releases, and the token is an HMAC of that scope under a secret kept encrypted in the store, so the
 link posted on a PR reveals nothing beyond what that PR's readers already see. The all-repositories
-feed (`scope` "*") is printed by `python -m bot calendar-feed` for operators only.
+feed (`scope` "*") is printed by `python -m bot calendar-feed` for operators only. A leaked link is
+revoked by rotating its scope (`calendar-feed --rotate`): the scope's version, kept in the store's
+values and part of the HMAC input, goes up, so every earlier link of that scope stops working.
 """
 
 from __future__ import annotations
@@ -14,25 +16,44 @@ import hmac
 import secrets
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Protocol, runtime_checkable
 from urllib.parse import urlencode
 
 import icalendar
+import orjson
 
 from ..secrets import Vault
 from . import CalendarEvent, Outcome
 
 ALL = "*"
 _SECRET_NAME = "calendar:feed-secret"  # noqa: S105 - the name it is stored under
+_VERSION_KEY = "calendar:feed-version:"  # + scope: how many times that scope's links were revoked
 PAST = timedelta(days=30)
 AHEAD = timedelta(days=400)
 _SEQUENCE_EPOCH = datetime(2020, 1, 1, tzinfo=UTC)
 PRODID = "-//Release Secretary//Release calendar//EN"
 
 
+@runtime_checkable
+class ValueStore(Protocol):
+    async def get_value(self, key: str) -> str | None: ...
+
+    async def set_value(self, key: str, value: str, *, now: datetime) -> None: ...
+
+
 class FeedTokens:
-    def __init__(self, vault: Vault, clock: Callable[[], datetime]) -> None:
+    """Feed links per scope (a repository, or ALL), and their revocation.
+
+    `values` keeps each scope's version; it defaults to the vault's store, which is the bot's store."""
+
+    def __init__(self, vault: Vault, clock: Callable[[], datetime], *, values: ValueStore | None = None) -> None:
+        if values is None:
+            if not isinstance(vault.store, ValueStore):
+                raise TypeError("FeedTokens needs a store with values (get_value/set_value) for link versions")
+            values = vault.store
         self.vault = vault
         self.clock = clock
+        self.values = values
         self._secret: bytes | None = None
 
     async def _key(self) -> bytes:
@@ -46,23 +67,32 @@ class FeedTokens:
             self._secret = stored.encode()
         return self._secret
 
+    async def version(self, scope: str) -> int:
+        # Read every time, never cached: a rotation by the CLI must revoke links in running processes.
+        stored = await self.values.get_value(_VERSION_KEY + scope)
+        return 0 if stored is None else int(stored)
+
+    async def rotate(self, scope: str) -> int:
+        """Revoke every link of the scope issued so far; the new version, for the links from now on."""
+        version = await self.version(scope) + 1
+        await self.values.set_value(_VERSION_KEY + scope, str(version), now=self.clock())
+        return version
+
     async def token(self, scope: str) -> str:
-        mac = hmac.new(await self._key(), f"calendar-feed:{scope}".encode(), hashlib.sha256).digest()
+        version = await self.version(scope)
+        # Version 0 keeps the original input, so links posted before versions existed stay valid;
+        # later ones are JSON, which no scope can forge from the other shape (it starts with "[").
+        message = f"calendar-feed:{scope}" if version == 0 else orjson.dumps(["calendar-feed", scope, version]).decode()
+        mac = hmac.new(await self._key(), message.encode(), hashlib.sha256).digest()
         return base64.urlsafe_b64encode(mac[:24]).decode().rstrip("=")
 
     async def verify(self, scope: str, token: str) -> bool:
         return hmac.compare_digest((await self.token(scope)).encode(), token.encode("utf-8", errors="replace"))
 
     async def url(self, base_url: str, scope: str) -> str:
-        query = (
-            {"token": await self.token(scope)} if scope == ALL else {"repo": scope, "token": await self.token(scope)}
-        )
+        token = await self.token(scope)
+        query = {"token": token} if scope == ALL else {"repo": scope, "token": token}
         return f"{base_url.rstrip('/')}/calendar.ics?{urlencode(query)}"
-
-
-def lane_repo(lane: str | None) -> str | None:
-    """The repository of a lane "owner/repo environment"."""
-    return lane.split(" ", 1)[0] if lane else None
 
 
 def render_feed(events: Sequence[CalendarEvent], *, name: str, now: datetime) -> bytes:

@@ -151,9 +151,12 @@ class GoogleCalendar:
                 ]
         return result
 
-    async def events(self, calendar: str, start: datetime, end: datetime) -> list[CalendarEvent]:
+    async def events(
+        self, calendar: str, start: datetime, end: datetime, *, include_free: bool = False
+    ) -> list[CalendarEvent]:
         """Events overlapping [start, end) that block time: cancelled and "free" ones left out, except
-        a priority event (a marked freeze), which counts however it is shown."""
+        a priority event (a marked freeze), which counts however it is shown, and everything when
+        `include_free` (a freeze calendar, where every event is a freeze)."""
         events = self._service.events()
         request = events.list(
             calendarId=calendar,
@@ -170,7 +173,8 @@ class GoogleCalendar:
             for item in page.get("items", []):
                 event = _to_event(calendar, item, zone)
                 # Google makes all-day events "free" by default, and a freeze is usually all-day.
-                if event.cancelled or (item.get("transparency") == "transparent" and not event.priority):
+                free = item.get("transparency") == "transparent" and not event.priority and not include_free
+                if event.cancelled or free:
                     continue
                 found.append(event)
             request = events.list_next(request, page)

@@ -167,22 +167,13 @@ class Calendars:
         own: Release | None = None,
         own_event: Slot | None = None,
     ) -> list[Busy]:
-        """Everything a new slot must not overlap: other releases in the lane (the store and the
-        booking calendar), freeze calendars, and the requester's own busy time when linked."""
-        lane = config.lane(repo)
-        busy: list[Busy] = []
-        for other in await self.store.find_releases(repo=repo):
-            if other.slot is None or other.lane != lane or (own is not None and other.key == own.key):
-                continue
-            if other.state in OPEN or other.state == State.RELEASING:
-                busy.append(Busy(other.slot.start, other.slot.end, f"the release of {repo}#{other.pr}"))
-        freezes = list(config.calendar.freeze_calendars)
+        """Everything a slot must not overlap: other releases (in the lane, or in the whole shared
+        Google calendar), bookings people made there, freeze calendar events, and the requester's own
+        busy time when linked."""
+        busy = await self._other_releases(config, repo, target, own)
         if target.account != EMBEDDED:
-            # One free/busy query: the booking calendar (shared: other repositories' releases too)
-            # and the freeze calendars.
-            calendars = [target.calendar_id, *(f for f in freezes if f != target.calendar_id)]
-            fb = await target.calendar.free_busy(calendars, start, end)
-            self._raise_unreadable(fb.errors, calendars, "calendar")
+            fb = await target.calendar.free_busy([target.calendar_id], start, end)
+            self._raise_unreadable(fb.errors, [target.calendar_id], "calendar")
             booked = fb.busy.get(target.calendar_id, [])
             # The release's own event is not busy time for itself (wherever a person moved it).
             if own is not None and own.slot is not None and own.event_id is not None:
@@ -190,19 +181,11 @@ class Calendars:
             if own_event is not None:
                 booked = _subtract(booked, own_event.start, own_event.end)
             busy += [Busy(s, e, "another booking in the release calendar") for s, e in booked if e > s]
-            busy += _intervals(fb.busy, calendars[1:], "a freeze in the calendar {cal}")
-        elif freezes:
-            # The embedded lane's bookings are the store's releases (above); freezes live in Google.
-            google = await self.google_reader(requester)
-            if google is None:
-                raise CalendarError(
-                    "the repository lists freeze calendars, but the bot has no Google credentials to read them.",
-                    advice="An operator sets GOOGLE_SERVICE_ACCOUNT_FILE, or you link your calendar with "
-                    "`/ship calendar link`; or remove `calendar.freeze_calendars`.",
-                )
-            fb = await google.free_busy(freezes, start, end)
-            self._raise_unreadable(fb.errors, freezes, "freeze calendar")
-            busy += _intervals(fb.busy, freezes, "a freeze in the calendar {cal}")
+        busy += [
+            Busy(e.start, e.end, f"'{e.summary}' in the freeze calendar {cal}")
+            for cal, e in await self._freeze_events(config, requester, start, end)
+            if e.end > e.start
+        ]
         if config.calendar.requester_busy:
             mine = await self.user_account(requester)
             if mine is not None:
@@ -213,6 +196,51 @@ class Calendars:
                 else:
                     busy += _intervals(personal.busy, ["primary"], f"@{requester}'s own calendar (busy)")
         return busy
+
+    async def _other_releases(self, config: RepoConfig, repo: str, target: Target, own: Release | None) -> list[Busy]:
+        """Releases the store knows, before their events reach any calendar: the same lane, or (for a
+        shared Google calendar) any repository's release booked in that calendar."""
+        lane = config.lane(repo)
+        shared = target.account != EMBEDDED
+        found: list[Busy] = []
+        for other in await self.store.find_releases(repo=None if shared else repo, limit=10_000):
+            if other.slot is None or (own is not None and other.key == own.key):
+                continue
+            if not (other.state in OPEN or other.state == State.RELEASING):
+                continue
+            if other.lane == lane or (shared and other.calendar_id == target.calendar_id):
+                found.append(Busy(other.slot.start, other.slot.end, f"the release of {other.repo}#{other.pr}"))
+        return found
+
+    async def _freeze_events(
+        self, config: RepoConfig, requester: str, start: datetime, end: datetime
+    ) -> list[tuple[str, CalendarEvent]]:
+        """Every event in the freeze calendars, "free" ones included: Google makes all-day events free
+        by default, and a freeze is usually all-day. Needs "See all event details" on them."""
+        freezes = list(config.calendar.freeze_calendars)
+        if not freezes:
+            return []
+        google = await self.google_reader(requester)
+        if google is None:
+            raise CalendarError(
+                "the repository lists freeze calendars, but the bot has no Google credentials to read them.",
+                advice="An operator sets GOOGLE_SERVICE_ACCOUNT_FILE, or you link your calendar with "
+                "`/ship calendar link`; or remove `calendar.freeze_calendars`.",
+            )
+        found: list[tuple[str, CalendarEvent]] = []
+        for cal in freezes:
+            try:
+                found += [(cal, e) for e in await google.events(cal, start, end, include_free=True)]
+            except CalendarError as exc:
+                if exc.retry:
+                    raise
+                raise CalendarError(
+                    f"cannot read the freeze calendar `{cal}`: {exc.message}",
+                    advice='Share it with the bot\'s Google account with "See all event details" '
+                    "(see `python -m bot doctor`).",
+                    status=exc.status,
+                ) from exc
+        return found
 
     def _raise_unreadable(self, errors: dict[str, str], calendars: Sequence[str], what: str) -> None:
         for calendar in calendars:
@@ -239,7 +267,11 @@ class Calendars:
     # The T-minus check -----------------------------------------------------------------------------
 
     async def conflicts(self, release: Release, config: RepoConfig) -> list[str]:
-        """What stands against the release's slot now: freezes, windows, higher-priority events."""
+        """What stands against the release's slot now: the windows and freezes of the config, freeze
+        events, higher-priority events, and anything else booked over it in the release calendar.
+
+        The booking rules (`busy`) but for the requester's own meetings: those gave way when the slot
+        was chosen and do not outrank a release about to start."""
         assert release.slot is not None
         slot = release.slot
         policy: Policy = config.policy()
@@ -257,20 +289,17 @@ class Calendars:
                     continue
                 if event.priority:
                     found.append(f"'{event.summary}' is marked as taking priority and overlaps the slot")
-                elif event.release is not None and (event.lane is None or event.lane == release.lane):
+                elif event.release is not None:
                     found.append(f"another release ({event.summary}) is booked over the slot")
-        freezes = list(config.calendar.freeze_calendars)
-        if freezes:
-            google = await self.google_reader(release.requested_by)
-            if google is None:
-                found.append("the freeze calendars cannot be read: the bot has no Google credentials")
-            else:
-                fb = await google.free_busy(freezes, slot.start, slot.end)
-                for cal in freezes:
-                    if cal in fb.errors:
-                        found.append(f"the freeze calendar {cal} cannot be read: {fb.errors[cal]}")
-                    elif fb.busy.get(cal):
-                        found.append(f"a freeze in the calendar {cal} overlaps the slot")
+                else:
+                    found.append(f"'{event.summary}' is booked over the slot in the release calendar")
+        target = Target(calendar or self.embedded, calendar_id)
+        for other in await self._other_releases(config, release.repo, target, release):
+            reason = f"{other.reason} is booked over the slot"
+            if other.start < slot.end and slot.start < other.end and reason not in found:
+                found.append(reason)
+        for cal, event in await self._freeze_events(config, release.requested_by, slot.start, slot.end):
+            found.append(f"'{event.summary}' in the freeze calendar {cal} overlaps the slot")
         return found
 
     # Keeping the event in line with the release ----------------------------------------------------
@@ -329,8 +358,9 @@ class Calendars:
             return None
         return await calendar.book(calendar_id, booking)
 
-    async def observe(self, release: Release) -> CalendarEvent | bool | None:
-        """The release's event as the calendar has it now; None if gone; True if it is as booked."""
+    async def observe(self, release: Release, written: Slot | None) -> CalendarEvent | bool | None:
+        """The release's event against what the bot last wrote (`written`, else the release's slot):
+        True when nobody changed it, None when it is gone, the event when a person moved it."""
         if release.event_id is None or release.slot is None:
             return True
         calendar = await self.account(release.calendar_account)
@@ -339,7 +369,8 @@ class Calendars:
         event = await calendar.get(release.calendar_id or release.lane, release.event_id)
         if event is None or event.cancelled:
             return None
-        if event.start == release.slot.start and event.end == release.slot.end:
+        expected = written or release.slot
+        if event.start == expected.start and event.end == expected.end:
             return True
         return event
 

@@ -214,8 +214,12 @@ class Store(Protocol):
         end: datetime,
         include_cancelled: bool = False,
         limit: int = 1000,
+        calendar_prefix: str | None = None,
     ) -> list[CalendarEvent]:
-        """Events overlapping [start, end) in one calendar (None: every calendar), earliest first."""
+        """Events overlapping [start, end) in one calendar (None: every calendar), earliest first.
+
+        `calendar_prefix` keeps only calendars whose name starts with exactly that text (no wildcards,
+        case-sensitive), and is applied before `limit`: `f"{repo} "` is one repository's lanes."""
 
     async def get_value(self, key: str) -> str | None: ...
 

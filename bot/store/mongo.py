@@ -4,6 +4,7 @@ processes. Leases and versions are single-document atomic updates, so no transac
 from __future__ import annotations
 
 import contextlib
+import re
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -458,10 +459,17 @@ class MongoStore:
         end: datetime,
         include_cancelled: bool = False,
         limit: int = 1000,
+        calendar_prefix: str | None = None,
     ) -> list[CalendarEvent]:
         query: dict[str, Any] = {"start": {"$lt": end}, "end": {"$gt": start}}
+        by_calendar: dict[str, Any] = {}
         if calendar is not None:
-            query["calendar"] = calendar
+            by_calendar["$eq"] = calendar
+        if calendar_prefix is not None:
+            # Anchored and escaped: a literal prefix, which the (calendar, start) index can serve.
+            by_calendar["$regex"] = "^" + re.escape(calendar_prefix)
+        if by_calendar:
+            query["calendar"] = by_calendar
         if not include_cancelled:
             query["cancelled"] = False
         cursor = self._db.calendar_events.find(query).sort([("start", 1), ("_id", 1)]).limit(limit)

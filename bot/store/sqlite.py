@@ -641,12 +641,17 @@ class SqliteStore:
         end: datetime,
         include_cancelled: bool = False,
         limit: int = 1000,
+        calendar_prefix: str | None = None,
     ) -> list[CalendarEvent]:
         clauses = ["start < ?", "end > ?"]
         params: list[Any] = [_ts(end), _ts(start)]
         if calendar is not None:
             clauses.append("calendar = ?")
             params.append(calendar)
+        if calendar_prefix is not None:
+            # Not LIKE: `_` and `%` are common in names, and LIKE ignores ASCII case.
+            clauses.append("substr(calendar, 1, length(?)) = ?")
+            params.extend((calendar_prefix, calendar_prefix))
         if not include_cancelled:
             clauses.append("cancelled = 0")
         rows = await self._all(

@@ -210,6 +210,7 @@ class FakeGoogle:
         self.requests: list[Recorded] = []
         self.violations: list[str] = []
         self._failures: dict[str, list[tuple[int, str]]] = {"calendar": [], "token": []}
+        self._method_failures: dict[str, list[tuple[int, str]]] = {}
         self._runner: web.AppRunner | None = None
 
     # Life cycle.
@@ -311,9 +312,19 @@ class FakeGoogle:
             del self.tokens[token]
 
     def fail_next(
-        self, count: int = 1, *, status: int = 403, reason: str = "rateLimitExceeded", target: str = "calendar"
+        self,
+        count: int = 1,
+        *,
+        status: int = 403,
+        reason: str = "rateLimitExceeded",
+        target: str = "calendar",
+        method_id: str | None = None,
     ) -> None:
-        """The next `count` authenticated calendar calls (or token requests) fail with status/reason."""
+        """The next `count` authenticated calendar calls (or token requests) fail with status/reason;
+        with `method_id` ("calendar.events.patch") only calls of that API method."""
+        if method_id is not None:
+            self._method_failures.setdefault(method_id, []).extend([(status, reason)] * count)
+            return
         self._failures[target].extend([(status, reason)] * count)
 
     # Assert.
@@ -368,8 +379,9 @@ class FakeGoogle:
         if method_id not in _METHODS:
             self.violations.append(f"{method_id}: not implemented by the fake")
             raise GoogleError(501, "notImplemented", f"{method_id} is not implemented by the fake")
-        if self._failures["calendar"]:
-            status, reason = self._failures["calendar"].pop(0)
+        queue = self._method_failures.get(method_id) or self._failures["calendar"]
+        if queue:
+            status, reason = queue.pop(0)
             domain = "usageLimits" if "Limit" in reason else "global"
             raise GoogleError(status, reason, _FAILURE_MESSAGES.get(reason, "Backend Error"), domain=domain)
         method = _discovery_method(method_id)
