@@ -180,7 +180,7 @@ async def check_calendar(settings: Settings, report: Report) -> None:
             report.ok(
                 f"calendar: Google service account {calendar.email} ({source}) signs in; share each "
                 "repository's calendar.id with it (Make changes to events) and its freeze calendars "
-                "(See only free/busy)"
+                "(See all event details)"
             )
     if settings.google_client_id is None:
         report.ok("calendar: people cannot link their own Google calendars (GOOGLE_CLIENT_ID is not set)")

@@ -1,22 +1,26 @@
 """Linking a Google calendar: the bot's pages under aiohttp, GitHub's user authorization (the fake GitHub's
 web flow and GET /user) confirming who opened the link, the fake Google's consent screen and token
-endpoint over HTTP, and the linked credentials used against the fake Calendar API."""
+endpoint over HTTP, and the linked credentials used against the fake Calendar API. Each test client is a
+browser with a cookie jar of its own: the flow's cookies bind each leg to the browser that began it."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+import secrets
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from http.cookies import Morsel
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
+from pytest_aiohttp import AiohttpServer
 
 from bot.calendar import SCOPES
 from bot.calendar.oauth import GoogleLinks, LinkNotConfigured, add_routes
@@ -36,6 +40,7 @@ GITHUB_CLIENT_SECRET = "not-a-real-github-client-secret"
 ADA = "ada@example.com"
 
 Client = TestClient[web.Request, web.Application]
+Browsers = Callable[[], Awaitable[Client]]
 
 
 class Clock:
@@ -100,10 +105,35 @@ async def links(
 
 
 @pytest.fixture
-async def client(links: GoogleLinks, aiohttp_client: Callable[[web.Application], Awaitable[Client]]) -> Client:
+async def server(links: GoogleLinks, aiohttp_server: AiohttpServer) -> TestServer:
     app = web.Application()
     add_routes(app, links)
-    return await aiohttp_client(app)
+    return await aiohttp_server(app)
+
+
+@pytest.fixture
+async def browsers(server: TestServer) -> AsyncIterator[Browsers]:
+    """Opens browsers on the bot, each with its own cookie jar. The bot's PUBLIC_URL is https (a TLS proxy
+    in front), so its cookies are Secure: the jar counts the plain-http test server as that secure origin
+    and otherwise keeps and sends cookies as a browser does (Path, Max-Age, deletion)."""
+    opened: list[Client] = []
+
+    async def open_browser() -> Client:
+        jar = aiohttp.CookieJar(unsafe=True, treat_as_secure_origin=server.make_url("/"))
+        browser = TestClient(server, cookie_jar=jar)
+        await browser.start_server()
+        opened.append(browser)
+        return browser
+
+    yield open_browser
+    for browser in opened:
+        await browser.close()
+
+
+@pytest.fixture
+async def client(browsers: Browsers) -> Client:
+    """The browser of the person the link is for."""
+    return await browsers()
 
 
 def local(url: str) -> str:
@@ -153,6 +183,19 @@ def token_requests(fake_google: FakeGoogle) -> list[Recorded]:
 async def link_records(store: SqliteStore) -> list[str]:
     rows = await store.db.execute_fetchall("SELECT key FROM kv WHERE key LIKE 'google-oauth-%'")
     return [str(row[0]) for row in rows]
+
+
+def jar(browser: Client) -> dict[str, str]:
+    """The cookies the browser would send back to the bot's flow."""
+    url = browser.make_url("/oauth/google/callback")
+    return {name: morsel.value for name, morsel in browser.session.cookie_jar.filter_cookies(url).items()}
+
+
+def set_cookie(answer: aiohttp.ClientResponse, name: str) -> Morsel[str]:
+    [header] = [h for h in answer.headers.getall("Set-Cookie", []) if h.startswith(f"{name}=")]
+    morsel = answer.cookies[name]
+    assert morsel.OutputString() in header
+    return morsel
 
 
 async def test_linking_keeps_an_encrypted_refresh_token_that_works(
@@ -262,6 +305,7 @@ async def test_the_store_and_the_logs_hold_no_state_code_token_or_verifier(
     github_url = await to_github(client, start_url)
     back = await follow(github_url)
     google_url = (await client.get(local(back), allow_redirects=False)).headers["Location"]
+    cookies = jar(client)
     dumps = []
     for table in ("kv", "secrets"):
         rows = await store.db.execute_fetchall(f"SELECT * FROM {table}")
@@ -282,12 +326,119 @@ async def test_the_store_and_the_logs_hold_no_state_code_token_or_verifier(
         "GitHub verifier": github_verifier,
         "Google's state": query_of(google_url)["state"].partition(".")[2],
         "Google verifier": google_verifier,
+        "GitHub leg's cookie": cookies["rs_calendar_signin"],
+        "Google leg's cookie": cookies["rs_calendar_link"],
     }
     # Everything logged, SQL included, but the test server's access log: the bot runs with access_log=None.
     logged = "\n".join(r.getMessage() for r in caplog.records if r.name != "aiohttp.access")
     for what, value in secrets_seen.items():
         assert value not in dump, what
         assert value not in logged, what
+
+
+async def test_each_leg_gives_the_browser_a_secure_httponly_lax_cookie_the_store_keeps_only_hashed(
+    client: Client, links: GoogleLinks, github: FakeGitHub, store: SqliteStore, clock: Clock
+) -> None:
+    start_url = await links.start("ada")
+    clock.now += timedelta(minutes=4)
+    opened = await client.get(local(start_url), allow_redirects=False)
+    assert opened.status == 302
+    sign_in = set_cookie(opened, "rs_calendar_signin")
+    assert (sign_in["path"], sign_in["samesite"], sign_in["httponly"], sign_in["secure"]) == (
+        "/oauth/google",
+        "Lax",  # sent on the top-level GET back from GitHub's and Google's sites
+        True,
+        True,
+    )
+    assert sign_in["max-age"] == "360"  # what is left of the link's 10 minutes
+
+    confirmed = await client.get(local(await follow(opened.headers["Location"])), allow_redirects=False)
+    assert confirmed.status == 302
+    link = set_cookie(confirmed, "rs_calendar_link")
+    assert (link["path"], link["samesite"], link["httponly"], link["secure"]) == ("/oauth/google", "Lax", True, True)
+    assert link["max-age"] == "600"  # the confirmed person's own 10 minutes
+    assert link.value != sign_in.value
+    rows = await store.db.execute_fetchall("SELECT * FROM kv")
+    dump = repr([tuple(row) for row in rows])
+    assert link.value not in dump and hashlib.sha256(link.value.encode()).hexdigest() in dump
+
+    page = await client.get(local(await follow(confirmed.headers["Location"])))
+    assert page.status == 200, await page.text()
+    cleared = set_cookie(page, "rs_calendar_link")
+    assert (cleared.value, cleared["max-age"], cleared["path"]) == ("", "0", "/oauth/google")
+    assert "rs_calendar_link" not in jar(client)
+
+
+async def test_over_plain_http_the_cookies_are_not_marked_secure(links: GoogleLinks, client: Client) -> None:
+    links.settings = links.settings.replace(public_url="http://127.0.0.1:8080")
+    start_url = await links.start("ada")
+    opened = await client.get("/oauth/google/start", params=query_of(start_url), allow_redirects=False)
+    assert opened.status == 302
+    sign_in = set_cookie(opened, "rs_calendar_signin")
+    assert (sign_in["secure"], sign_in["httponly"], sign_in["samesite"]) == ("", True, "Lax")
+
+
+@pytest.mark.parametrize("victims_cookie", ["none", "her own link's", "made up"])
+async def test_googles_consent_url_forwarded_to_someone_else_links_nothing_and_spends_the_link(
+    client: Client,
+    browsers: Browsers,
+    links: GoogleLinks,
+    fake_google: FakeGoogle,
+    github: FakeGitHub,
+    store: SqliteStore,
+    victims_cookie: str,
+) -> None:
+    # Mallory opens her own link in her browser, GitHub confirms her, and she forwards Google's consent URL.
+    github.signed_in_as = "mallory"
+    google_url = await to_google(client, await links.start("mallory"))
+    record = "google-oauth-state:" + query_of(google_url)["state"].partition(".")[0]
+    victim = await browsers()
+    if victims_cookie == "her own link's":
+        github.signed_in_as = "ada"
+        await to_google(victim, await links.start("ada"))
+        assert "rs_calendar_link" in jar(victim)
+    elif victims_cookie == "made up":
+        made_up = {"rs_calendar_link": secrets.token_urlsafe(32)}  # as the bot would set it: Path=/oauth/google
+        victim.session.cookie_jar.update_cookies(made_up, victim.make_url("/oauth/google/callback"))
+
+    back = await follow(google_url)  # the victim consents as ada@example.com; Google sends her to the bot
+    page = await victim.get(local(back))
+    assert page.status == 403
+    text = await page.text()
+    assert "This calendar link was confirmed in another browser" in text
+    assert "nothing was linked" in text and "in the browser where you are signed in to GitHub" in text
+    assert page.headers["Cache-Control"] == "no-store"
+    assert token_requests(fake_google) == []  # the victim's code was never used
+    assert await store.get_secret("google:user:mallory") is None
+    assert record not in await link_records(store)  # spent
+    assert "rs_calendar_link" not in jar(victim)
+
+    # Not even Mallory, in the browser GitHub confirmed, can bring the victim's answer back later.
+    replayed = await client.get(local(back))
+    assert replayed.status == 400
+    assert "not known" in await replayed.text()
+    assert token_requests(fake_google) == []
+    assert await links.credentials_for("mallory") is None
+
+
+async def test_githubs_answer_replayed_in_another_browser_is_refused_and_the_link_still_works(
+    client: Client, browsers: Browsers, links: GoogleLinks, github: FakeGitHub
+) -> None:
+    start_url = await links.start("ada")
+    back = await back_from_github(client, start_url)  # ada's GitHub callback URL, code and all, leaks
+    other = await browsers()
+    page = await other.get(local(back), allow_redirects=False)
+    assert page.status == 403
+    assert "This sign-in began in another browser" in await page.text()
+    assert "rs_calendar_link" not in jar(other)
+    await to_github(other, start_url)  # a sign-in of its own does not make ada's its
+    assert (await other.get(local(back), allow_redirects=False)).status == 403
+    assert [r for r in github.requests if r.path == "/login/oauth/access_token"] == []  # the code was not used
+
+    confirmed = await client.get(local(back), allow_redirects=False)  # ada's browser goes on
+    assert confirmed.status == 302, await confirmed.text()
+    assert (await client.get(local(await follow(confirmed.headers["Location"])))).status == 200
+    assert await links.credentials_for("ada") is not None
 
 
 async def test_someone_else_opening_the_link_is_refused_and_spends_it(
@@ -320,17 +471,23 @@ async def test_github_logins_compare_without_case(client: Client, links: GoogleL
 
 
 async def test_googles_callback_refuses_a_link_github_has_not_confirmed(
-    client: Client, links: GoogleLinks, fake_google: FakeGoogle, github: FakeGitHub, store: SqliteStore
+    client: Client,
+    browsers: Browsers,
+    links: GoogleLinks,
+    fake_google: FakeGoogle,
+    github: FakeGitHub,
+    store: SqliteStore,
 ) -> None:
     start_url = await links.start("ada")
     # Mallory opens the link and skips GitHub: she takes the record's id from GitHub's state and brings
     # Google's answer for her own account straight to the bot's callback.
-    github_state = query_of(await to_github(client, start_url))["state"]
+    mallory = await browsers()
+    github_state = query_of(await to_github(mallory, start_url))["state"]
     forged = {"state": github_state, "code": "4/mallorys-own-code"}
-    page = await client.get("/oauth/google/callback", params=forged)
+    page = await mallory.get("/oauth/google/callback", params=forged)
     assert page.status == 403
     assert "GitHub has not confirmed this link" in await page.text()
-    page = await client.get("/oauth/google/callback", params={"state": query_of(start_url)["state"], "code": "4/x"})
+    page = await mallory.get("/oauth/google/callback", params={"state": query_of(start_url)["state"], "code": "4/x"})
     assert page.status == 400  # the link's own state is good for the start page only
     assert token_requests(fake_google) == []
     assert await store.get_secret("google:user:ada") is None
@@ -338,7 +495,7 @@ async def test_googles_callback_refuses_a_link_github_has_not_confirmed(
     # None of that spent ada's link: she opens it, GitHub confirms her, and it links her calendar.
     google_url = await to_google(client, start_url)
     record_id = query_of(google_url)["state"].partition(".")[0]
-    guessed = await client.get("/oauth/google/callback", params={"state": f"{record_id}.guess", "code": "4/x"})
+    guessed = await mallory.get("/oauth/google/callback", params={"state": f"{record_id}.guess", "code": "4/x"})
     assert guessed.status == 400
     assert (await client.get(local(await follow(google_url)))).status == 200
     assert await links.credentials_for("ada") is not None
@@ -366,6 +523,7 @@ async def test_a_link_opened_in_several_tabs_works_from_any_of_them_once(
 ) -> None:
     start_url = await links.start("ada")
     opened = [await back_from_github(client, start_url) for _ in range(6)]  # a chat's link preview, tabs...
+    assert len(jar(client)["rs_calendar_signin"].split(".")) == 5  # the browser keeps as many as the link
     stale = await client.get(local(opened[0]), allow_redirects=False)  # only the latest five are kept
     assert stale.status == 400
     assert "out of date" in await stale.text()
@@ -420,6 +578,7 @@ async def test_declining_on_google_links_nothing(
     assert "declined" in text and "/ship calendar link" in text
     assert await store.get_secret("google:user:ada") is None
     assert await link_records(store) == []  # spent
+    assert "rs_calendar_link" not in jar(client)
     assert (await client.get(local(start_url), allow_redirects=False)).status == 400
 
 

@@ -13,6 +13,15 @@ when spent. The link's state is only ever accepted at the bot's start page; GitH
 a state of their own, `<sha256 of the link's state>.<random>`, whose random part the record keeps only
 as a hash, next to that leg's PKCE verifier encrypted by the secret box. So the store never holds a
 live state, and no token, code or verifier is ever logged or shown.
+
+Each leg is bound to the browser that began it, so a URL that leaks or is forwarded is no use elsewhere.
+The start page gives the browser a fresh random value in a cookie (SIGN_IN_COOKIE, holding the latest
+few, one per opening), and GitHub's answer is only taken from a browser that holds it. The GitHub
+callback that confirms the person gives it a second fresh value (LINK_COOKIE), and Google's answer is
+only taken from a browser that holds that: otherwise Mallory, confirmed as herself, could forward Google's
+consent URL to someone else and keep their calendar under her login. The records keep only the values'
+SHA-256. A Google answer in a browser without the cookie spends the link: it is someone's consent brought
+to the wrong place, and no later request may redeem it.
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ import hmac
 import html
 import json
 import logging
+import math
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,6 +61,9 @@ STATE_TTL = timedelta(minutes=10)
 PENDING_SIGN_INS = 5  # a link opened in several tabs (or fetched by a chat's link preview) keeps working
 TOKEN_TIMEOUT = 30.0  # seconds for each call to GitHub or Google
 GITHUB_API_VERSION = "2022-11-28"
+COOKIE_PATH = "/oauth/google"
+SIGN_IN_COOKIE = "rs_calendar_signin"  # the GitHub leg's values, one per opening: "<value>.<value>..."
+LINK_COOKIE = "rs_calendar_link"  # the Google leg's value, once GitHub has confirmed the person
 _STATE_KEY = "google-oauth-state:"  # + sha256(link state), in the store's key-value table
 _LEGACY_UNLINKED = json.dumps({"unlinked": True})  # how unlinking was marked before secrets could be deleted
 _RELINK = "Run <code>/ship calendar link</code> again for a fresh link."
@@ -60,6 +73,15 @@ _SCOPE_NAMES = {
 }
 # GitHub's errors that mean the bot's own OAuth client is set up wrong, not that the person did anything.
 _OPERATOR_ERRORS = frozenset({"incorrect_client_credentials", "redirect_uri_mismatch"})
+
+
+@dataclass(frozen=True)
+class Handoff:
+    """Where the bot sends the browser next, and the cookie value it must bring back to go on."""
+
+    url: str
+    cookie: str  # the store keeps only the sha256 of the value this leg added
+    max_age: int  # seconds: what is left of the state's lifetime
 
 
 class LinkNotConfigured(RuntimeError):
@@ -83,11 +105,13 @@ class _Link:
     login: str
     expires: datetime
     # While GitHub is asked, one per opening of the link (the latest few): the sha256 of the random half
-    # of GitHub's state ("id") and GitHub's PKCE verifier, encrypted ("verifier").
+    # of GitHub's state ("id"), GitHub's PKCE verifier, encrypted ("verifier"), and the sha256 of the
+    # value the opening browser got in its SIGN_IN_COOKIE ("browser").
     sign_ins: tuple[dict[str, str], ...] = ()
     confirmed: bool = False  # GitHub said the person who opened the link is `login`
     consent: str | None = None  # sha256 of the random half of Google's state, once confirmed
     verifier: str | None = None  # Google's PKCE verifier, encrypted
+    browser: str | None = None  # sha256 of the LINK_COOKIE value of the browser GitHub confirmed
 
 
 class GoogleLinks:
@@ -138,22 +162,34 @@ class GoogleLinks:
         await self.store.set_value(_STATE_KEY + _digest(state), json.dumps(record), now=now)
         return f"{(self.settings.public_url or '').rstrip('/')}{START_PATH}?{urlencode({'state': state})}"
 
-    async def sign_in_url(self, state: str) -> str:
+    @property
+    def secure_cookies(self) -> bool:
+        """Whether the flow's cookies are marked Secure: when the bot is reached over https."""
+        return (self.settings.public_url or "").lower().startswith("https://")
+
+    async def sign_in_url(self, state: str, cookie: str | None) -> Handoff:
         """GitHub's authorization page for a valid link: there the person opening it proves who they are.
 
-        Each opening is a sign-in of its own; only the latest PENDING_SIGN_INS are kept."""
+        Each opening is a sign-in of its own; only the latest PENDING_SIGN_INS are kept. The browser's
+        SIGN_IN_COOKIE (`cookie`, as it came) gets a fresh value for this one, next to its latest others."""
         link = await self._link(_STATE_KEY + _digest(state)) if state else _unknown()
         if link.confirmed:
             raise LinkFailed(400, "This link was already used", f"Each link works once. {_RELINK}")
         nonce = secrets.token_urlsafe(32)
         verifier = secrets.token_urlsafe(64)  # 86 characters of [A-Za-z0-9_-]: RFC 7636 asks 43 to 128
-        sign_in = {"id": _digest(nonce), "verifier": self.vault.box.encrypt(verifier).decode("ascii")}
+        browser = secrets.token_urlsafe(32)
+        sign_in = {
+            "id": _digest(nonce),
+            "verifier": self.vault.box.encrypt(verifier).decode("ascii"),
+            "browser": _digest(browser),
+        }
         record = {
             "login": link.login,
             "expires": link.expires.isoformat(),
             "sign_ins": [*link.sign_ins[-(PENDING_SIGN_INS - 1) :], sign_in],
         }
-        await self.store.set_value(link.key, json.dumps(record), now=self.clock())
+        now = self.clock()
+        await self.store.set_value(link.key, json.dumps(record), now=now)
         params = {
             "client_id": self.settings.github_client_id or "",
             "redirect_uri": self.github_redirect_uri,
@@ -163,12 +199,18 @@ class GoogleLinks:
             "code_challenge": _challenge(verifier),
             "code_challenge_method": "S256",
         }
-        return f"{self.settings.github_url.rstrip('/')}/login/oauth/authorize?{urlencode(params)}"
+        url = f"{self.settings.github_url.rstrip('/')}/login/oauth/authorize?{urlencode(params)}"
+        # The other links or tabs this browser has open keep their values (as many as a link keeps).
+        kept = _cookie_values(cookie)[-(PENDING_SIGN_INS - 1) :]
+        return Handoff(url, ".".join([*kept, browser]), _seconds(link.expires - now))
 
-    async def confirm(self, state: str, code: str) -> str:
-        """GitHub came back: learn who signed in; Google's consent screen if it is the link's login.
+    async def confirm(self, state: str, code: str, cookie: str | None) -> Handoff:
+        """GitHub came back: learn who signed in; Google's consent screen if it is the link's login,
+        with a fresh value for the browser's LINK_COOKIE.
 
-        Someone else spends the link (403): it was posted where others could read it."""
+        GitHub's answer in a browser without this sign-in's SIGN_IN_COOKIE value is refused (403) before
+        its code is used; the link stays usable. Someone else spends the link (403): it was posted where
+        others could read it."""
         key, nonce = _split(state)
         link = await self._link(key)
         if link.confirmed:
@@ -180,6 +222,15 @@ class GoogleLinks:
                 "This sign-in is out of date",
                 "The link has been opened several times since this sign-in began. Open it again from the "
                 f"pull request. {_RELINK}",
+            )
+        if not _carries(cookie, sign_in.get("browser")):
+            log.warning("calendar link's GitHub sign-in came back to another browser", extra={"login": link.login})
+            raise LinkFailed(
+                403,
+                "This sign-in began in another browser",
+                "GitHub's answer came back to a browser that did not open the link, so nothing was linked. "
+                "Open the link from the pull request again, in this browser (it must accept cookies from this "
+                "site). Never finish a sign-in from a link someone sent you.",
             )
         verifier = self.vault.box.decrypt(sign_in["verifier"].encode("ascii"), name="OAuth state")
         login = await self._github_login(code, verifier)
@@ -196,6 +247,7 @@ class GoogleLinks:
             )
         nonce = secrets.token_urlsafe(32)
         verifier = secrets.token_urlsafe(64)
+        browser = secrets.token_urlsafe(32)
         now = self.clock()
         record = {
             "login": link.login,
@@ -203,6 +255,7 @@ class GoogleLinks:
             "confirmed": True,
             "consent": _digest(nonce),
             "verifier": self.vault.box.encrypt(verifier).decode("ascii"),
+            "browser": _digest(browser),
         }
         await self.store.set_value(key, json.dumps(record), now=now)
         log.info("calendar link confirmed by GitHub", extra={"login": link.login})
@@ -219,11 +272,26 @@ class GoogleLinks:
             "prompt": "consent",
             "include_granted_scopes": "true",
         }
-        return f"{self.settings.google_auth_url}?{urlencode(params)}"
+        return Handoff(f"{self.settings.google_auth_url}?{urlencode(params)}", browser, _seconds(STATE_TTL))
 
-    async def complete(self, state: str, code: str) -> str:
-        """Google came back: use up the link, exchange the code, keep the refresh token; the linked login."""
+    async def complete(self, state: str, code: str, cookie: str | None) -> str:
+        """Google came back: use up the link, exchange the code, keep the refresh token; the linked login.
+
+        In a browser without the LINK_COOKIE that GitHub's confirmation gave (`cookie`), the link is
+        spent and the code never used (403): Google's consent URL was forwarded to someone else, or the
+        person finished in a browser other than the one GitHub checked."""
         link = await self._claim(state)
+        if not _carries(cookie, link.browser):
+            log.warning("calendar link's Google consent came back to another browser", extra={"login": link.login})
+            raise LinkFailed(
+                403,
+                "This calendar link was confirmed in another browser",
+                "Google's answer came back to a browser that did not pass GitHub's check, so nothing was "
+                "linked and this link no longer works. Run <code>/ship calendar link</code> again and open "
+                "the new link from the pull request in the browser where you are signed in to GitHub (it "
+                "must accept cookies from this site). If someone sent you a Google sign-in link, it was not "
+                "meant for you.",
+            )
         assert link.verifier is not None  # a confirmed record has it (_claim checked)
         verifier = self.vault.box.decrypt(link.verifier.encode("ascii"), name="OAuth state")
         answer = await self._google_exchange(code, verifier)
@@ -310,6 +378,7 @@ class GoogleLinks:
             confirmed=bool(data.get("confirmed")),
             consent=data.get("consent"),
             verifier=data.get("verifier") if data.get("confirmed") else None,
+            browser=data.get("browser") if data.get("confirmed") else None,
         )
 
     async def _claim(self, state: str) -> _Link:
@@ -403,10 +472,10 @@ async def start_page(request: web.Request) -> web.Response:
     if links is None or not links.configured:
         return _off()
     try:
-        target = await links.sign_in_url(request.query.get("state", ""))
+        handoff = await links.sign_in_url(request.query.get("state", ""), request.cookies.get(SIGN_IN_COOKIE))
     except LinkFailed as exc:
         return _page(exc.status, exc.title, exc.text)
-    return web.Response(status=302, headers={"Location": target, **_HEADERS})
+    return _redirect(links, SIGN_IN_COOKIE, handoff)
 
 
 async def github_page(request: web.Request) -> web.Response:
@@ -427,16 +496,23 @@ async def github_page(request: web.Request) -> web.Response:
     if not query.get("code"):
         return _page(400, "Nothing was linked", f"GitHub sent no code back. {_RELINK}")
     try:
-        target = await links.confirm(query.get("state", ""), query["code"])
+        handoff = await links.confirm(query.get("state", ""), query["code"], request.cookies.get(SIGN_IN_COOKIE))
     except LinkFailed as exc:
         return _page(exc.status, exc.title, exc.text)
-    return web.Response(status=302, headers={"Location": target, **_HEADERS})
+    return _redirect(links, LINK_COOKIE, handoff)
 
 
 async def callback_page(request: web.Request) -> web.Response:
     links = request.app.get(GOOGLE_LINKS)
     if links is None or not links.configured:
         return _off()
+    response = await _google_answered(links, request)
+    # Whatever happened, the link this browser was confirmed for is settled: its value is of no more use.
+    response.del_cookie(LINK_COOKIE, path=COOKIE_PATH, secure=links.secure_cookies, httponly=True, samesite="Lax")
+    return response
+
+
+async def _google_answered(links: GoogleLinks, request: web.Request) -> web.Response:
     query = request.query
     state = query.get("state", "")
     if "error" in query:
@@ -448,7 +524,7 @@ async def callback_page(request: web.Request) -> web.Response:
     if not query.get("code"):
         return _page(400, "Nothing was linked", f"Google sent no code back. {_RELINK}")
     try:
-        login = await links.complete(state, query["code"])
+        login = await links.complete(state, query["code"], request.cookies.get(LINK_COOKIE))
     except LinkFailed as exc:
         return _page(exc.status, exc.title, exc.text)
     return _page(
@@ -473,6 +549,22 @@ def _page(status: int, title: str, text: str) -> web.Response:
     """`title` is plain text (escaped here); `text` is HTML its makers have already escaped."""
     body = _PAGE.format(title=html.escape(title, quote=False), text=text)
     return web.Response(status=status, text=body, content_type="text/html", headers=_HEADERS)
+
+
+def _redirect(links: GoogleLinks, cookie: str, handoff: Handoff) -> web.Response:
+    """On to GitHub or Google, the browser carrying the value that lets it come back (Lax: the way back
+    is a top-level GET from GitHub's or Google's site; HttpOnly: no script on the page needs it)."""
+    response = web.Response(status=302, headers={"Location": handoff.url, **_HEADERS})
+    response.set_cookie(
+        cookie,
+        handoff.cookie,
+        max_age=handoff.max_age,
+        path=COOKIE_PATH,
+        secure=links.secure_cookies,
+        httponly=True,
+        samesite="Lax",
+    )
+    return response
 
 
 def _off() -> web.Response:
@@ -532,6 +624,25 @@ def _split(state: str) -> tuple[str, str]:
 
 def _same(digest: str, nonce: str) -> bool:
     return hmac.compare_digest(digest, _digest(nonce))
+
+
+def _cookie_values(cookie: str | None) -> list[str]:
+    """The values in one of the flow's cookies (the latest few, as the bot wrote them; others dropped)."""
+    values = (cookie or "").split(".")[-PENDING_SIGN_INS:]
+    return [v for v in values if len(v) == 43 and all(c.isascii() and (c.isalnum() or c in "-_") for c in v)]
+
+
+def _carries(cookie: str | None, digest: str | None) -> bool:
+    """Whether the browser's cookie holds the value whose sha256 the record kept (a record from before
+    the cookies existed has none: refused). Every value is compared, in constant time."""
+    if not digest:
+        return False
+    matches = [_same(digest, value) for value in _cookie_values(cookie)]  # a list: every one is compared
+    return any(matches)
+
+
+def _seconds(left: timedelta) -> int:
+    return max(1, math.ceil(left.total_seconds()))
 
 
 def _secret_name(login: str) -> str:
