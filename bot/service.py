@@ -229,7 +229,8 @@ def tminus_key(release: Release) -> str:
 
 
 _LANE_LEASE_SECONDS = 30.0
-_RECHECK = timedelta(minutes=5)  # a release blocked before its slot is checked again this often
+_RECHECK = timedelta(minutes=5)
+_DESCRIPTION_DELAY = timedelta(seconds=30)  # a release blocked before its slot is checked again this often
 # Jobs the service runs itself (the effect executor runs the GitHub writes).
 SERVICE_JOBS = frozenset({"calendar", "tminus"})
 
@@ -300,7 +301,7 @@ class ReleaseService:
                 continue
             await self.queue_effects(ref, decision, reply_key=reply_key)
             if release is not None and release != current:
-                await self.schedule_calendar(release, now)
+                await self.schedule_calendar(release, now, current if current and current.key == release.key else None)
             return Decision(release, decision.effects)
         raise VersionConflict(f"{ref.repo}#{ref.pr} kept changing under us")
 
@@ -314,25 +315,34 @@ class ReleaseService:
                     # Keyed by the input's delivery: a redelivered webhook cannot post it twice.
                     await self.reply(ref, text, key=f"{reply_key or now.isoformat()}:{i}")
 
-    async def schedule_calendar(self, release: Release, now: datetime) -> None:
-        """After a change: bring the calendar event in line, and set the T-minus timer for the slot."""
-        wanted = self.calendars.digest(self.calendars.booking(release))
-        if release.slot is not None or release.event_id is not None:
-            booked = await self.store.get_value(f"calendar:synced:{release.key}")
-            if booked != wanted or (release.state == State.CANCELLED and booked != "cancelled"):
-                payload = {
-                    "repo": release.repo,
-                    "pr": release.pr,
-                    "number": release.number,
-                    "installation_id": release.installation_id,
-                }
-                await self.store.schedule_job(calendar_key(release), "calendar", payload, due_at=now)
-        if (
-            release.state in OPEN
-            and release.state != State.HELD
-            and release.slot is not None
-            and release.prechecked_for != release.slot.start
-        ):
+    async def schedule_calendar(self, release: Release, now: datetime, before: Release | None = None) -> None:
+        """After a change: bring the calendar event in line, and set the T-minus timer for the slot.
+
+        A new time, a new event or a final state is written at once; a description-only change (the
+        verified SHA, the state, while CI flaps) waits a little, so a burst of them is one write."""
+        wanted = self.calendars.wanted(release)
+        booked = release.slot is not None or release.event_id is not None
+        if booked and await self.store.get_value(f"calendar:synced:{release.key}") != wanted:
+            payload = {
+                "repo": release.repo,
+                "pr": release.pr,
+                "number": release.number,
+                "installation_id": release.installation_id,
+            }
+            urgent = (
+                release.event_id is None or release.state not in OPEN or before is None or before.slot != release.slot
+            )
+            due = now if urgent else now + _DESCRIPTION_DELAY
+            await self.store.schedule_job(calendar_key(release), "calendar", payload, due_at=due)
+        timed = release.state in OPEN and release.state != State.HELD and release.slot is not None
+        was_timed = before is not None and before.state in OPEN and before.state != State.HELD
+        unchanged = (
+            before is not None
+            and was_timed
+            and before.slot == release.slot
+            and before.prechecked_for == release.prechecked_for
+        )
+        if timed and not unchanged and release.slot is not None and release.prechecked_for != release.slot.start:
             due = max(now, release.slot.start - timedelta(minutes=release.lead_minutes))
             payload = {
                 "repo": release.repo,

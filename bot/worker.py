@@ -36,6 +36,13 @@ from .store.base import Job
 log = logging.getLogger(__name__)
 
 _MAX_BACKOFF = 3600.0
+
+
+async def _after(previous: asyncio.Task[None], work: Coroutine[Any, Any, None]) -> None:
+    await asyncio.wait([previous])
+    await work
+
+
 _PURGE_EVERY = timedelta(minutes=10)
 DELIVERY_RETENTION = timedelta(days=7)
 
@@ -101,9 +108,9 @@ class Worker:
         self._last_watch: datetime | None = None
         self._watching: asyncio.Task[int] | None = None
         self._last_heartbeat: datetime | None = None
-        self._delivery_keys: set[str] = set()
+        self._delivery_keys: dict[str, asyncio.Task[None]] = {}
         self._subjects: dict[str, tuple[asyncio.Lock, int]] = {}
-        self._job_keys: set[str] = set()
+        self._job_keys: dict[str, asyncio.Task[None]] = {}
 
     def notify(self) -> None:
         """Called by the web side of the same process when a delivery was stored."""
@@ -147,7 +154,8 @@ class Worker:
         now = self.clock()
         lease = self.settings.worker_lease_seconds
         deliveries = await self.store.claim_deliveries(self.owner, now=now, lease_seconds=lease, limit=free)
-        # A key already running here (its lease lapsed during a store blip) is not started twice.
+        # A key still running here (its newer request was claimed while the old run was finishing,
+        # or its lease lapsed during a store blip) runs again after it, never beside it.
         started = sum(self._start(inflight, self._delivery_keys, d.key, self.process(d)) for d in deliveries)
         free -= len(deliveries)
         if free > 0 and self.executor is not None:
@@ -156,16 +164,20 @@ class Worker:
         return started
 
     def _start(
-        self, inflight: set[asyncio.Task[None]], running: set[str], key: str, work: Coroutine[Any, Any, None]
+        self,
+        inflight: set[asyncio.Task[None]],
+        running: dict[str, asyncio.Task[None]],
+        key: str,
+        work: Coroutine[Any, Any, None],
     ) -> bool:
-        if key in running:
-            work.close()
-            return False
-        running.add(key)
-        task = asyncio.create_task(work)
+        """Run claimed work. The claim is ours now: dropping it would leave it leased and idle until
+        the lease lapsed (a minute of silence on the PR), so a busy key queues behind itself."""
+        previous = running.get(key)
+        task = asyncio.create_task(work if previous is None else _after(previous, work))
+        running[key] = task
         inflight.add(task)
         task.add_done_callback(inflight.discard)
-        task.add_done_callback(lambda _: running.discard(key))
+        task.add_done_callback(lambda done: running.pop(key) if running.get(key) is done else None)
         return True
 
     async def _heartbeat_loop(self, stop: asyncio.Event) -> None:

@@ -154,3 +154,35 @@ async def test_worker_survives_a_store_outage_while_idle(tmp_path: Path, setting
         assert seen == ["after-outage"] and store.failures == 0
     finally:
         await store.close()
+
+
+async def test_work_claimed_for_a_key_still_running_runs_after_it_not_never(
+    store: SqliteStore, settings: Settings
+) -> None:
+    """A render requested again while it runs is claimed the moment the old run finishes in the
+    store, before its task is done. Dropping that claim left the job leased and idle for a lease
+    (a minute without updates on the PR); it must run right after the old one instead."""
+    import asyncio
+
+    worker = Worker(store, settings, routing.Router(), None, clock=Clock())
+    order: list[str] = []
+    release_first = asyncio.Event()
+
+    async def first() -> None:
+        order.append("first started")
+        await release_first.wait()
+        order.append("first done")
+
+    async def second() -> None:
+        order.append("second ran")
+
+    inflight: set[asyncio.Task[None]] = set()
+    assert worker._start(inflight, worker._job_keys, "render:o/r#1", first())
+    assert worker._start(inflight, worker._job_keys, "render:o/r#1", second())
+    await asyncio.sleep(0)
+    assert order == ["first started"]  # never side by side
+    assert list(worker._job_keys) == ["render:o/r#1"]  # still leased and heartbeated
+    release_first.set()
+    await asyncio.wait_for(asyncio.gather(*inflight), timeout=5)
+    assert order == ["first started", "first done", "second ran"]
+    assert worker._job_keys == {}
