@@ -40,6 +40,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/webhook_intake.py
 	$(BIN)/python bench/comment_latency.py
 	$(BIN)/python bench/slot_search.py
+	$(BIN)/python bench/booking.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
