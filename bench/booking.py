@@ -1,13 +1,13 @@
-"""Booking latency: from a `/ship friday` comment to the release's event existing in the calendar.
+"""Booking latency: from a `/ship` comment to the release's event existing in the calendar.
 
 The bot runs for real (`python -m bot serve`, SQLite); the fake GitHub and the fake Google run in
 this process. Two rounds over the same number of PRs, each in its own repository and installation:
 the built-in calendar (done when the release records its event id), and Google Calendar through
 google-api-python-client (done when the `events.insert` request reaches the fake Google). Every PR
-asks for the same Friday, so each booking also proves the slot search saw the bookings before it
-(in the Google round they all share one calendar: each PR gets the next free slot).
+asks for the next free slot; in the Google round they all share one calendar, so each booking also
+shows that the slot search saw the bookings before it (every PR gets a slot of its own).
 
-    python bench/booking.py [--prs 40]
+    python bench/booking.py [--prs 100]
 
 Last line: JSON with p50/p99 per round and the Google requests per booking.
 """
@@ -92,8 +92,9 @@ async def run_round(prs: int, *, google: bool) -> dict[str, Any]:
         db = sqlite3.connect(tmp / "data" / "release-secretary.db")
         async with aiohttp.ClientSession() as session:
             for i in range(prs):
-                comment_id = fake.add_comment(repo_of(i), 1, "/ship friday", user_login="alice")
-                payload = retarget(pr_comment(1, "/ship friday", sender="alice", comment_id=comment_id, repo=repo_of(i)), i)
+                comment_id = fake.add_comment(repo_of(i), 1, "/ship", user_login="alice")
+                comment = pr_comment(1, "/ship", sender="alice", comment_id=comment_id, repo=repo_of(i))
+                payload = retarget(comment, i)
                 body = json.dumps(payload).encode()
                 sent = time.perf_counter()
                 headers = webhook_headers("issue_comment", body, delivery=str(uuid.uuid4()))
@@ -109,8 +110,12 @@ async def run_round(prs: int, *, google: bool) -> dict[str, Any]:
         await gfake.close()
     starts = sorted(e["start"]["dateTime"] for e in gfake.calendars[DEPLOYS].events.values()) if google else []
     calls = Counter(f"{r.method} {r.path.split('/')[-1] if 'freeBusy' in r.path else 'events'}" for r in gfake.requests)
+    # The first booking of a process pays for start-up (an installation token, Google's discovery
+    # document and service account token): reported on its own, the rest are the steady state.
+    first = latencies.pop(0)
     latencies.sort()
     return {
+        "first_ms": round(first, 1),
         "p50_ms": round(latencies[len(latencies) // 2], 1),
         "p99_ms": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 1),
         "max_ms": round(latencies[-1], 1),
@@ -133,18 +138,24 @@ async def booked(db: sqlite3.Connection, gfake: FakeGoogle, repo: str, *, google
             if row is not None and json.loads(row[0]).get("event_id"):
                 return time.perf_counter()
         await asyncio.sleep(0.002)
-    raise RuntimeError(f"{repo} was not booked in time")
+    jobs = db.execute("SELECT key, kind, status, attempts, last_error FROM jobs WHERE key LIKE ?", (f"%{repo}%",))
+    deliveries = db.execute("SELECT status, attempts, last_error FROM deliveries ORDER BY received_at DESC LIMIT 1")
+    raise RuntimeError(f"{repo} was not booked in time: jobs {jobs.fetchall()}, last delivery {deliveries.fetchall()}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--prs", type=int, default=40)
+    parser.add_argument("--prs", type=int, default=100)
     args = parser.parse_args()
     embedded = asyncio.run(run_round(args.prs, google=False))
     google = asyncio.run(run_round(args.prs, google=True))
-    print(f"built-in calendar: /ship -> event booked p50 {embedded['p50_ms']} ms, p99 {embedded['p99_ms']} ms")
     print(
-        f"Google Calendar (fake, real client): p50 {google['p50_ms']} ms, p99 {google['p99_ms']} ms; "
+        f"built-in calendar: /ship -> event booked p50 {embedded['p50_ms']} ms, p99 {embedded['p99_ms']} ms "
+        f"(first {embedded['first_ms']} ms)"
+    )
+    print(
+        f"Google Calendar (fake, real client): p50 {google['p50_ms']} ms, p99 {google['p99_ms']} ms "
+        f"(first {google['first_ms']} ms); "
         f"{google['google_requests_per_booking']} Google requests per booking; "
         f"{google['distinct_slots']} distinct slots for {args.prs} PRs"
     )
@@ -154,8 +165,10 @@ def main() -> None:
                 "prs": args.prs,
                 "embedded_p50_ms": embedded["p50_ms"],
                 "embedded_p99_ms": embedded["p99_ms"],
+                "embedded_first_ms": embedded["first_ms"],
                 "google_p50_ms": google["p50_ms"],
                 "google_p99_ms": google["p99_ms"],
+                "google_first_ms": google["first_ms"],
                 "google_requests_per_booking": google["google_requests_per_booking"],
                 "google_distinct_slots": google["distinct_slots"],
                 "violations": embedded["violations"] + google["violations"],
