@@ -176,6 +176,7 @@ class ShipRequested(EventBase):
     calendar_account: str | None = None
     calendar_id: str | None = None
     requester_zone: str | None = None
+    calendar_link: str | None = None  # where people see the booking (the feed, the Google calendar)
 
 
 @dataclass(frozen=True, slots=True)
@@ -465,7 +466,8 @@ def _ship(release: Release | None, event: ShipRequested, now: datetime) -> Decis
         requested = _note(
             fresh, event, State.REQUESTED, f"ship requested for {_slot_sentence(slot, event.policy)}", now
         )
-        return Decision(_evaluate(requested, event, now, "requested"), (RenderProgress(),))
+        placed = _evaluate(requested, event, now, "requested")
+        return Decision(placed, (RenderProgress(), *_booked_reply(event, placed)))
 
     # An open release asked again: reschedule, keep the audit trail; a hold stays a hold.
     moved = replace(
@@ -490,9 +492,35 @@ def _ship(release: Release | None, event: ShipRequested, now: datetime) -> Decis
         moved = replace(moved, head_sha=event.pull.head_sha, verified_sha=None)
     why = f"rescheduled by {login} to {_slot_sentence(slot, event.policy)}"
     if release.state == State.HELD:
-        return Decision(_note(moved, event, State.HELD, why, now), (RenderProgress(),))
+        held = _note(moved, event, State.HELD, why, now)
+        return Decision(held, (RenderProgress(), *_booked_reply(event, held)))
     noted = _note(moved, event, release.state, why, now)
-    return Decision(_evaluate(noted, event, now, "rescheduled"), (RenderProgress(),))
+    placed = _evaluate(noted, event, now, "rescheduled")
+    return Decision(placed, (RenderProgress(), *_booked_reply(event, placed)))
+
+
+def _booked_reply(event: ShipRequested, release: Release) -> tuple[Reply, ...]:
+    """The answer to a person's `/ship`: the slot in the repo's zone, UTC and their own zone, and
+    where to see it. A label gets none: the progress comment is its answer."""
+    if event.source == Source.LABEL or release.slot is None:
+        return ()
+    tz = event.policy.timezone
+    text = f"@{event.actor.login} booked **{format_slot(release.slot, tz)}**"
+    if release.requester_zone and release.requester_zone != tz.key:
+        mine = release.slot.start.astimezone(ZoneInfo(release.requester_zone))
+        text += f", {mine:%a %d %b %H:%M} your time ({release.requester_zone})"
+    if event.calendar_link and event.calendar_link.startswith(("https://", "http://")):
+        text += f" · [calendar]({event.calendar_link.replace(')', '%29')})"
+    match release.state:
+        case State.SCHEDULED:
+            text += ". The required checks are green: it goes ahead then, after a last check."
+        case State.VERIFYING:
+            text += ". It goes ahead once the required checks pass on the head commit."
+        case State.BLOCKED:
+            text += f". Blocked for now: {escape_markdown('; '.join(release.blockers))}."
+        case State.HELD:
+            text += ". It stays on hold until `/ship unhold`."
+    return (Reply(text + " The progress comment above follows it."),)
 
 
 def dry_run_text(event: ShipRequested, slot: Slot) -> str:

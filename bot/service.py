@@ -425,6 +425,7 @@ class ReleaseService:
             busy: tuple[Busy, ...] = ()
             account: str | None = None
             calendar_id: str | None = None
+            link: str | None = None
             if reading_calendars:
                 try:
                     target = await self.calendars.target(config, ref.repo, login)
@@ -443,6 +444,7 @@ class ReleaseService:
                     await self.reply(ref, text, key=f"{delivery or self.clock().isoformat()}:calendar")
                     return Decision(None, (Reply(text),))
                 busy, account, calendar_id = tuple(found), target.account, target.calendar_id
+                link = await self.calendars.link_for(target, ref.repo)
 
             def event(_: Release | None) -> Event:
                 return ShipRequested(
@@ -465,6 +467,7 @@ class ReleaseService:
                     calendar_account=account,
                     calendar_id=calendar_id,
                     requester_zone=zone,
+                    calendar_link=link,
                 )
 
             return await self.apply(ref, event, reply_key=delivery)

@@ -143,6 +143,10 @@ class Scenario:
         [sticky] = [c for c in self.comments(pr) if c["body"].startswith("<!-- release-secretary -->")]
         return sticky
 
+    def answers(self, pr: int) -> list[str]:
+        """Replies other than the confirmations of successful `/ship` bookings ("@x booked ...")."""
+        return [r for r in self.replies(pr) if " booked **" not in r.split("\n", 1)[0]]
+
     def replies(self, pr: int) -> list[str]:
         """What the bot answered (not the sticky comment, not the people's own comments)."""
         return [

@@ -82,6 +82,11 @@ async def test_ship_friday_books_the_embedded_calendar_and_the_feed_shows_it_unt
     assert "Fri 27 Nov 10:00-10:30 Europe/Berlin (09:00 UTC)" in body
     assert release.event_link is not None and f"[calendar]({release.event_link})" in body
 
+    # The person who asked is answered with the slot, UTC and the calendar (the repository's feed).
+    [booked] = scenario.replies(7)
+    assert booked.startswith("@alice booked **Fri 27 Nov 10:00-10:30 Europe/Berlin (09:00 UTC)** · [calendar](")
+    assert f"[calendar]({release.event_link})" in booked
+
     [event] = vevents(await feed(scenario, release.event_link))
     assert str(event["summary"]) == f"Deploy {REPO}#7"
     assert event.decoded("dtstart") == release.slot.start
@@ -124,7 +129,7 @@ async def test_two_prs_asking_for_the_same_slot_get_one_each(scenario: Scenario)
 
     # An exact time that is taken is refused, saying by what, with the next free slot to take.
     await ship(scenario, 8, "/ship friday 10:00", sender="carol")
-    reply = scenario.replies(8)[-1]
+    reply = scenario.answers(8)[-1]
     assert "@carol" in reply and "overlaps the release of octo-org/widgets#7" in reply
     assert "`/ship 2026-11-27 10:30`" in reply  # #8's own slot is free for #8
     unchanged = await scenario.store.get_active_release(REPO, 8)
@@ -162,7 +167,7 @@ async def test_tminus_check_passes_quietly_when_all_is_well(scenario: Scenario) 
     assert release is not None and release.state is State.SCHEDULED
     assert release.audit[-1].reason == "pre-release check passed"
     assert release.prechecked_for == release.slot.start if release.slot else False
-    assert scenario.replies(7) == []
+    assert scenario.answers(7) == []
     # The check ran once: settling again does nothing more.
     assert await scenario.settle() == 0
 
@@ -175,7 +180,7 @@ async def test_tminus_check_finds_red_checks_pings_the_requester_and_offers_the_
     await scenario.settle()
     release = await scenario.store.get_active_release(REPO, 7)
     assert release is not None and release.state is State.BLOCKED
-    [reply] = scenario.replies(7)
+    [reply] = scenario.answers(7)
     assert reply.startswith("@alice the release at **Fri 27 Nov 15:00-15:30 Europe/Berlin (14:00 UTC)**")
     assert "ci/build is failing" in reply
     assert "`/ship 2026-11-27 15:30`" in reply
@@ -203,7 +208,7 @@ async def test_tminus_check_sees_a_freeze_added_after_booking(scenario: Scenario
     release = await scenario.store.get_active_release(REPO, 7)
     assert release is not None and release.state is State.BLOCKED
     assert any("Black Friday" in b for b in release.blockers)
-    [reply] = scenario.replies(7)
+    [reply] = scenario.answers(7)
     assert "Black Friday" in reply and "@alice" in reply
     assert "`/ship 2026-11-30 10:00`" in reply  # Monday's first slot, after the frozen Friday
 
@@ -224,6 +229,11 @@ async def test_a_requester_zone_named_once_is_used_for_them(scenario: Scenario) 
     assert release.slot.start == datetime(2026, 11, 27, 14, 0, tzinfo=UTC)
     body = scenario.sticky(7)["body"]
     assert "Fri 27 Nov 15:00-15:30 Europe/Berlin (14:00 UTC); Fri 09:00 for alice (America/New_York)" in body
+    [booked] = scenario.replies(7)
+    assert booked.startswith(
+        "@alice booked **Fri 27 Nov 15:00-15:30 Europe/Berlin (14:00 UTC)**, Fri 27 Nov 09:00 your time "
+        "(America/New_York) · [calendar](https://bot.example.test/calendar.ics?repo=octo-org%2Fwidgets&token="
+    )
     # Later requests without a zone still show alice's own time.
     await ship(scenario, 7, "/ship thursday 11:00")
     assert "Thu 05:00 for alice (America/New_York)" in scenario.sticky(7)["body"]
@@ -231,20 +241,20 @@ async def test_a_requester_zone_named_once_is_used_for_them(scenario: Scenario) 
 
 async def test_ship_calendar_says_where_and_links(scenario: Scenario) -> None:
     await ship(scenario, 7, "/ship calendar")
-    [reply] = scenario.replies(7)
+    [reply] = scenario.answers(7)
     assert reply.startswith("@alice releases of this repository are booked in the bot's built-in release calendar")
     assert "https://bot.example.test/calendar.ics?repo=octo-org%2Fwidgets&token=" in reply
     assert "`/ship calendar link`" in reply
 
     await ship(scenario, 7, "/ship calendar link")
-    assert scenario.replies(7)[-1] == (
+    assert scenario.answers(7)[-1] == (
         "@alice calendar linking is not set up on this bot yet: linking Google calendars needs "
         "GOOGLE_CLIENT_ID, GOOGLE_CLIENT_SECRET, GITHUB_CLIENT_ID, GITHUB_CLIENT_SECRET"
     )
     await ship(scenario, 7, "/ship calendar unlink")
-    assert scenario.replies(7)[-1] == "@alice no Google calendar was linked to your GitHub account."
+    assert scenario.answers(7)[-1] == "@alice no Google calendar was linked to your GitHub account."
     await ship(scenario, 7, "/ship calendar sync")
-    assert "`/ship calendar` takes `link`, `unlink` or nothing" in scenario.replies(7)[-1]
+    assert "`/ship calendar` takes `link`, `unlink` or nothing" in scenario.answers(7)[-1]
 
 
 async def test_ship_calendar_link_gives_a_one_time_url_to_people_who_may_ship(
@@ -263,7 +273,7 @@ async def test_ship_calendar_link_gives_a_one_time_url_to_people_who_may_ship(
     clock = Clock()
     scenario = Scenario(await aiohttp_client(make_app(settings, clock=clock)), settings, fake_github, clock)
     await ship(scenario, 7, "/ship calendar link")
-    [reply] = scenario.replies(7)
+    [reply] = scenario.answers(7)
     assert reply.startswith("@alice open https://bot.example.test/oauth/google/start?state=")
     assert "works once and only for you" in reply
     # The link leads to GitHub first, to confirm it is alice who opened it.
@@ -273,7 +283,7 @@ async def test_ship_calendar_link_gives_a_one_time_url_to_people_who_may_ship(
     assert response.headers["Location"].startswith(f"{settings.github_url}/login/oauth/authorize?")
 
     await ship(scenario, 7, "/ship calendar link", sender="bob")
-    assert "only people with **write** access (or more) can link a calendar here" in scenario.replies(7)[-1]
+    assert "only people with **write** access (or more) can link a calendar here" in scenario.answers(7)[-1]
 
 
 async def test_a_blocked_release_is_checked_again_and_goes_ahead_once_the_conflict_is_gone(
@@ -289,7 +299,7 @@ async def test_a_blocked_release_is_checked_again_and_goes_ahead_once_the_confli
     # Still frozen five minutes later: still blocked, and nobody is pinged twice.
     scenario.clock.advance(minutes=5)
     await scenario.settle()
-    assert len(scenario.replies(7)) == 1
+    assert len(scenario.answers(7)) == 1
     # The freeze is lifted: the next look finds nothing against the slot.
     scenario.fake.set_file(REPO, ".github/release-secretary.yml", CONFIG)
     scenario.clock.advance(minutes=5)
@@ -297,7 +307,7 @@ async def test_a_blocked_release_is_checked_again_and_goes_ahead_once_the_confli
     cleared = await scenario.store.get_active_release(REPO, 7)
     assert cleared is not None and cleared.state is State.SCHEDULED and cleared.conflicts == ()
     assert cleared.audit[-1].reason == "pre-release check passed"
-    assert len(scenario.replies(7)) == 1
+    assert len(scenario.answers(7)) == 1
 
 
 async def test_two_prs_asking_at_the_same_moment_still_get_one_slot_each(scenario: Scenario) -> None:

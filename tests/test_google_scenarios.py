@@ -109,13 +109,18 @@ async def test_ship_books_in_google_after_reading_free_busy(scenario: Scenario, 
     assert release.calendar_account == "google:service" and release.calendar_id == DEPLOYS
     assert release.event_link is not None and release.event_link.startswith("http")
     assert f"[calendar]({release.event_link})" in scenario.sticky(7)["body"]
+    [booked] = scenario.replies(7)
+    assert booked.startswith(
+        "@alice booked **Fri 27 Nov 10:30-11:00 Europe/Berlin (09:30 UTC)** · "
+        "[calendar](https://calendar.google.com/calendar/r?cid=deploys%40group.calendar.google.com)"
+    )
 
 
 async def test_a_freeze_event_refuses_the_day_and_offers_the_next(scenario: Scenario, google: FakeGoogle) -> None:
     google.add_event(FREEZES, person_event("Black Friday", "2026-11-27T00:00:00+01:00", "2026-11-28T00:00:00+01:00"))
     await ship(scenario, "/ship friday 14:00")
     assert await scenario.store.get_active_release(REPO, 7) is None
-    [reply] = scenario.replies(7)
+    [reply] = scenario.answers(7)
     assert f"overlaps 'Black Friday' in the freeze calendar {FREEZES}" in reply
     assert "`/ship 2026-11-30 10:00`" in reply  # Monday
     assert google.writes() == []
@@ -134,7 +139,7 @@ async def test_an_all_day_freeze_shown_as_free_still_freezes(scenario: Scenario,
     )
     await ship(scenario, "/ship friday")
     assert await scenario.store.get_active_release(REPO, 7) is None
-    [reply] = scenario.replies(7)
+    [reply] = scenario.answers(7)
     assert "Black Friday" in reply and "`/ship 2026-11-30 10:00`" in reply
 
 
@@ -144,7 +149,7 @@ async def test_a_freeze_calendar_shared_for_free_busy_only_is_reported(
     google.calendars[FREEZES].acl[robot.email] = "freeBusyReader"
     await ship(scenario, "/ship friday")
     assert await scenario.store.get_active_release(REPO, 7) is None
-    [reply] = scenario.replies(7)
+    [reply] = scenario.answers(7)
     assert f"cannot read the freeze calendar `{FREEZES}`" in reply
     assert 'with "See all event details"' in reply
 
@@ -177,7 +182,7 @@ async def test_an_event_moved_by_a_person_is_followed(scenario: Scenario, google
     moved = await scenario.store.get_active_release(REPO, 7)
     assert moved is not None and moved.slot is not None and moved.state is State.SCHEDULED
     assert moved.slot.start == datetime(2026, 11, 27, 13, 0, tzinfo=UTC)
-    [reply] = scenario.replies(7)
+    [reply] = scenario.answers(7)
     assert "moved to **Fri 27 Nov 14:00-14:30 Europe/Berlin (13:00 UTC)**; the release follows it" in reply
     # Nothing more to notice: the next pass changes nothing, and the bot did not move it back.
     assert await scenario.worker.watch_calendars() == 0
@@ -195,7 +200,7 @@ async def test_an_event_moved_outside_the_windows_asks(scenario: Scenario, googl
     await scenario.settle()
     blocked = await scenario.store.get_active_release(REPO, 7)
     assert blocked is not None and blocked.state is State.BLOCKED
-    [reply] = scenario.replies(7)
+    [reply] = scenario.answers(7)
     assert "moved to **Sat 28 Nov 11:00-11:30 Europe/Berlin (10:00 UTC)**, which can't be used" in reply
     assert "has no release window" in reply and "`/ship 2026-11-25 10:30`" in reply
 
@@ -209,7 +214,7 @@ async def test_an_event_deleted_by_a_person_stops_the_release_and_asks(scenario:
     await scenario.settle()
     stopped = await scenario.store.get_active_release(REPO, 7)
     assert stopped is not None and stopped.state is State.BLOCKED and stopped.slot is None
-    [reply] = scenario.replies(7)
+    [reply] = scenario.answers(7)
     assert "deleted this release's calendar event" in reply and "`/ship <when>`" in reply
     # Booking again restores the same event.
     await ship(scenario, "/ship friday")
@@ -224,7 +229,7 @@ async def test_a_calendar_the_bot_cannot_see_is_reported_with_what_to_do(
     google.calendars[DEPLOYS].acl.clear()
     await ship(scenario, "/ship friday")
     assert await scenario.store.get_active_release(REPO, 7) is None
-    [reply] = scenario.replies(7)
+    [reply] = scenario.answers(7)
     assert f"cannot read the calendar `{DEPLOYS}`" in reply
     assert "Share it with the bot's Google account" in reply
 
@@ -249,14 +254,14 @@ async def test_a_rate_limited_update_is_retried(scenario: Scenario, google: Fake
     scenario.clock.advance(seconds=30)
     await scenario.settle()
     description = google.calendars[DEPLOYS].events[release.event_id]["description"]
-    assert "Verified SHA: not yet" in description and scenario.replies(7) == []
+    assert "Verified SHA: not yet" in description and scenario.answers(7) == []
 
 
 async def test_a_rate_limited_free_busy_read_is_reported_as_temporary(scenario: Scenario, google: FakeGoogle) -> None:
     google.fail_next(1, status=403, reason="rateLimitExceeded")
     await ship(scenario, "/ship friday")
     assert await scenario.store.get_active_release(REPO, 7) is None
-    [reply] = scenario.replies(7)
+    [reply] = scenario.answers(7)
     assert "I can't book a release slot" in reply and "comment the same command again in a minute" in reply
 
 
@@ -273,7 +278,7 @@ async def test_a_pending_reschedule_is_not_taken_for_a_persons_move(scenario: Sc
     assert release is not None and release.slot is not None and release.event_id is not None
     assert release.slot.start == datetime(2026, 11, 26, 13, 0, tzinfo=UTC)
     assert starts_at(google, release.event_id) == release.slot.start
-    assert scenario.replies(7) == []
+    assert scenario.answers(7) == []
     assert await scenario.worker.watch_calendars() == 0
 
 
@@ -295,5 +300,5 @@ async def test_a_persons_move_is_not_overwritten_by_the_next_update(scenario: Sc
     assert moved.slot.start == datetime(2026, 11, 27, 13, 0, tzinfo=UTC)  # the release followed the person
     assert starts_at(google, release.event_id) == datetime(2026, 11, 27, 13, 0, tzinfo=UTC)  # not put back
     assert "Verified SHA: not yet" in google.calendars[DEPLOYS].events[release.event_id]["description"]
-    [reply] = scenario.replies(7)
+    [reply] = scenario.answers(7)
     assert "the release follows it" in reply

@@ -90,7 +90,13 @@ def test_a_ship_request_is_placed_by_its_checks(checks: ChecksVerdict, state: St
     assert release.slot is not None and release.slot.start == datetime(2026, 11, 27, 14, 0, tzinfo=UTC)
     assert [t.to_state for t in release.audit] == [State.REQUESTED, state]
     assert release.audit[0].actor == "alice" and release.audit[0].source == "github_comment"
-    assert decision.effects == (RenderProgress(),)
+    [render, reply] = decision.effects
+    assert render == RenderProgress() and isinstance(reply, Reply)
+    # The person who asked gets the slot in the repo's zone and UTC, and what happens next.
+    assert reply.text.startswith("@alice booked **Fri 27 Nov 15:00-15:30 Europe/Berlin (14:00 UTC)**.")
+    assert reply.text.endswith("The progress comment above follows it.")
+    # A label is answered by the progress comment alone.
+    assert decide(None, ship(checks=checks, source=Source.LABEL), NOW).effects == (RenderProgress(),)
 
 
 @pytest.mark.parametrize(
