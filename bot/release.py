@@ -482,6 +482,7 @@ def _ship(release: Release | None, event: ShipRequested, now: datetime) -> Decis
         # A new slot was checked against the calendars just now: old conflicts and offers are void.
         conflicts=(),
         proposal=None,
+        prechecked_for=None,
         requester_zone=event.requester_zone or release.requester_zone,
         lead_minutes=event.policy.lead_time // timedelta(minutes=1),
         lane=release.lane or event.lane,
@@ -582,7 +583,8 @@ def _unhold(release: Release | None, event: UnholdRequested, now: datetime) -> D
     refused = _refuse_permission(event, event.ship_permission, "resume a release")
     if refused:
         return Decision(release, refused.effects)
-    resumed = replace(release, held_from=None)
+    # Look at the slot again before it starts: whatever a check found while held may have changed.
+    resumed = replace(release, held_from=None, prechecked_for=None)
     return Decision(_evaluate(resumed, event, now, f"resumed by {login}"), (RenderProgress(),))
 
 
@@ -704,7 +706,9 @@ def _calendar_changed(release: Release | None, event: CalendarChanged, now: date
     moved_text = format_slot(event.moved_to, tz)
     if event.problems:
         conflicts = (f"the calendar event was moved to {moved_text}, but {event.problems[0]}",)
-        blocked = replace(release, conflicts=conflicts, proposal=event.proposal, slot=event.moved_to)
+        blocked = replace(
+            release, conflicts=conflicts, proposal=event.proposal, slot=event.moved_to, prechecked_for=None
+        )
         text = (
             f"{who} the release's calendar event was moved to **{moved_text}**, which can't be used: "
             f"{escape_text('; '.join(event.problems))}. The release will not go ahead until it gets a "
@@ -715,7 +719,7 @@ def _calendar_changed(release: Release | None, event: CalendarChanged, now: date
         else:
             decided = _evaluate(blocked, event, now, "calendar event moved")
         return Decision(decided, (RenderProgress(), Reply(text)))
-    followed = replace(release, slot=event.moved_to, conflicts=(), proposal=None)
+    followed = replace(release, slot=event.moved_to, conflicts=(), proposal=None, prechecked_for=None)
     noted = _note(followed, event, release.state, f"moved in the calendar to {moved_text}", now)
     text = f"{who} the release's calendar event was moved to **{moved_text}**; the release follows it."
     decided = noted if release.state == State.HELD else _evaluate(noted, event, now, "calendar event moved")

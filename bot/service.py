@@ -24,6 +24,7 @@ from .calendar.oauth import GoogleLinks, LinkNotConfigured
 from .calendar.planner import HORIZON, Calendars
 from .checks import OWN_CHECK_NAME, ChecksVerdict, escape_markdown, evaluate, required_checks
 from .config import Settings
+from .logs import redact
 from .policy import Busy, Slot, format_slot, slot_problems, zone_named
 from .release import (
     OPEN,
@@ -228,9 +229,9 @@ def tminus_key(release: Release) -> str:
     return f"tminus:{release.key}"
 
 
-_LANE_LEASE_SECONDS = 30.0
-_RECHECK = timedelta(minutes=5)
-_DESCRIPTION_DELAY = timedelta(seconds=30)  # a release blocked before its slot is checked again this often
+_LANE_LEASE_SECONDS = 60.0  # renewed every third of it while a booking decision runs
+_RECHECK = timedelta(minutes=5)  # a release blocked before its slot is checked again this often
+_DESCRIPTION_DELAY = timedelta(seconds=30)  # a description-only calendar change waits this long (a burst: one write)
 # Jobs the service runs itself (the effect executor runs the GitHub writes).
 SERVICE_JOBS = frozenset({"calendar", "tminus"})
 
@@ -269,15 +270,21 @@ class ReleaseService:
         async def renew() -> None:
             while True:
                 await asyncio.sleep(_LANE_LEASE_SECONDS / 3)
-                await self.store.acquire_lease(name, owner, now=self.clock(), seconds=_LANE_LEASE_SECONDS)
+                try:
+                    held = await self.store.acquire_lease(name, owner, now=self.clock(), seconds=_LANE_LEASE_SECONDS)
+                except Exception as exc:  # noqa: BLE001 - the next renewal tries again; the lease still runs
+                    log.warning("renewing the booking lock %s failed: %s", name, exc)
+                    continue
+                if not held:
+                    log.error("the booking lock %s was lost while held: a double booking is possible", name)
+                    return
 
         renewing = asyncio.create_task(renew())
         try:
             yield
         finally:
             renewing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewing
+            await asyncio.gather(renewing, return_exceptions=True)
             await self.store.release_lease(name, owner)
 
     async def actor(self, gh: GitHubAPI, repo: str, login: str, *, is_bot: bool = False) -> Actor:
@@ -292,7 +299,8 @@ class ReleaseService:
             if current is None:
                 current = await self.store.get_latest_release(ref.repo, ref.pr)
             now = self.clock()
-            decision = decide(current, make_event(current), now)
+            event = make_event(current)
+            decision = decide(current, event, now)
             release = decision.release
             try:
                 if release is not None and release != current:
@@ -300,7 +308,8 @@ class ReleaseService:
             except VersionConflict:
                 continue
             await self.queue_effects(ref, decision, reply_key=reply_key)
-            if release is not None and release != current:
+            # Recording where the event is changes nothing the calendar shows: no job for that.
+            if release is not None and release != current and not isinstance(event, EventBooked):
                 await self.schedule_calendar(release, now, current if current and current.key == release.key else None)
             return Decision(release, decision.effects)
         raise VersionConflict(f"{ref.repo}#{ref.pr} kept changing under us")
@@ -743,7 +752,14 @@ class ReleaseService:
             reply_key=f"tminus:{release.key}:{slot_start.isoformat()}",
         )
         after_check = decision.release
-        if after_check is not None and after_check.state == State.BLOCKED and now < slot_start:
+        if (
+            after_check is not None
+            and after_check.state == State.BLOCKED
+            and after_check.slot is not None
+            and after_check.slot.start == slot_start
+            and after_check.prechecked_for == slot_start
+            and now < slot_start
+        ):
             # Blocked before its slot: look again shortly (a freeze event removed, CI fixed). The
             # reply above is sent once per slot, however many times this runs.
             due = min(now + _RECHECK, slot_start)
@@ -757,11 +773,25 @@ class ReleaseService:
             await self.store.schedule_job(tminus_key(after_check), "tminus", payload, due_at=due, keep_earlier=False)
         return decision
 
+    async def _recheck_later(self, release: Release, slot_start: datetime) -> None:
+        now = self.clock()
+        if now >= slot_start:
+            return
+        due = min(now + _RECHECK, slot_start)
+        payload = {
+            "repo": release.repo,
+            "pr": release.pr,
+            "installation_id": release.installation_id,
+            "slot_start": slot_start.isoformat(),
+            "due_at": due.isoformat(),
+        }
+        await self.store.schedule_job(tminus_key(release), "tminus", payload, due_at=due, keep_earlier=False)
+
     async def precheck_failed(self, ref: PullRef, slot_start: datetime, error: str) -> Decision | None:
         release = await self.store.get_active_release(ref.repo, ref.pr)
         if release is None or release.slot is None or release.slot.start != slot_start:
             return None
-        return await self.apply(
+        decision = await self.apply(
             ref,
             lambda current: Prechecked(
                 Actor("release-secretary"),
@@ -770,10 +800,14 @@ class ReleaseService:
                 slot_start=slot_start,
                 head_sha=current.head_sha if current else release.head_sha,
                 checks=(current.checks if current and current.checks else ChecksVerdict(state="pending")),
-                conflicts=(f"the pre-release check could not run ({error}); nobody verified the release",),
+                conflicts=(f"the pre-release check could not run ({redact(error)}); nobody verified the release",),
             ),
-            reply_key=f"tminus:{release.key}:{slot_start.isoformat()}",
+            # Its own key: an earlier check's message must not swallow this one.
+            reply_key=f"tminus-failed:{release.key}:{slot_start.isoformat()}",
         )
+        # It may work next time (GitHub back): look again, as for any blocked release.
+        await self._recheck_later(release, slot_start)
+        return decision
 
     async def watch_calendar(self, gh: GitHubAPI, release: Release) -> Decision | None:
         """Has a person moved or deleted the release's event? The release follows, or asks."""

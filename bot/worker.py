@@ -39,7 +39,11 @@ _MAX_BACKOFF = 3600.0
 
 
 async def _after(previous: asyncio.Task[None], work: Coroutine[Any, Any, None]) -> None:
-    await asyncio.wait([previous])
+    try:
+        await asyncio.wait([previous])
+    except BaseException:
+        work.close()  # cancelled at shutdown before it started: never run, and no "never awaited"
+        raise
     await work
 
 
@@ -111,6 +115,7 @@ class Worker:
         self._delivery_keys: dict[str, asyncio.Task[None]] = {}
         self._subjects: dict[str, tuple[asyncio.Lock, int]] = {}
         self._job_keys: dict[str, asyncio.Task[None]] = {}
+        self._seqs: dict[str, int] = {}  # the request (job seq) each running job key is on
 
     def notify(self) -> None:
         """Called by the web side of the same process when a delivery was stored."""
@@ -156,11 +161,11 @@ class Worker:
         deliveries = await self.store.claim_deliveries(self.owner, now=now, lease_seconds=lease, limit=free)
         # A key still running here (its newer request was claimed while the old run was finishing,
         # or its lease lapsed during a store blip) runs again after it, never beside it.
-        started = sum(self._start(inflight, self._delivery_keys, d.key, self.process(d)) for d in deliveries)
+        started = sum(self._start(inflight, self._delivery_keys, d.key, self.process(d), None) for d in deliveries)
         free -= len(deliveries)
         if free > 0 and self.executor is not None:
             jobs = await self.store.claim_jobs(self.owner, now=now, lease_seconds=lease, limit=free)
-            started += sum(self._start(inflight, self._job_keys, j.key, self.run_job(j)) for j in jobs)
+            started += sum(self._start(inflight, self._job_keys, j.key, self.run_job(j), j.seq) for j in jobs)
         return started
 
     def _start(
@@ -169,16 +174,29 @@ class Worker:
         running: dict[str, asyncio.Task[None]],
         key: str,
         work: Coroutine[Any, Any, None],
+        seq: int | None,
     ) -> bool:
-        """Run claimed work. The claim is ours now: dropping it would leave it leased and idle until
-        the lease lapsed (a minute of silence on the PR), so a busy key queues behind itself."""
+        """Run claimed work. A job requested again while it runs is claimed as soon as the old run
+        finishes in the store, before its task is done: that newer request (another `seq`) queues
+        behind it, since dropping the claim would leave it leased and idle until the lease lapsed.
+        The same request claimed again (its lease lapsed during a store blip) is not run twice."""
         previous = running.get(key)
+        if previous is not None and (seq is None or self._seqs.get(key) == seq):
+            work.close()
+            return False
         task = asyncio.create_task(work if previous is None else _after(previous, work))
         running[key] = task
+        if seq is not None:
+            self._seqs[key] = seq
         inflight.add(task)
         task.add_done_callback(inflight.discard)
-        task.add_done_callback(lambda done: running.pop(key) if running.get(key) is done else None)
+        task.add_done_callback(lambda done: self._forget(running, key, done))
         return True
+
+    def _forget(self, running: dict[str, asyncio.Task[None]], key: str, done: asyncio.Task[None]) -> None:
+        if running.get(key) is done:
+            del running[key]
+            self._seqs.pop(key, None)
 
     async def _heartbeat_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

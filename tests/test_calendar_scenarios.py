@@ -324,3 +324,21 @@ async def test_two_prs_asking_at_the_same_moment_still_get_one_slot_each(scenari
         datetime(2026, 11, 27, 9, 0, tzinfo=UTC),
         datetime(2026, 11, 27, 9, 30, tzinfo=UTC),
     ]
+
+
+async def test_hold_and_unhold_after_a_blocked_check_looks_again(scenario: Scenario) -> None:
+    await ship(scenario, 7, "/ship friday 3pm")
+    frozen = CONFIG + "freezes:\n  - from: 2026-11-27\n    reason: Black Friday\n"
+    scenario.fake.set_file(REPO, ".github/release-secretary.yml", frozen)
+    scenario.clock.now = datetime(2026, 11, 27, 13, 45, tzinfo=UTC)
+    await scenario.settle()
+    await ship(scenario, 7, "/ship hold")
+    scenario.fake.set_file(REPO, ".github/release-secretary.yml", CONFIG)  # the freeze is lifted
+    scenario.clock.advance(minutes=6)
+    await scenario.settle()
+    await ship(scenario, 7, "/ship unhold")
+    scenario.clock.advance(seconds=1)
+    await scenario.settle()
+    release = await scenario.store.get_active_release(REPO, 7)
+    assert release is not None and release.state is State.SCHEDULED and release.conflicts == ()
+    assert release.audit[-1].reason == "pre-release check passed"

@@ -302,3 +302,13 @@ async def test_a_persons_move_is_not_overwritten_by_the_next_update(scenario: Sc
     assert "Verified SHA: not yet" in google.calendars[DEPLOYS].events[release.event_id]["description"]
     [reply] = scenario.answers(7)
     assert "the release follows it" in reply
+
+
+async def test_a_freeze_title_cannot_mention_or_link_in_a_refusal(scenario: Scenario, google: FakeGoogle) -> None:
+    title = "@octo-org/everyone [free prizes](https://evil.example) **now**"
+    google.add_event(FREEZES, person_event(title, "2026-11-27T00:00:00+01:00", "2026-11-28T00:00:00+01:00"))
+    await ship(scenario, "/ship friday 14:00")
+    [reply] = scenario.answers(7)
+    assert "@octo-org/everyone" not in reply and "@\u200bocto-org/everyone" in reply
+    assert "[free prizes](https://evil.example)" not in reply and "\\[free prizes\\]" in reply
+    assert "**now**" not in reply

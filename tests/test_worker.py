@@ -177,12 +177,15 @@ async def test_work_claimed_for_a_key_still_running_runs_after_it_not_never(
         order.append("second ran")
 
     inflight: set[asyncio.Task[None]] = set()
-    assert worker._start(inflight, worker._job_keys, "render:o/r#1", first())
-    assert worker._start(inflight, worker._job_keys, "render:o/r#1", second())
+    assert worker._start(inflight, worker._job_keys, "render:o/r#1", first(), 1)
+    # The same request claimed again (its lease lapsed in a store blip) is not run a second time...
+    assert not worker._start(inflight, worker._job_keys, "render:o/r#1", second(), 1)
+    # ...but a newer request for the key (seq 2) runs after the one in progress.
+    assert worker._start(inflight, worker._job_keys, "render:o/r#1", second(), 2)
     await asyncio.sleep(0)
     assert order == ["first started"]  # never side by side
     assert list(worker._job_keys) == ["render:o/r#1"]  # still leased and heartbeated
     release_first.set()
     await asyncio.wait_for(asyncio.gather(*inflight), timeout=5)
     assert order == ["first started", "first done", "second ran"]
-    assert worker._job_keys == {}
+    assert worker._job_keys == {} and worker._seqs == {}

@@ -38,7 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Never
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 from aiohttp import web
@@ -161,6 +161,12 @@ class GoogleLinks:
         record = {"login": login, "expires": (now + STATE_TTL).isoformat()}
         await self.store.set_value(_STATE_KEY + _digest(state), json.dumps(record), now=now)
         return f"{(self.settings.public_url or '').rstrip('/')}{START_PATH}?{urlencode({'state': state})}"
+
+    @property
+    def cookie_path(self) -> str:
+        """The flow's pages under PUBLIC_URL, which may carry a path prefix (behind a proxy at /bot)."""
+        prefix = urlsplit(self.settings.public_url or "").path.rstrip("/")
+        return prefix + COOKIE_PATH
 
     @property
     def secure_cookies(self) -> bool:
@@ -508,7 +514,7 @@ async def callback_page(request: web.Request) -> web.Response:
         return _off()
     response = await _google_answered(links, request)
     # Whatever happened, the link this browser was confirmed for is settled: its value is of no more use.
-    response.del_cookie(LINK_COOKIE, path=COOKIE_PATH, secure=links.secure_cookies, httponly=True, samesite="Lax")
+    response.del_cookie(LINK_COOKIE, path=links.cookie_path, secure=links.secure_cookies, httponly=True, samesite="Lax")
     return response
 
 
@@ -559,7 +565,7 @@ def _redirect(links: GoogleLinks, cookie: str, handoff: Handoff) -> web.Response
         cookie,
         handoff.cookie,
         max_age=handoff.max_age,
-        path=COOKIE_PATH,
+        path=links.cookie_path,
         secure=links.secure_cookies,
         httponly=True,
         samesite="Lax",

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import cachetools
 
+from ..checks import escape_markdown
 from ..policy import Busy, Policy, Slot, format_slot, next_slot, slot_problems
 from ..release import OPEN, Release, State
 from ..repo_config import RepoConfig
@@ -170,7 +171,7 @@ class Calendars:
         """Everything a slot must not overlap: other releases (in the lane, or in the whole shared
         Google calendar), bookings people made there, freeze calendar events, and the requester's own
         busy time when linked."""
-        busy = await self._other_releases(config, repo, target, own)
+        busy = [b for _, b in await self._other_releases(config, repo, target, own)]
         if target.account != EMBEDDED:
             fb = await target.calendar.free_busy([target.calendar_id], start, end)
             self._raise_unreadable(fb.errors, [target.calendar_id], "calendar")
@@ -182,7 +183,9 @@ class Calendars:
                 booked = _subtract(booked, own_event.start, own_event.end)
             busy += [Busy(s, e, "another booking in the release calendar") for s, e in booked if e > s]
         busy += [
-            Busy(e.start, e.end, f"'{e.summary}' in the freeze calendar {cal}")
+            # A busy reason is quoted in `/ship` refusals as is: a title from a calendar must not
+            # format, link or @mention there.
+            Busy(e.start, e.end, f"'{escape_markdown(e.summary)}' in the freeze calendar {cal}")
             for cal, e in await self._freeze_events(config, requester, start, end)
             if e.end > e.start
         ]
@@ -197,19 +200,22 @@ class Calendars:
                     busy += _intervals(personal.busy, ["primary"], f"@{requester}'s own calendar (busy)")
         return busy
 
-    async def _other_releases(self, config: RepoConfig, repo: str, target: Target, own: Release | None) -> list[Busy]:
+    async def _other_releases(
+        self, config: RepoConfig, repo: str, target: Target, own: Release | None
+    ) -> list[tuple[str, Busy]]:
         """Releases the store knows, before their events reach any calendar: the same lane, or (for a
         shared Google calendar) any repository's release booked in that calendar."""
         lane = config.lane(repo)
         shared = target.account != EMBEDDED
-        found: list[Busy] = []
+        found: list[tuple[str, Busy]] = []
         for other in await self.store.find_releases(repo=None if shared else repo, limit=10_000):
             if other.slot is None or (own is not None and other.key == own.key):
                 continue
             if not (other.state in OPEN or other.state == State.RELEASING):
                 continue
             if other.lane == lane or (shared and other.calendar_id == target.calendar_id):
-                found.append(Busy(other.slot.start, other.slot.end, f"the release of {other.repo}#{other.pr}"))
+                busy = Busy(other.slot.start, other.slot.end, f"the release of {other.repo}#{other.pr}")
+                found.append((other.key, busy))
         return found
 
     async def _freeze_events(
@@ -283,10 +289,13 @@ class Calendars:
         ]
         calendar = await self.account(release.calendar_account)
         calendar_id = release.calendar_id or release.lane
+        reported: set[str] = set()  # releases already named through their calendar event
         if calendar is not None and calendar_id:
             for event in await calendar.events(calendar_id, slot.start, slot.end):
                 if event.release == release.key or event.id == release.event_id:
                     continue
+                if event.release is not None:
+                    reported.add(event.release)
                 if event.priority:
                     found.append(f"'{event.summary}' is marked as taking priority and overlaps the slot")
                 elif event.release is not None:
@@ -294,10 +303,9 @@ class Calendars:
                 else:
                     found.append(f"'{event.summary}' is booked over the slot in the release calendar")
         target = Target(calendar or self.embedded, calendar_id)
-        for other in await self._other_releases(config, release.repo, target, release):
-            reason = f"{other.reason} is booked over the slot"
-            if other.start < slot.end and slot.start < other.end and reason not in found:
-                found.append(reason)
+        for key, other in await self._other_releases(config, release.repo, target, release):
+            if key not in reported and other.start < slot.end and slot.start < other.end:
+                found.append(f"{other.reason} is booked over the slot")
         for cal, event in await self._freeze_events(config, release.requested_by, slot.start, slot.end):
             found.append(f"'{event.summary}' in the freeze calendar {cal} overlaps the slot")
         return found
@@ -369,9 +377,10 @@ class Calendars:
         event = await calendar.get(release.calendar_id or release.lane, release.event_id)
         if event is None or event.cancelled:
             return None
-        expected = written or release.slot
-        if event.start == expected.start and event.end == expected.end:
-            return True
+        # As last written, or as the release has it (a write that landed but whose answer was lost).
+        for expected in (written, release.slot):
+            if expected is not None and event.start == expected.start and event.end == expected.end:
+                return True
         return event
 
 
