@@ -762,15 +762,7 @@ class ReleaseService:
         ):
             # Blocked before its slot: look again shortly (a freeze event removed, CI fixed). The
             # reply above is sent once per slot, however many times this runs.
-            due = min(now + _RECHECK, slot_start)
-            payload = {
-                "repo": ref.repo,
-                "pr": ref.pr,
-                "installation_id": ref.installation_id,
-                "slot_start": slot_start.isoformat(),
-                "due_at": due.isoformat(),
-            }
-            await self.store.schedule_job(tminus_key(after_check), "tminus", payload, due_at=due, keep_earlier=False)
+            await self._recheck_later(after_check, slot_start)
         return decision
 
     async def _recheck_later(self, release: Release, slot_start: datetime) -> None:
