@@ -26,6 +26,18 @@ log = logging.getLogger(__name__)
 _MAX_BODY = 65_000  # GitHub refuses comments over 65,536 characters
 
 
+# A write whose installation's turn is further off than this waits in the queue, not in a worker slot.
+_DEFER_AFTER = 0.05
+
+
+class NotYet(Exception):
+    """The job's write must wait `seconds` for its installation's turn: run it again then."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"not yet: {seconds:.2f}s")
+        self.seconds = seconds
+
+
 class EffectExecutor:
     def __init__(self, store: Store, github: GitHubApp, clock: Callable[[], datetime]) -> None:
         self.store = store
@@ -34,7 +46,11 @@ class EffectExecutor:
         self.writes = 0
 
     async def run(self, job: Job) -> None:
-        gh = self.github.installation_client(int(job.payload["installation_id"]))
+        installation = int(job.payload["installation_id"])
+        wait = self.github.pacer(installation).write_wait()
+        if wait > _DEFER_AFTER:
+            raise NotYet(wait)
+        gh = self.github.installation_client(installation)
         match job.kind:
             case "render":
                 await self.render(gh, job.payload["repo"], int(job.payload["pr"]))

@@ -81,6 +81,12 @@ class Pacer:
                 await self._sleep(wait)
             self._next_write = self._clock() + self.write_interval
 
+    def write_wait(self) -> float:
+        """Seconds until a write may go (0: now); a lower bound, as writers queue up meanwhile."""
+        if self.write_interval <= 0:
+            return 0.0
+        return max(0.0, self._next_write - self._clock())
+
     async def _sleep(self, seconds: float) -> None:
         self.waited += seconds
         await asyncio.sleep(seconds)

@@ -25,7 +25,7 @@ from gidgethub.abc import GitHubAPI
 
 from .config import Settings
 from .context import HandlerContext, utcnow
-from .effects import EffectExecutor
+from .effects import EffectExecutor, NotYet
 from .github import GitHubApp, RateLimitWaitTooLong
 from .logs import log_context, redact
 from .redelivery import sweep_failed_deliveries
@@ -271,6 +271,9 @@ class Worker:
                     await self.service.run_job(job, gh)
                 else:
                     await self.executor.run(job)
+            except NotYet as exc:
+                await self.store.defer_job(job, self.owner, due_at=self.clock() + timedelta(seconds=exc.seconds))
+                return
             except Exception as exc:  # noqa: BLE001 - retried with backoff, then parked with its error
                 error = describe_error(exc)
                 if _permanent(exc) or job.attempts >= self.settings.worker_max_attempts:

@@ -366,3 +366,16 @@ async def test_a_released_lease_is_free_at_once(store: Store) -> None:
     assert not await store.acquire_lease("lane:x", "w2", now=T0, seconds=30)
     await store.release_lease("lane:x", "w1")
     assert await store.acquire_lease("lane:x", "w2", now=T0, seconds=30)
+
+
+async def test_a_deferred_job_waits_without_spending_an_attempt(store: Store) -> None:
+    await store.schedule_job("reply:d1:0", "reply", {"text": "hi"}, due_at=T0, once=True)
+    for round_ in range(12):  # more deferrals than any attempt limit: none of them counts
+        now = T0 + timedelta(seconds=round_)
+        [job] = await store.claim_jobs("w", now=now, lease_seconds=30, limit=5)
+        assert job.attempts == 1
+        assert await store.defer_job(job, "w", due_at=now + timedelta(seconds=1)) is True
+        assert await store.claim_jobs("w", now=now, lease_seconds=30, limit=5) == []
+    [job] = await store.claim_jobs("w", now=T0 + timedelta(seconds=12), lease_seconds=30, limit=5)
+    assert job.attempts == 1 and job.payload == {"text": "hi"}
+    assert await store.finish_job(job, "w") is True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -189,3 +190,38 @@ async def test_work_claimed_for_a_key_still_running_runs_after_it_not_never(
     await asyncio.wait_for(asyncio.gather(*inflight), timeout=5)
     assert order == ["first started", "first done", "second ran"]
     assert worker._job_keys == {} and worker._seqs == {}
+
+
+async def test_a_write_waiting_for_its_turn_waits_in_the_queue_not_in_a_slot(
+    store: SqliteStore, app_settings: Settings, fake_github: object
+) -> None:
+    """Writes are spaced per installation. A reply whose installation wrote a moment ago goes back
+    to the queue until its turn (no attempt spent), so waiting writes never fill the worker's slots."""
+    import time
+
+    import aiohttp
+
+    from bot.github import GitHubApp
+    from tests.fakes.github import FakeGitHub
+
+    assert isinstance(fake_github, FakeGitHub)
+    fake_github.add_pull("octo-org/widgets", 7, head_sha="a" * 40, title="t", user_login="alice")
+    settings = app_settings.replace(github_write_interval=1.0)
+    clock = Clock()
+    async with aiohttp.ClientSession() as session:
+        github = GitHubApp(settings, session)
+        worker = Worker(store, settings, routing.Router(), github, clock=clock)
+        github.pacer(99)._next_write = time.monotonic() + 0.6  # it just wrote
+        payload = {"repo": "octo-org/widgets", "pr": 7, "installation_id": 99, "text": "hello"}
+        await store.schedule_job("reply:d1:0", "reply", payload, due_at=clock(), once=True)
+        started = time.perf_counter()
+        assert await worker.run_once() == 1
+        assert time.perf_counter() - started < 0.3  # it did not sleep in the slot
+        assert fake_github.calls("issues/create-comment") == []
+        due = await store.next_job_due()
+        assert due is not None and timedelta(seconds=0.3) < due - clock() <= timedelta(seconds=0.6)
+        await asyncio.sleep(0.65)
+        clock.now = due
+        assert await worker.run_once() == 1
+        [posted] = fake_github.calls("issues/create-comment")
+        assert posted.json == {"body": "hello"}

@@ -181,6 +181,10 @@ class Store(Protocol):
 
     async def retry_job(self, job: Job, owner: str, *, error: str, due_at: datetime) -> bool: ...
 
+    async def defer_job(self, job: Job, owner: str, *, due_at: datetime) -> bool:
+        """Not a failure, not yet: back in the queue until `due_at`, this claim not counted as an attempt
+        (a write waiting for its installation's turn waits in the queue, not in a worker slot)."""
+
     async def park_job(self, job: Job, owner: str, *, error: str) -> bool:
         """Give up on a job (a permanent error, or too many attempts) but keep it, with its error."""
 

@@ -375,6 +375,18 @@ class MongoStore:
             return True
         return await self._requeue_newer(job, owner)
 
+    async def defer_job(self, job: Job, owner: str, *, due_at: datetime) -> bool:
+        result = await self._db.jobs.update_one(
+            {"_id": job.key, "lease_owner": owner, "seq": job.seq},
+            {
+                "$set": {"status": "pending", "due_at": due_at, "lease_owner": None, "lease_until": None},
+                "$inc": {"attempts": -1},
+            },
+        )
+        if result.modified_count:
+            return True
+        return await self._requeue_newer(job, owner)
+
     async def extend_leases(self, owner: str, *, deliveries: list[str], jobs: list[str], until: datetime) -> None:
         for collection, keys in ((self._db.deliveries, deliveries), (self._db.jobs, jobs)):
             if keys:

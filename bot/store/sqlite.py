@@ -550,6 +550,16 @@ class SqliteStore:
             return True
         return await self._requeue_newer(job, owner)
 
+    async def defer_job(self, job: Job, owner: str, *, due_at: datetime) -> bool:
+        rows = await self._all(
+            "UPDATE jobs SET status = 'pending', due_at = ?, attempts = MAX(attempts - 1, 0), lease_owner = NULL,"
+            " lease_until = NULL WHERE key = ? AND lease_owner = ? AND seq = ? RETURNING key",
+            (_ts(due_at), job.key, owner, job.seq),
+        )
+        if rows:
+            return True
+        return await self._requeue_newer(job, owner)
+
     async def _requeue_newer(self, job: Job, owner: str) -> bool:
         """Asked again while it ran: the newer request keeps its own due time and a fresh count."""
         await self._all(
