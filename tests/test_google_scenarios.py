@@ -312,3 +312,21 @@ async def test_a_freeze_title_cannot_mention_or_link_in_a_refusal(scenario: Scen
     assert "@octo-org/everyone" not in reply and "@\u200bocto-org/everyone" in reply
     assert "[free prizes](https://evil.example)" not in reply and "\\[free prizes\\]" in reply
     assert "**now**" not in reply
+
+
+async def test_losing_write_access_is_reported_to_the_requester_with_what_to_do(
+    scenario: Scenario, google: FakeGoogle, robot: ServiceAccount
+) -> None:
+    await ship(scenario, "/ship friday")
+    google.calendars[DEPLOYS].acl[robot.email] = "reader"  # someone downgraded the bot's sharing
+    await ship(scenario, "/ship thursday 14:00")
+    [reply] = scenario.answers(7)
+    assert reply.startswith("@alice the release's calendar event could not be updated:")
+    assert robot.email in reply and "Make changes to events" in reply
+    # Reported once, not on every later change; the release itself still moved.
+    release = await scenario.store.get_active_release(REPO, 7)
+    assert release is not None and release.slot is not None
+    assert release.slot.start == datetime(2026, 11, 26, 13, 0, tzinfo=UTC)
+    scenario.clock.advance(minutes=5)
+    await scenario.settle()
+    assert len(scenario.answers(7)) == 1
