@@ -87,6 +87,7 @@ class PullSnapshot:
     merged: bool = False
     commits: tuple[Commit, ...] = ()
     author: str = ""
+    mergeable: bool | None = None  # GitHub computes it lazily: None means "not known yet"
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +136,8 @@ class Release:
     requester_zone: str | None = None  # the requester's own zone, when they have told us
     lead_minutes: int = 15  # the T-minus check runs this long before the slot
     prechecked_for: datetime | None = None  # the slot start the last T-minus check was for
+    merge_sha: str | None = None  # the merge commit, once GitHub merged the verified SHA
+    released_at: datetime | None = None
     version: int = 0
 
     @property
@@ -250,6 +253,32 @@ class CalendarChanged(EventBase):
     timezone: str = "UTC"
 
 
+@dataclass(frozen=True, slots=True)
+class ReleaseDue(EventBase):
+    """The slot has come: what the worker read, just now, of the PR, its checks and the calendars."""
+
+    slot_start: datetime
+    head_sha: str
+    checks: ChecksVerdict
+    merge_method: str
+    conflicts: tuple[str, ...] = ()
+    mergeable: bool | None = None  # GitHub's view; None while it is still computing it
+    proposal: Slot | None = None
+    late_by: timedelta | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MergeFinished(EventBase):
+    """GitHub's answer to the SHA-pinned merge: merged (with the merge commit), or refused and why."""
+
+    sha: str  # the SHA the merge was pinned to
+    merged: bool
+    merge_sha: str | None = None
+    status: int | None = None  # 405 not mergeable, 409 head moved, 422 ...
+    message: str = ""
+    summary: str = ""  # what shipped, for the summary comment (built by the service from what it read)
+
+
 Event = (
     ShipRequested
     | CancelRequested
@@ -261,6 +290,8 @@ Event = (
     | Prechecked
     | EventBooked
     | CalendarChanged
+    | ReleaseDue
+    | MergeFinished
 )
 
 # Effects --------------------------------------------------------------------------------------
@@ -278,7 +309,15 @@ class Reply:
     text: str
 
 
-Effect = RenderProgress | Reply
+@dataclass(frozen=True, slots=True)
+class Merge:
+    """Merge the PR through the API, pinned to `sha` (a moved head gives 409, never a merge)."""
+
+    sha: str
+    method: str
+
+
+Effect = RenderProgress | Reply | Merge
 
 
 @dataclass(frozen=True, slots=True)
@@ -403,6 +442,10 @@ def decide(release: Release | None, event: Event, now: datetime) -> Decision:
             return _booked(release, event)
         case CalendarChanged():
             return _calendar_changed(release, event, now)
+        case ReleaseDue():
+            return _release_due(release, event, now)
+        case MergeFinished():
+            return _merge_finished(release, event, now)
 
 
 def _seen(release: Release | None, event: Event) -> bool:
@@ -726,6 +769,65 @@ def _calendar_changed(release: Release | None, event: CalendarChanged, now: date
     return Decision(decided, (RenderProgress(), Reply(text)))
 
 
+def _release_due(release: Release | None, event: ReleaseDue, now: datetime) -> Decision:
+    """At the slot: merge the verified SHA if everything still holds; otherwise block and say why."""
+    if release is None or release.slot is None or release.slot.start != event.slot_start:
+        return Decision(release)  # rescheduled or cancelled since the timer was set
+    if release.state not in (State.SCHEDULED, State.BLOCKED, State.VERIFYING):
+        return Decision(release)  # held, already releasing, or finished
+    tz = ZoneInfo(release.timezone)
+    late = ""
+    if event.late_by is not None and event.late_by >= timedelta(minutes=1):
+        late = f" (late by {_minutes_text(event.late_by)}: the workers were down at the slot)"
+    checked = replace(release, checks=event.checks, conflicts=event.conflicts, proposal=event.proposal)
+    if event.head_sha != release.head_sha:
+        checked = replace(checked, head_sha=event.head_sha, verified_sha=None)
+    evaluated = _evaluate(checked, event, now, f"release time{late}")
+    problems = list(evaluated.blockers) if evaluated.state != State.SCHEDULED else []
+    if event.head_sha != (release.verified_sha or release.head_sha):
+        problems.insert(0, f"the head moved to {event.head_sha[:7]} since {release.head_sha[:7]} was verified")
+    if not problems and event.mergeable is False:
+        problems.append("GitHub reports the pull request cannot be merged (conflicts, or a rule it does not meet)")
+    if problems:
+        blocked = evaluated if evaluated.state == State.BLOCKED else replace(evaluated, conflicts=tuple(problems))
+        if blocked.state != State.BLOCKED:
+            blocked = _note(blocked, event, State.BLOCKED, f"release time{late}; {problems[0]}", now)
+        text = f"@{release.requested_by} the release at **{format_slot(release.slot, tz)}** did not go ahead{late}:\n"
+        text += "".join(f"- {escape_text(p)}\n" for p in problems)
+        if event.proposal is not None:
+            local = event.proposal.start.astimezone(tz)
+            text += (
+                f"\nThe next free slot is **{format_slot(event.proposal, tz)}**: comment "
+                f"`/ship {local:%Y-%m-%d %H:%M}` to take it."
+            )
+        return Decision(replace(blocked, blockers=tuple(problems)), (RenderProgress(), Reply(text)))
+    sha = evaluated.verified_sha or evaluated.head_sha
+    releasing = _note(evaluated, event, State.RELEASING, f"merging {sha[:7]} ({event.merge_method}){late}", now)
+    return Decision(releasing, (RenderProgress(), Merge(sha=sha, method=event.merge_method)))
+
+
+def _merge_finished(release: Release | None, event: MergeFinished, now: datetime) -> Decision:
+    if release is None or release.state != State.RELEASING:
+        return Decision(release)
+    if event.merged:
+        done = replace(release, merge_sha=event.merge_sha, released_at=now, blockers=(), proposal=None)
+        why = f"merged {event.sha[:7]} as {(event.merge_sha or '')[:7]}"
+        released = _note(done, event, State.RELEASED, why, now)
+        return Decision(released, (RenderProgress(), *((Reply(event.summary),) if event.summary else ())))
+    if event.status == 409:
+        reason = f"GitHub refused the merge: the head moved after {event.sha[:7]} was verified (409)"
+    else:
+        detail = escape_text(event.message.splitlines()[0] if event.message else "")
+        reason = f"GitHub refused the merge ({event.status}): {detail}".rstrip(": ")
+    blocked = replace(release, blockers=(reason,), conflicts=(reason,))
+    noted = _note(blocked, event, State.BLOCKED, reason, now)
+    text = (
+        f"@{release.requested_by} the release was not merged: {reason}. Nothing was retried: fix it and "
+        "comment `/ship` with a new time, or `/ship cancel`."
+    )
+    return Decision(noted, (RenderProgress(), Reply(text)))
+
+
 def escape_text(text: str) -> str:
     return escape_markdown(text)
 
@@ -820,6 +922,8 @@ def release_to_doc(release: Release) -> dict[str, Any]:
         "requester_zone": release.requester_zone,
         "lead_minutes": release.lead_minutes,
         "prechecked_for": release.prechecked_for.isoformat() if release.prechecked_for else None,
+        "merge_sha": release.merge_sha,
+        "released_at": release.released_at.isoformat() if release.released_at else None,
     }
 
 
@@ -877,6 +981,8 @@ def release_from_doc(doc: dict[str, Any], version: int) -> Release:
         requester_zone=doc.get("requester_zone"),
         lead_minutes=int(doc.get("lead_minutes", 15)),
         prechecked_for=datetime.fromisoformat(doc["prechecked_for"]) if doc.get("prechecked_for") else None,
+        merge_sha=doc.get("merge_sha"),
+        released_at=datetime.fromisoformat(doc["released_at"]) if doc.get("released_at") else None,
         version=version,
     )
 

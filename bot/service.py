@@ -38,11 +38,14 @@ from .release import (
     EventBooked,
     HeadMoved,
     HoldRequested,
+    Merge,
+    MergeFinished,
     Prechecked,
     PullClosed,
     PullRecord,
     PullSnapshot,
     Release,
+    ReleaseDue,
     RenderProgress,
     Reply,
     ShipRequested,
@@ -165,6 +168,7 @@ class GitHubReader:
             merged=bool(data.get("merged")),
             commits=tuple(commits[-250:]),
             author=(data.get("user") or {}).get("login", ""),
+            mergeable=data.get("mergeable"),
         )
 
     async def _protection(
@@ -233,7 +237,10 @@ _LANE_LEASE_SECONDS = 60.0  # renewed every third of it while a booking decision
 _RECHECK = timedelta(minutes=5)  # a release blocked before its slot is checked again this often
 _DESCRIPTION_DELAY = timedelta(seconds=30)  # a description-only calendar change waits this long (a burst: one write)
 # Jobs the service runs itself (the effect executor runs the GitHub writes).
-SERVICE_JOBS = frozenset({"calendar", "tminus"})
+SERVICE_JOBS = frozenset({"calendar", "tminus", "release", "merge"})
+_LOCK_SECONDS = 3600.0  # the environment lock outlives any merge; a crashed holder's lapses
+_LOCK_RETRY = timedelta(minutes=1)
+_LOCK_PATIENCE = timedelta(minutes=15)  # how long a due release waits for the environment lock
 
 
 class ReleaseService:
@@ -323,6 +330,20 @@ class ReleaseService:
                 case Reply(text=text):
                     # Keyed by the input's delivery: a redelivered webhook cannot post it twice.
                     await self.reply(ref, text, key=f"{reply_key or now.isoformat()}:{i}")
+                case Merge(sha=sha, method=method):
+                    release = decision.release
+                    assert release is not None
+                    payload = {
+                        "repo": ref.repo,
+                        "pr": ref.pr,
+                        "installation_id": ref.installation_id,
+                        "number": release.number,
+                        "sha": sha,
+                        "method": method,
+                    }
+                    # Once per release and SHA, ever: a retried decision cannot merge twice.
+                    key = f"merge:{release.key}:{sha}"
+                    await self.store.schedule_job(key, "merge", payload, due_at=now, once=True)
 
     async def schedule_calendar(self, release: Release, now: datetime, before: Release | None = None) -> None:
         """After a change: bring the calendar event in line, and set the T-minus timer for the slot.
@@ -362,6 +383,19 @@ class ReleaseService:
             }
             # The slot may have moved later: this timer replaces the old one, earlier or not.
             await self.store.schedule_job(tminus_key(release), "tminus", payload, due_at=due, keep_earlier=False)
+        moved = before is None or before.slot != release.slot or before.state == State.HELD
+        if timed and moved and release.slot is not None:
+            start = release.slot.start
+            payload = {
+                "repo": release.repo,
+                "pr": release.pr,
+                "installation_id": release.installation_id,
+                "slot_start": start.isoformat(),
+                "due_at": start.isoformat(),
+            }
+            await self.store.schedule_job(
+                f"release:{release.key}", "release", payload, due_at=max(now, start), keep_earlier=False
+            )
 
     async def schedule_render(self, ref: PullRef, now: datetime) -> None:
         """Coalesced: a burst of changes becomes one edit, at most one per STICKY_DEBOUNCE seconds."""
@@ -644,8 +678,170 @@ class ReleaseService:
                     # The check itself keeps failing (GitHub down?): a release nobody could verify
                     # must not go ahead quietly. Block it and tell the requester.
                     await self.precheck_failed(ref, slot_start, f"{type(exc).__name__}: {exc}"[:200])
+            case "release":
+                await self.release_due(
+                    gh,
+                    ref,
+                    slot_start=datetime.fromisoformat(job.payload["slot_start"]),
+                    due_at=datetime.fromisoformat(job.payload["due_at"]),
+                )
+            case "merge":
+                await self.merge(
+                    gh, ref, int(job.payload["number"]), sha=job.payload["sha"], method=job.payload["method"]
+                )
             case _:
                 raise ValueError(f"unknown job kind {job.kind!r}")
+
+    # The release at its slot --------------------------------------------------------------------
+
+    async def release_due(
+        self, gh: GitHubAPI, ref: PullRef, *, slot_start: datetime, due_at: datetime
+    ) -> Decision | None:
+        """T: read everything again; with the environment free and all still good, merge the verified SHA."""
+        release = await self.store.get_active_release(ref.repo, ref.pr)
+        if release is None or release.slot is None or release.slot.start != slot_start:
+            return None
+        if release.state not in (State.SCHEDULED, State.BLOCKED, State.VERIFYING):
+            return None
+        now = self.clock()
+        lock = f"env:{release.lane}"
+        if not await self.store.acquire_lease(lock, release.key, now=now, seconds=_LOCK_SECONDS):
+            if now < slot_start + _LOCK_PATIENCE:
+                # Another release of this environment is still going: wait for it, a little.
+                payload = {
+                    "repo": ref.repo,
+                    "pr": ref.pr,
+                    "installation_id": ref.installation_id,
+                    "slot_start": slot_start.isoformat(),
+                    "due_at": due_at.isoformat(),
+                }
+                key = f"release:{release.key}"
+                await self.store.schedule_job(key, "release", payload, due_at=now + _LOCK_RETRY, keep_earlier=False)
+                return None
+            conflicts: tuple[str, ...] = (
+                f"another release of {release.lane} was still running {int(_LOCK_PATIENCE.total_seconds() // 60)} "
+                "minutes after this slot began",
+            )
+            locked = True
+        else:
+            conflicts, locked = (), False
+        try:
+            loaded = await self.read.config(gh, ref.repo, fresh=True)
+            config = loaded.config
+            pull = await self.read.pull(gh, ref)
+            if pull.state != "open":
+                return None  # merged or closed outside the release: the pull_request webhook says so
+            verdict = await self.read.checks(gh, ref.repo, pull.base, pull.head_sha, config)
+            if not locked:
+                try:
+                    conflicts = tuple(await self.calendars.conflicts(release, config))
+                except CalendarError as exc:
+                    if exc.retry:
+                        raise
+                    conflicts = (f"the calendar could not be checked: {exc.message}",)
+            proposal = None
+            if conflicts or verdict.state != "green" or pull.head_sha != (release.verified_sha or release.head_sha):
+                after = now + config.policy().lead_time
+                proposal = await self.calendars.next_free(
+                    config, ref.repo, release.requested_by, after=after, own=release
+                )
+            late = now - due_at
+            decision = await self.apply(
+                ref,
+                lambda _: ReleaseDue(
+                    Actor("release-secretary"),
+                    Source.TIMER,
+                    None,
+                    slot_start=slot_start,
+                    head_sha=pull.head_sha,
+                    checks=verdict,
+                    merge_method=config.merge_method.value,
+                    conflicts=conflicts,
+                    mergeable=pull.mergeable,
+                    proposal=proposal,
+                    late_by=late if late > timedelta(minutes=1) else None,
+                ),
+                reply_key=f"release-due:{release.key}:{slot_start.isoformat()}",
+            )
+        except BaseException:
+            await self.store.release_lease(lock, release.key)
+            raise
+        if decision.release is None or decision.release.state != State.RELEASING:
+            await self.store.release_lease(lock, release.key)
+        return decision
+
+    async def merge(self, gh: GitHubAPI, ref: PullRef, number: int, *, sha: str, method: str) -> Decision | None:
+        """The SHA-pinned merge, exactly once: noted before the request, and after a crash the PR itself
+        says whether the merge went through. 405 and 409 are final answers, never retried."""
+        release = await self.release_for(ref.repo, ref.pr, number)
+        if release is None or release.state != State.RELEASING:
+            return None
+        marker = f"merge:{release.key}"
+        data: dict[str, Any] | None = None
+        if await self.store.get_value(marker) == f"started {sha}":
+            # A run before this one sent the merge and did not live to record the answer: ask the PR.
+            pull = await gh.getitem(f"/repos/{ref.repo}/pulls/{ref.pr}")
+            if pull.get("merged") and pull.get("merge_commit_sha"):
+                data = {"sha": pull["merge_commit_sha"], "merged": True}
+        if data is None:
+            await self.store.set_value(marker, f"started {sha}", now=self.clock())
+            body = {"sha": sha, "merge_method": method, "commit_title": f"{release.title} (#{ref.pr})"}
+            try:
+                data = await gh.put(f"/repos/{ref.repo}/pulls/{ref.pr}/merge", data=body)
+            except gidgethub.BadRequest as exc:
+                if exc.status_code not in (405, 409, 422):
+                    raise
+                status, message = int(exc.status_code), str(exc.args[0]) if exc.args else ""
+                decision = await self.apply(
+                    ref,
+                    lambda _: MergeFinished(
+                        Actor("github"), Source.TIMER, None, sha=sha, merged=False, status=status, message=message
+                    ),
+                    reply_key=f"merge-refused:{release.key}:{sha}",
+                )
+                await self.store.release_lease(f"env:{release.lane}", release.key)
+                return decision
+        assert data is not None
+        merge_sha = str(data.get("sha") or "")
+        summary = self.summary(release, sha, merge_sha, method)
+        decision = await self.apply(
+            ref,
+            lambda _: MergeFinished(
+                Actor("github"), Source.TIMER, None, sha=sha, merged=True, merge_sha=merge_sha, summary=summary
+            ),
+            reply_key=f"summary:{release.key}",
+        )
+        await self.store.set_value(marker, f"merged {merge_sha}", now=self.clock())
+        await self.store.release_lease(f"env:{release.lane}", release.key)
+        return decision
+
+    def summary(self, release: Release, sha: str, merge_sha: str, method: str) -> str:
+        """The summary comment: what shipped, when, after which checks, at whose request."""
+        tz = ZoneInfo(release.timezone)
+        window = format_slot(release.slot, tz) if release.slot else "now"
+        now = self.clock()
+        took = now - release.slot.start if release.slot and now > release.slot.start else timedelta(0)
+        checks = release.checks
+        green = ", ".join(escape_markdown(i.name) for i in checks.items) if checks and checks.items else "none"
+        lines = [
+            f"### ✅ Released `{release.repo}#{release.pr}`",
+            "",
+            "| | |",
+            "| --- | --- |",
+            f"| **Merged** | `{sha[:7]}` as `{merge_sha[:7]}` ({method}) |",
+            f"| **Requested by** | @{release.requested_by} |",
+            f"| **Window** | {window} |",
+            f"| **Required checks** | {green} |",
+            f"| **Took** | {int(took.total_seconds())} s from the start of the window |",
+            "",
+        ]
+        commits = release.commits[-20:]
+        if commits:
+            lines += ["**Commits**", ""]
+            lines += [f"- `{c.sha[:7]}` {escape_markdown(c.message)}" for c in commits]
+            if len(release.commits) > len(commits):
+                lines.append(f"- … and {len(release.commits) - len(commits)} earlier")
+        return "\n".join(lines) + "\n"
 
     async def _written(self, release: Release) -> Slot | None:
         """Where the bot last put (or last saw, and followed) the release's event."""

@@ -1,0 +1,180 @@
+"""The release at its slot, end to end: the real app and worker, signed webhooks, the fake GitHub.
+
+`/ship` -> checks green -> scheduled -> T-15 check -> at T the SHA-pinned merge -> summary -> released,
+the calendar event marked done; and the ways it must not merge: a push after verification (seen at
+T, or only by GitHub's 409), red checks at T, a PR GitHub cannot merge, the environment lock held."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from bot.app import make_app
+from bot.calendar import DONE_PREFIX
+from bot.config import Settings
+from bot.release import State
+from tests.fakes.github import FakeGitHub
+from tests.scenario import REPO, Clock, Scenario
+
+ClientFactory = Callable[[web.Application], Awaitable[TestClient]]
+HEAD = "a" * 40
+CONFIG = """\
+timezone: Europe/Berlin
+windows:
+  - days: [mon-fri]
+    hours: "10:00-16:00"
+merge_method: squash
+"""
+T_MINUS_15 = datetime(2026, 11, 27, 13, 45, tzinfo=UTC)
+T = datetime(2026, 11, 27, 14, 0, tzinfo=UTC)  # Friday 15:00 in Berlin
+
+
+@pytest.fixture
+async def scenario(aiohttp_client: ClientFactory, app_settings: Settings, fake_github: FakeGitHub) -> Scenario:
+    clock = Clock()
+    fake_github.add_pull(REPO, 7, head_sha=HEAD, title="Faster widgets", user_login="alice")
+    fake_github.add_check_run(REPO, HEAD, "ci/build", status="completed", conclusion="success")
+    fake_github.set_permission(REPO, "alice", "write")
+    fake_github.set_branch_protection(REPO, "main", ["ci/build"])
+    fake_github.set_file(REPO, ".github/release-secretary.yml", CONFIG)
+    settings = app_settings.replace(sticky_debounce=0.0, public_url="https://bot.example.test")
+    client = await aiohttp_client(make_app(settings, clock=clock))
+    return Scenario(client, settings, fake_github, clock)
+
+
+async def booked(scenario: Scenario) -> None:
+    await scenario.deliver("issue_comment", scenario.comment(7, "/ship friday 3pm", sender="alice"))
+    release = await scenario.store.get_active_release(REPO, 7)
+    assert release is not None and release.state is State.SCHEDULED and release.verified_sha == HEAD
+
+
+async def at(scenario: Scenario, moment: datetime) -> None:
+    scenario.clock.now = moment
+    await scenario.settle()
+
+
+async def test_the_whole_life_merges_the_verified_sha_at_the_slot(scenario: Scenario) -> None:
+    await booked(scenario)
+    await at(scenario, T_MINUS_15)
+    assert scenario.fake.calls("pulls/merge") == []  # not before its time
+    await at(scenario, T)
+    [merge] = scenario.fake.calls("pulls/merge")
+    assert merge.json == {"sha": HEAD, "merge_method": "squash", "commit_title": "Faster widgets (#7)"}
+    assert scenario.fake.pull(REPO, 7)["merged"] is True
+    release = await scenario.store.get_latest_release(REPO, 7)
+    assert release is not None and release.state is State.RELEASED and release.merge_sha
+    summary = [a for a in scenario.answers(7) if a.startswith("### ✅ Released")]
+    assert len(summary) == 1
+    assert f"`{HEAD[:7]}` as `{release.merge_sha[:7]}` (squash)" in summary[0] and "@alice" in summary[0]
+    assert "ci/build" in summary[0]
+    assert "Released" in scenario.sticky(7)["body"]
+    assert scenario.fake.check_runs_for(REPO, HEAD)[-1]["conclusion"] == "success"
+    # The calendar says so too.
+    assert release.event_id is not None
+    event = await scenario.store.get_calendar_event(release.lane, release.event_id)
+    assert event is not None and event.summary.startswith(DONE_PREFIX)
+    # Nothing happens twice: more passes of the worker merge and summarise nothing more.
+    await at(scenario, T + timedelta(minutes=5))
+    assert len(scenario.fake.calls("pulls/merge")) == 1
+    assert len([a for a in scenario.answers(7) if a.startswith("### ✅ Released")]) == 1
+    assert scenario.fake.violations == []
+
+
+async def test_a_push_seen_at_the_slot_stops_the_merge(scenario: Scenario) -> None:
+    await booked(scenario)
+    scenario.fake.push_to_pull(REPO, 7, "b" * 40)  # its webhook never arrived
+    await at(scenario, T)
+    assert scenario.fake.calls("pulls/merge") == []
+    release = await scenario.store.get_active_release(REPO, 7)
+    assert release is not None and release.state is State.BLOCKED
+    said = scenario.answers(7)
+    assert said[-1].startswith("@alice the release at **Fri 27 Nov 15:00-15:30 Europe/Berlin (14:00 UTC)** did not go")
+    # The T-minus check (late: it ran at T too) named the push; the release then waits for its checks.
+    assert any(f"the head moved to bbbbbbb since {HEAD[:7]} was verified" in s for s in said)
+    assert "waiting for ci/build" in said[-1]
+
+
+async def test_github_refusing_the_pinned_merge_blocks_and_is_not_retried(scenario: Scenario) -> None:
+    await booked(scenario)
+    # The head moves between the bot's last read and the merge: only GitHub's 409 can tell.
+    scenario.fake.fail_next(
+        "PUT", r"/pulls/7/merge$", 409, body={"message": "Head branch was modified. Review and try the merge again."}
+    )
+    await at(scenario, T)
+    assert len(scenario.fake.calls("pulls/merge")) == 1
+    release = await scenario.store.get_active_release(REPO, 7)
+    assert release is not None and release.state is State.BLOCKED
+    assert "the head moved after" in release.blockers[0] and "(409)" in release.blockers[0]
+    assert "was not merged" in scenario.answers(7)[-1]
+    await at(scenario, T + timedelta(minutes=10))
+    assert len(scenario.fake.calls("pulls/merge")) == 1  # never retried blindly
+
+
+async def test_red_checks_at_the_slot_block_with_the_next_slot(scenario: Scenario) -> None:
+    await booked(scenario)
+    scenario.fake.add_check_run(REPO, HEAD, "ci/build", status="completed", conclusion="failure")
+    await at(scenario, T)
+    assert scenario.fake.calls("pulls/merge") == []
+    release = await scenario.store.get_active_release(REPO, 7)
+    assert release is not None and release.state is State.BLOCKED
+    said = scenario.answers(7)[-1]
+    assert "ci/build is failing" in said and "`/ship 2026-11-27 15:30`" in said
+
+
+async def test_a_pull_request_github_cannot_merge_is_not_tried(scenario: Scenario) -> None:
+    await booked(scenario)
+    scenario.fake._pull_state(REPO, 7).mergeable = False  # a conflict with the base appeared
+    await at(scenario, T)
+    assert scenario.fake.calls("pulls/merge") == []
+    said = scenario.answers(7)[-1]
+    assert "GitHub reports the pull request cannot be merged" in said
+
+
+async def test_the_environment_lock_makes_a_release_wait_then_gives_up_and_says_so(scenario: Scenario) -> None:
+    await booked(scenario)
+    lane = f"{REPO} production"
+    # Another release of the same environment is still running (it took the lock at 13:55).
+    assert await scenario.store.acquire_lease(f"env:{lane}", "octo-org/widgets#6/1", now=T, seconds=3600)
+    await at(scenario, T)
+    for minute in range(1, 16):
+        await at(scenario, T + timedelta(minutes=minute))
+    assert scenario.fake.calls("pulls/merge") == []
+    release = await scenario.store.get_active_release(REPO, 7)
+    assert release is not None and release.state is State.BLOCKED
+    assert "another release of octo-org/widgets production was still running" in scenario.answers(7)[-1]
+
+
+async def test_the_environment_lock_freed_in_time_lets_it_merge(scenario: Scenario) -> None:
+    await booked(scenario)
+    lane = f"{REPO} production"
+    assert await scenario.store.acquire_lease(f"env:{lane}", "octo-org/widgets#6/1", now=T, seconds=3600)
+    await at(scenario, T)
+    await scenario.store.release_lease(f"env:{lane}", "octo-org/widgets#6/1")
+    await at(scenario, T + timedelta(minutes=1))
+    assert len(scenario.fake.calls("pulls/merge")) == 1
+    release = await scenario.store.get_latest_release(REPO, 7)
+    assert release is not None and release.state is State.RELEASED
+    # And it gave the lock back.
+    assert await scenario.store.acquire_lease(f"env:{lane}", "someone-else", now=T + timedelta(minutes=2), seconds=60)
+
+
+async def test_a_merge_that_went_through_before_a_crash_is_not_sent_again(scenario: Scenario) -> None:
+    await booked(scenario)
+    # The worker sent the merge and died before it recorded GitHub's answer: the note says "started",
+    # and the pull request is merged on GitHub.
+    release = await scenario.store.get_active_release(REPO, 7)
+    assert release is not None
+    scenario.fake.fail_next("PUT", r"/pulls/7/merge$", 502, body={"message": "Server Error"})
+    await at(scenario, T)
+    assert await scenario.store.get_value(f"merge:{release.key}") == f"started {HEAD}"
+    pull = scenario.fake._pull_state(REPO, 7)
+    pull.merged, pull.merge_commit_sha = True, "c" * 40  # as if that 502 had been a lost 200
+    scenario.clock.advance(seconds=30)
+    await scenario.settle()
+    assert len(scenario.fake.calls("pulls/merge")) == 1  # the first, failed-looking one only
+    done = await scenario.store.get_latest_release(REPO, 7)
+    assert done is not None and done.state is State.RELEASED and done.merge_sha == "c" * 40
