@@ -138,6 +138,11 @@ class Release:
     prechecked_for: datetime | None = None  # the slot start the last T-minus check was for
     merge_sha: str | None = None  # the merge commit, once GitHub merged the verified SHA
     released_at: datetime | None = None
+    # What runs after the merge: "workflow deploy.yml", "deployment production", or None (the merge is it).
+    deploy_target: str | None = None
+    deploy_id: str | None = None  # the workflow run or deployment id, once known
+    deploy_url: str | None = None  # where its log is
+    failure: str | None = None  # the failing step, when it failed
     version: int = 0
 
     @property
@@ -265,6 +270,7 @@ class ReleaseDue(EventBase):
     mergeable: bool | None = None  # GitHub's view; None while it is still computing it
     proposal: Slot | None = None
     late_by: timedelta | None = None
+    deploy_target: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,6 +283,19 @@ class MergeFinished(EventBase):
     status: int | None = None  # 405 not mergeable, 409 head moved, 422 ...
     message: str = ""
     summary: str = ""  # what shipped, for the summary comment (built by the service from what it read)
+
+
+@dataclass(frozen=True, slots=True)
+class DeployProgress(EventBase):
+    """The deploy target reported: started (`done` False), or finished, well or not."""
+
+    merge_sha: str
+    deploy_id: str | None = None
+    url: str | None = None
+    done: bool = False
+    ok: bool = False
+    detail: str = ""  # the failing step or the status description
+    summary: str = ""
 
 
 Event = (
@@ -292,6 +311,7 @@ Event = (
     | CalendarChanged
     | ReleaseDue
     | MergeFinished
+    | DeployProgress
 )
 
 # Effects --------------------------------------------------------------------------------------
@@ -310,6 +330,14 @@ class Reply:
 
 
 @dataclass(frozen=True, slots=True)
+class Deploy:
+    """Start the deploy target on the merge commit."""
+
+    target: str
+    merge_sha: str
+
+
+@dataclass(frozen=True, slots=True)
 class Merge:
     """Merge the PR through the API, pinned to `sha` (a moved head gives 409, never a merge)."""
 
@@ -317,7 +345,7 @@ class Merge:
     method: str
 
 
-Effect = RenderProgress | Reply | Merge
+Effect = RenderProgress | Reply | Merge | Deploy
 
 
 @dataclass(frozen=True, slots=True)
@@ -446,6 +474,8 @@ def decide(release: Release | None, event: Event, now: datetime) -> Decision:
             return _release_due(release, event, now)
         case MergeFinished():
             return _merge_finished(release, event, now)
+        case DeployProgress():
+            return _deploy_progress(release, event, now)
 
 
 def _seen(release: Release | None, event: Event) -> bool:
@@ -802,6 +832,7 @@ def _release_due(release: Release | None, event: ReleaseDue, now: datetime) -> D
             )
         return Decision(replace(blocked, blockers=tuple(problems)), (RenderProgress(), Reply(text)))
     sha = evaluated.verified_sha or evaluated.head_sha
+    evaluated = replace(evaluated, deploy_target=event.deploy_target, deploy_id=None, deploy_url=None, failure=None)
     releasing = _note(evaluated, event, State.RELEASING, f"merging {sha[:7]} ({event.merge_method}){late}", now)
     return Decision(releasing, (RenderProgress(), Merge(sha=sha, method=event.merge_method)))
 
@@ -810,9 +841,12 @@ def _merge_finished(release: Release | None, event: MergeFinished, now: datetime
     if release is None or release.state != State.RELEASING:
         return Decision(release)
     if event.merged:
-        done = replace(release, merge_sha=event.merge_sha, released_at=now, blockers=(), proposal=None)
         why = f"merged {event.sha[:7]} as {(event.merge_sha or '')[:7]}"
-        released = _note(done, event, State.RELEASED, why, now)
+        merged = replace(release, merge_sha=event.merge_sha, blockers=(), proposal=None)
+        if release.deploy_target and event.merge_sha:
+            deploying = _note(merged, event, State.RELEASING, f"{why}; deploying with {release.deploy_target}", now)
+            return Decision(deploying, (RenderProgress(), Deploy(release.deploy_target, event.merge_sha)))
+        released = _note(replace(merged, released_at=now), event, State.RELEASED, why, now)
         return Decision(released, (RenderProgress(), *((Reply(event.summary),) if event.summary else ())))
     if event.status == 409:
         reason = f"GitHub refused the merge: the head moved after {event.sha[:7]} was verified (409)"
@@ -826,6 +860,29 @@ def _merge_finished(release: Release | None, event: MergeFinished, now: datetime
         "comment `/ship` with a new time, or `/ship cancel`."
     )
     return Decision(noted, (RenderProgress(), Reply(text)))
+
+
+def _deploy_progress(release: Release | None, event: DeployProgress, now: datetime) -> Decision:
+    if release is None or release.state != State.RELEASING or release.merge_sha != event.merge_sha:
+        return Decision(release)
+    tracked = replace(
+        release, deploy_id=event.deploy_id or release.deploy_id, deploy_url=event.url or release.deploy_url
+    )
+    if not event.done:
+        if tracked == release:
+            return Decision(release)
+        return Decision(tracked, (RenderProgress(),))
+    if event.ok:
+        released = _note(replace(tracked, released_at=now), event, State.RELEASED, "deployed", now)
+        return Decision(released, (RenderProgress(), *((Reply(event.summary),) if event.summary else ())))
+    detail = escape_text(event.detail) or "the deploy did not succeed"
+    failed = _note(replace(tracked, failure=detail), event, State.FAILED, f"deploy failed: {detail}", now)
+    log = f" Its log: {tracked.deploy_url}" if tracked.deploy_url and tracked.deploy_url.startswith("http") else ""
+    text = (
+        f"@{release.requested_by} the release of {(release.merge_sha or '')[:7]} was merged but its deploy "
+        f"({release.deploy_target}) failed: {detail}.{log} The merge stays; deploy again or roll back by hand."
+    )
+    return Decision(failed, (RenderProgress(), Reply(text)))
 
 
 def escape_text(text: str) -> str:
@@ -924,6 +981,10 @@ def release_to_doc(release: Release) -> dict[str, Any]:
         "prechecked_for": release.prechecked_for.isoformat() if release.prechecked_for else None,
         "merge_sha": release.merge_sha,
         "released_at": release.released_at.isoformat() if release.released_at else None,
+        "deploy_target": release.deploy_target,
+        "deploy_id": release.deploy_id,
+        "deploy_url": release.deploy_url,
+        "failure": release.failure,
     }
 
 
@@ -983,6 +1044,10 @@ def release_from_doc(doc: dict[str, Any], version: int) -> Release:
         prechecked_for=datetime.fromisoformat(doc["prechecked_for"]) if doc.get("prechecked_for") else None,
         merge_sha=doc.get("merge_sha"),
         released_at=datetime.fromisoformat(doc["released_at"]) if doc.get("released_at") else None,
+        deploy_target=doc.get("deploy_target"),
+        deploy_id=doc.get("deploy_id"),
+        deploy_url=doc.get("deploy_url"),
+        failure=doc.get("failure"),
         version=version,
     )
 

@@ -64,6 +64,18 @@ class Deploy:
     playbook: str | None = None
     workflow: str | None = None
     environment: str | None = None
+    deployment: bool = False  # a GitHub Deployment of the merge commit, followed through its statuses
+
+    @property
+    def target(self) -> str | None:
+        """What runs after the merge, as the release records it; None: the merge is the release."""
+        if self.workflow:
+            return f"workflow {self.workflow}"
+        if self.deployment:
+            return f"deployment {self.environment or DEFAULT_ENVIRONMENT}"
+        if self.playbook:
+            return f"playbook {self.playbook}"
+        return None
 
 
 @dataclass(frozen=True)
@@ -511,6 +523,21 @@ def _meaning_problems(data: Mapping[str, Any]) -> Iterator[tuple[tuple[str | int
         message = f"timezone must be an IANA time zone name like Europe/Berlin, got {_got(zone)}"
         yield ("timezone",), f"{message} (did you mean {hint}?)" if hint else message
 
+    deploy = data.get("deploy")
+    if (
+        isinstance(deploy, dict)
+        and deploy.get("deployment") is True
+        and (deploy.get("workflow") or deploy.get("playbook"))
+    ):
+        other = "workflow" if deploy.get("workflow") else "playbook"
+        yield (
+            ("deploy", "deployment"),
+            (
+                f"deploy.deployment cannot go with deploy.{other}: choose one way to deploy (a GitHub Deployment "
+                "that your deploy system picks up, a workflow the bot dispatches, or a dev agent playbook)"
+            ),
+        )
+
     windows = data.get("windows")
     for i, window in enumerate(windows if isinstance(windows, list) else ()):
         if not isinstance(window, dict):
@@ -658,6 +685,7 @@ def _build(data: Mapping[str, Any]) -> RepoConfig:
             playbook=deploy.get("playbook"),
             workflow=deploy.get("workflow"),
             environment=deploy.get("environment"),
+            deployment=bool(deploy.get("deployment", False)),
         ),
         calendar=CalendarConfig(
             id=calendar.get("id"),

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 import cachetools
@@ -34,6 +35,8 @@ from .release import (
     ChecksChanged,
     Commit,
     Decision,
+    Deploy,
+    DeployProgress,
     Event,
     EventBooked,
     HeadMoved,
@@ -237,7 +240,7 @@ _LANE_LEASE_SECONDS = 60.0  # renewed every third of it while a booking decision
 _RECHECK = timedelta(minutes=5)  # a release blocked before its slot is checked again this often
 _DESCRIPTION_DELAY = timedelta(seconds=30)  # a description-only calendar change waits this long (a burst: one write)
 # Jobs the service runs itself (the effect executor runs the GitHub writes).
-SERVICE_JOBS = frozenset({"calendar", "tminus", "release", "merge"})
+SERVICE_JOBS = frozenset({"calendar", "tminus", "release", "merge", "deploy"})
 _LOCK_SECONDS = 3600.0  # the environment lock outlives any merge; a crashed holder's lapses
 _LOCK_RETRY = timedelta(minutes=1)
 _LOCK_PATIENCE = timedelta(minutes=15)  # how long a due release waits for the environment lock
@@ -344,6 +347,19 @@ class ReleaseService:
                     # Once per release and SHA, ever: a retried decision cannot merge twice.
                     key = f"merge:{release.key}:{sha}"
                     await self.store.schedule_job(key, "merge", payload, due_at=now, once=True)
+                case Deploy(target=target, merge_sha=merge_sha):
+                    release = decision.release
+                    assert release is not None
+                    payload = {
+                        "repo": ref.repo,
+                        "pr": ref.pr,
+                        "installation_id": ref.installation_id,
+                        "number": release.number,
+                        "target": target,
+                        "merge_sha": merge_sha,
+                    }
+                    key = f"deploy:{release.key}:{merge_sha}"
+                    await self.store.schedule_job(key, "deploy", payload, due_at=now, once=True)
 
     async def schedule_calendar(self, release: Release, now: datetime, before: Release | None = None) -> None:
         """After a change: bring the calendar event in line, and set the T-minus timer for the slot.
@@ -689,6 +705,14 @@ class ReleaseService:
                 await self.merge(
                     gh, ref, int(job.payload["number"]), sha=job.payload["sha"], method=job.payload["method"]
                 )
+            case "deploy":
+                await self.start_deploy(
+                    gh,
+                    ref,
+                    int(job.payload["number"]),
+                    target=job.payload["target"],
+                    merge_sha=job.payload["merge_sha"],
+                )
             case _:
                 raise ValueError(f"unknown job kind {job.kind!r}")
 
@@ -739,6 +763,12 @@ class ReleaseService:
                     if exc.retry:
                         raise
                     conflicts = (f"the calendar could not be checked: {exc.message}",)
+            if config.deploy.playbook and not config.deploy.workflow:
+                # Merging without the deploy the repository asked for would leave prod half-released.
+                conflicts += (
+                    f"deploy.playbook ({config.deploy.playbook}) needs the dev agent, which this bot cannot "
+                    "reach yet: it will not merge without the deploy it was told to run",
+                )
             proposal = None
             if conflicts or verdict.state != "green" or pull.head_sha != (release.verified_sha or release.head_sha):
                 after = now + config.policy().lead_time
@@ -760,6 +790,7 @@ class ReleaseService:
                     mergeable=pull.mergeable,
                     proposal=proposal,
                     late_by=late if late > timedelta(minutes=1) else None,
+                    deploy_target=config.deploy.target if not config.deploy.playbook else None,
                 ),
                 reply_key=f"release-due:{release.key}:{slot_start.isoformat()}",
             )
@@ -803,7 +834,7 @@ class ReleaseService:
                 return decision
         assert data is not None
         merge_sha = str(data.get("sha") or "")
-        summary = self.summary(release, sha, merge_sha, method)
+        summary = "" if release.deploy_target else self.summary(release, sha, merge_sha, method)
         decision = await self.apply(
             ref,
             lambda _: MergeFinished(
@@ -812,8 +843,96 @@ class ReleaseService:
             reply_key=f"summary:{release.key}",
         )
         await self.store.set_value(marker, f"merged {merge_sha}", now=self.clock())
-        await self.store.release_lease(f"env:{release.lane}", release.key)
+        if not release.deploy_target:
+            await self.store.release_lease(f"env:{release.lane}", release.key)
         return decision
+
+    async def start_deploy(
+        self, gh: GitHubAPI, ref: PullRef, number: int, *, target: str, merge_sha: str
+    ) -> Decision | None:
+        """Start the deploy target on the merge commit, once: a dispatch noted before it is sent is
+        looked for (the workflow run) before it is sent again."""
+        release = await self.release_for(ref.repo, ref.pr, number)
+        if release is None or release.state != State.RELEASING or release.merge_sha != merge_sha:
+            return None
+        kind, _, name = target.partition(" ")
+        marker = f"deploy:{release.key}"
+        if kind == "workflow":
+            if await self.store.get_value(marker) == f"dispatching {merge_sha}":
+                runs = await gh.getitem(
+                    f"/repos/{ref.repo}/actions/runs?event=workflow_dispatch&head_sha={merge_sha}&per_page=20"
+                )
+                if runs.get("workflow_runs"):
+                    return None  # it was sent; its workflow_run events tell the rest
+            await self.store.set_value(marker, f"dispatching {merge_sha}", now=self.clock())
+            await gh.post(
+                f"/repos/{ref.repo}/actions/workflows/{quote(name, safe='')}/dispatches", data={"ref": release.base}
+            )
+            await self.store.set_value(marker, f"dispatched {merge_sha}", now=self.clock())
+            return None
+        if kind == "deployment":
+            body = {
+                "ref": merge_sha,
+                "environment": name,
+                "auto_merge": False,
+                "required_contexts": [],  # the bot verified the checks; the merge commit has none yet
+                "description": f"Release of {release.repo}#{release.pr} by Release Secretary",
+                "payload": {"release": release.key, "pull_request": release.pr},
+            }
+            deployment = await gh.post(f"/repos/{ref.repo}/deployments", data=body)
+            deployment_id = str(deployment["id"])
+            return await self.apply(
+                ref,
+                lambda _: DeployProgress(
+                    Actor("github"), Source.TIMER, None, merge_sha=merge_sha, deploy_id=deployment_id
+                ),
+            )
+        raise ValueError(f"unknown deploy target {target!r}")
+
+    async def deploy_progress(
+        self,
+        ref: PullRef,
+        *,
+        merge_sha: str | None,
+        deploy_id: str | None,
+        url: str | None,
+        done: bool,
+        ok: bool,
+        detail: str,
+        delivery: str | None,
+        match: Callable[[Release], bool],
+    ) -> int:
+        """A workflow run or deployment status reported on: the releasing releases it belongs to follow."""
+        count = 0
+        for release in await self.store.find_releases(repo=ref.repo):
+            if release.state != State.RELEASING or not release.merge_sha or not match(release):
+                continue
+            summary = ""
+            if done and ok:
+                summary = self.summary(release, release.verified_sha or release.head_sha, release.merge_sha, "")
+                if url and url.startswith("http"):
+                    summary += f"\n**Deploy**: {release.deploy_target} ([log]({url}))\n"
+            sha = release.merge_sha
+            await self.apply(
+                PullRef(ref.repo, release.pr, ref.installation_id),
+                lambda _, sha=sha, summary=summary: DeployProgress(  # type: ignore[misc]
+                    Actor("github"),
+                    Source.TIMER,
+                    delivery,
+                    merge_sha=sha,
+                    deploy_id=deploy_id,
+                    url=url,
+                    done=done,
+                    ok=ok,
+                    detail=detail,
+                    summary=summary,
+                ),
+                reply_key=f"deploy:{release.key}:{'done' if done else 'progress'}",
+            )
+            if done:
+                await self.store.release_lease(f"env:{release.lane}", release.key)
+            count += 1
+        return count
 
     def summary(self, release: Release, sha: str, merge_sha: str, method: str) -> str:
         """The summary comment: what shipped, when, after which checks, at whose request."""
@@ -828,7 +947,7 @@ class ReleaseService:
             "",
             "| | |",
             "| --- | --- |",
-            f"| **Merged** | `{sha[:7]}` as `{merge_sha[:7]}` ({method}) |",
+            f"| **Merged** | `{sha[:7]}` as `{merge_sha[:7]}`{f' ({method})' if method else ''} |",
             f"| **Requested by** | @{release.requested_by} |",
             f"| **Window** | {window} |",
             f"| **Required checks** | {green} |",

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from gidgethub import routing
 
-from . import checks, installation, pull_request, ship_command
+from . import checks, deploys, installation, pull_request, ship_command
 
 ROUTERS: tuple[routing.Router, ...] = (
     installation.router,
     pull_request.router,
     ship_command.router,
     checks.router,
+    deploys.router,
 )
 
 # GitHub sends these to every App whatever it subscribes to; they never appear in default_events.

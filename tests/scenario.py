@@ -45,6 +45,8 @@ _PR_LABELED = _template("pull_request", "labeled")
 _PR_SYNC = _template("pull_request", "synchronize")
 _COMMENT = _template("issue_comment", "created")
 _SUITE = _template("check_suite", "completed")
+_RUN = _template("workflow_run", "completed")
+_DEPLOYMENT_STATUS = _template("deployment_status", "created")
 
 
 def _retarget(data: dict[str, Any], repo: str, sender: str) -> dict[str, Any]:
@@ -104,6 +106,48 @@ def suite_completed(
     data["check_suite"]["head_sha"] = head_sha
     data["check_suite"]["conclusion"] = conclusion
     data["check_suite"]["app"] = {**data["check_suite"]["app"], "id": app_id}
+    return data
+
+
+def workflow_run(
+    run_id: int,
+    head_sha: str,
+    *,
+    workflow: str,
+    action: str = "completed",
+    conclusion: str | None = "success",
+    repo: str = REPO,
+) -> dict[str, Any]:
+    """A run of `.github/workflows/<workflow>` started by workflow_dispatch (the bot's deploy)."""
+    data = _retarget(_RUN, repo, "octocat")
+    data["action"] = action
+    run = data["workflow_run"]
+    run.update(
+        id=run_id,
+        head_sha=head_sha,
+        event="workflow_dispatch",
+        path=f".github/workflows/{workflow}",
+        name="Deploy",
+        status="completed" if action == "completed" else action,
+        conclusion=conclusion if action == "completed" else None,
+        html_url=f"https://github.com/{repo}/actions/runs/{run_id}",
+    )
+    data["workflow"] = {**data.get("workflow", {}), "path": f".github/workflows/{workflow}"}
+    return data
+
+
+def deployment_status(
+    deployment_id: int, sha: str, *, state: str, environment: str = "production", repo: str = REPO
+) -> dict[str, Any]:
+    data = _retarget(_DEPLOYMENT_STATUS, repo, "deploy-bot")
+    data["deployment"] = {**data["deployment"], "id": deployment_id, "sha": sha, "environment": environment}
+    data["deployment_status"] = {
+        **data["deployment_status"],
+        "state": state,
+        "environment": environment,
+        "description": f"deploy {state}",
+        "target_url": f"https://deploys.example/{deployment_id}",
+    }
     return data
 
 

@@ -18,7 +18,7 @@ from bot.calendar import DONE_PREFIX
 from bot.config import Settings
 from bot.release import State
 from tests.fakes.github import FakeGitHub
-from tests.scenario import REPO, Clock, Scenario
+from tests.scenario import REPO, Clock, Scenario, deployment_status, workflow_run
 
 ClientFactory = Callable[[web.Application], Awaitable[TestClient]]
 HEAD = "a" * 40
@@ -178,3 +178,82 @@ async def test_a_merge_that_went_through_before_a_crash_is_not_sent_again(scenar
     assert len(scenario.fake.calls("pulls/merge")) == 1  # the first, failed-looking one only
     done = await scenario.store.get_latest_release(REPO, 7)
     assert done is not None and done.state is State.RELEASED and done.merge_sha == "c" * 40
+
+
+async def deploy_config(scenario: Scenario, extra: str) -> None:
+    scenario.fake.set_file(REPO, ".github/release-secretary.yml", CONFIG + extra)
+    scenario.worker.service.read._configs.clear()  # the 30-second config cache, as if it had expired
+
+
+async def test_a_workflow_deploy_is_dispatched_on_the_merge_and_followed_to_released(scenario: Scenario) -> None:
+    await deploy_config(scenario, "deploy:\n  workflow: deploy.yml\n")
+    await booked(scenario)
+    await at(scenario, T)
+    [dispatch] = scenario.fake.calls("actions/create-workflow-dispatch")
+    assert dispatch.path.endswith("/actions/workflows/deploy.yml/dispatches") and dispatch.json == {"ref": "main"}
+    release = await scenario.store.get_active_release(REPO, 7)
+    assert release is not None and release.state is State.RELEASING and release.merge_sha
+    assert release.deploy_target == "workflow deploy.yml"
+    assert not [a for a in scenario.answers(7) if a.startswith("### ✅ Released")]  # not before the deploy
+
+    merge_sha = release.merge_sha
+    await scenario.deliver("workflow_run", workflow_run(900, merge_sha, workflow="deploy.yml", action="in_progress"))
+    running = await scenario.store.get_active_release(REPO, 7)
+    assert running is not None and running.deploy_url == f"https://github.com/{REPO}/actions/runs/900"
+    # A run of another workflow, or on another commit, is not ours.
+    await scenario.deliver("workflow_run", workflow_run(901, merge_sha, workflow="tests.yml"))
+    await scenario.deliver("workflow_run", workflow_run(902, "f" * 40, workflow="deploy.yml"))
+    assert (await scenario.store.get_active_release(REPO, 7)) is not None
+    await scenario.deliver("workflow_run", workflow_run(900, merge_sha, workflow="deploy.yml"))
+    done = await scenario.store.get_latest_release(REPO, 7)
+    assert done is not None and done.state is State.RELEASED
+    [summary] = [a for a in scenario.answers(7) if a.startswith("### ✅ Released")]
+    assert f"([log](https://github.com/{REPO}/actions/runs/900))" in summary
+    assert scenario.fake.violations == []
+
+
+async def test_a_failed_workflow_deploy_fails_the_release_with_its_log(scenario: Scenario) -> None:
+    await deploy_config(scenario, "deploy:\n  workflow: deploy.yml\n")
+    await booked(scenario)
+    await at(scenario, T)
+    release = await scenario.store.get_active_release(REPO, 7)
+    assert release is not None and release.merge_sha
+    await scenario.deliver(
+        "workflow_run", workflow_run(900, release.merge_sha, workflow="deploy.yml", conclusion="failure")
+    )
+    failed = await scenario.store.get_latest_release(REPO, 7)
+    assert failed is not None and failed.state is State.FAILED
+    said = scenario.answers(7)[-1]
+    assert "was merged but its deploy (workflow deploy.yml) failed" in said
+    assert f"https://github.com/{REPO}/actions/runs/900" in said
+    event = await scenario.store.get_calendar_event(failed.lane, failed.event_id or "")
+    assert event is not None and event.summary.startswith("❌ ")
+    # The environment is free again for the next release.
+    lane = f"{REPO} production"
+    assert await scenario.store.acquire_lease(f"env:{lane}", "next", now=T + timedelta(minutes=1), seconds=60)
+
+
+async def test_a_github_deployment_is_created_and_its_statuses_followed(scenario: Scenario) -> None:
+    await deploy_config(scenario, "deploy:\n  environment: production\n  deployment: true\n")
+    await booked(scenario)
+    await at(scenario, T)
+    [created] = scenario.fake.calls("repos/create-deployment")
+    release = await scenario.store.get_active_release(REPO, 7)
+    assert release is not None and release.merge_sha and release.deploy_id
+    assert created.json is not None and created.json["ref"] == release.merge_sha
+    assert created.json["environment"] == "production" and created.json["required_contexts"] == []
+    deployment = int(release.deploy_id)
+    await scenario.deliver("deployment_status", deployment_status(deployment, release.merge_sha, state="in_progress"))
+    assert (await scenario.store.get_active_release(REPO, 7)) is not None
+    await scenario.deliver("deployment_status", deployment_status(deployment, release.merge_sha, state="success"))
+    done = await scenario.store.get_latest_release(REPO, 7)
+    assert done is not None and done.state is State.RELEASED
+    assert scenario.fake.violations == []
+
+
+async def test_a_playbook_deploy_without_the_dev_agent_is_not_merged(scenario: Scenario) -> None:
+    await deploy_config(scenario, "deploy:\n  playbook: deploy-web\n")
+    await booked(scenario)
+    await at(scenario, T)
+    assert scenario.fake.calls("pulls/merge") == []
+    assert "needs the dev agent" in scenario.answers(7)[-1]
