@@ -177,6 +177,7 @@ class ShipRequested(EventBase):
     ship_permission: str = "write"
     when_text: str | None = None
     immediately: bool = False  # `/ship now`
+    force: bool = False  # `/ship now --force`: windows and freezes waived, for maintain/admin
     dry_run: bool = False
     check_run_blocks_merge: bool = False
     busy: tuple[Busy, ...] = ()  # other releases in the lane, freezes and the requester's meetings
@@ -428,6 +429,13 @@ def _refuse_permission(event: EventBase, need: str, what: str) -> Decision | Non
 
 
 def plan_slot(event: ShipRequested, now: datetime) -> Slot | WhenError:
+    if event.immediately and event.force:
+        # Windows and freezes are waived (the audit trail says who did it); another release is not.
+        end = now + event.policy.slot
+        taken = next((b for b in event.busy if b.blocks and b.start < end and now < b.end), None)
+        if taken is not None:
+            return WhenError(text="now --force", reason=f"now overlaps {taken.reason}", suggestion=None, examples=())
+        return Slot(start=now, end=end)
     if event.immediately:
         start = now
         # "Now" means now: the lead time, there to give people notice, is waived; windows and freezes are not.
@@ -497,6 +505,11 @@ def _ship(release: Release | None, event: ShipRequested, now: datetime) -> Decis
         return Decision(release, (Reply(PR_DRAFT.format(login=login)),))
     if release is not None and release.state == State.RELEASING:
         return Decision(release, (Reply(TOO_LATE.format(login=login, state="releasing", what="rescheduled")),))
+    if event.force and not permission_reaches(event.actor.permission, "maintain"):
+        text = NEED_PERMISSION.format(
+            login=login, need="maintain", what="force a release", have=event.actor.permission or "none"
+        )
+        return Decision(release, (Reply(text),))
     slot = plan_slot(event, now)
     if isinstance(slot, WhenError):
         reason = slot.reason
@@ -536,8 +549,9 @@ def _ship(release: Release | None, event: ShipRequested, now: datetime) -> Decis
             requester_zone=event.requester_zone,
             lead_minutes=event.policy.lead_time // timedelta(minutes=1),
         )
+        forced = f", forced by {login} ({event.actor.permission}) outside the windows" if event.force else ""
         requested = _note(
-            fresh, event, State.REQUESTED, f"ship requested for {_slot_sentence(slot, event.policy)}", now
+            fresh, event, State.REQUESTED, f"ship requested for {_slot_sentence(slot, event.policy)}{forced}", now
         )
         placed = _evaluate(requested, event, now, "requested")
         return Decision(placed, (RenderProgress(), *_booked_reply(event, placed)))
@@ -565,6 +579,8 @@ def _ship(release: Release | None, event: ShipRequested, now: datetime) -> Decis
     if event.pull.head_sha != release.head_sha:
         moved = replace(moved, head_sha=event.pull.head_sha, verified_sha=None)
     why = f"rescheduled by {login} to {_slot_sentence(slot, event.policy)}"
+    if event.force:
+        why += f", forced ({event.actor.permission}) outside the windows"
     if release.state == State.HELD:
         held = _note(moved, event, State.HELD, why, now)
         return Decision(held, (RenderProgress(), *_booked_reply(event, held)))

@@ -460,6 +460,7 @@ class ReleaseService:
         when: str | None = None,
         immediately: bool = False,
         dry_run: bool = False,
+        force: bool = False,
         loaded: LoadedConfig | None = None,
     ) -> Decision:
         loaded = loaded or await self.read.config(gh, ref.repo)
@@ -520,6 +521,7 @@ class ReleaseService:
                     when_text=when,
                     immediately=immediately,
                     dry_run=dry_run,
+                    force=force,
                     check_run_blocks_merge=config.check_run_blocks_merge,
                     busy=busy,
                     lane=lane,

@@ -29,6 +29,7 @@ class Command:
     dry_run: bool
     line: str
     arg: str | None = None  # CALENDAR only: "link" or "unlink"
+    force: bool = False  # NOW only: outside the windows, for maintainers and admins
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +48,8 @@ MAX_WHEN: Final = 100
 # One comment cannot fan out into a burst of releases, cancels and holds.
 MAX_COMMANDS_PER_COMMENT: Final = 5
 DRY_RUN_FLAGS: Final = ("--dry-run", "-n")
+FORCE_FLAG: Final = "--force"
+_FLAGS: Final = (*DRY_RUN_FLAGS, FORCE_FLAG)
 CALENDAR_ARGS: Final = ("link", "unlink")
 # Verbs other than SHIP that a line can name; SHIP itself is the absence of one.
 _NAMED_VERBS: Final = tuple(verb for verb in Verb if verb is not Verb.SHIP)
@@ -70,7 +73,8 @@ HELP_TEXT: Final = """\
 - `/ship`: book the next free release slot
 - `/ship WHEN`: book a time, e.g. `/ship friday 14:00`, `/ship tomorrow`, `/ship next tuesday afternoon`, \
 `/ship in 2 hours`, `/ship dec 1 2pm`, `/ship 2026-12-01 14:00 Europe/Berlin`
-- `/ship now`: release as soon as the checks allow
+- `/ship now`: release as soon as the checks allow (`/ship now --force`: outside the release windows and \
+freezes, for people with maintain or admin access)
 - `/ship cancel`: cancel the booked release
 - `/ship status`: show where the release stands
 - `/ship hold` and `/ship unhold`: pause the release, and let it go on
@@ -107,14 +111,22 @@ def _parse_args(text: str, rest: str) -> ParseResult:
     tokens = rest.split()
     flags = [token for token in tokens if _flag(token) is not None]
     words = [token for token in tokens if _flag(token) is None]
-    unknown = [flag for flag in flags if _flag(flag) not in DRY_RUN_FLAGS]
+    unknown = [flag for flag in flags if _flag(flag) not in _FLAGS]
     if unknown:
         bad = unknown[0]
-        close = difflib.get_close_matches(_flag(bad) or bad, DRY_RUN_FLAGS, n=1, cutoff=0.6)
+        close = difflib.get_close_matches(_flag(bad) or bad, _FLAGS, n=1, cutoff=0.6)
         fixed = [_replace_token(text, bad, match) for match in close] or [_replace_token(text, bad, "")]
-        known = " or ".join(f"`{flag}`" for flag in DRY_RUN_FLAGS)
-        return _error(text, f"`{_short(bad, 30)}` is not an option (the only option is {known})", tuple(fixed))
-    dry_run = bool(flags)
+        known = ", ".join(f"`{flag}`" for flag in _FLAGS)
+        return _error(text, f"`{_short(bad, 30)}` is not an option (the options are {known})", tuple(fixed))
+    force = any(_flag(flag) == FORCE_FLAG for flag in flags)
+    dry_run = any(_flag(flag) in DRY_RUN_FLAGS for flag in flags)
+    first = _verb(words[0]) if words else None
+    if force and (first is not Verb.NOW or len(words) > 1):
+        return _error(
+            text,
+            f"`{FORCE_FLAG}` only goes with `{PREFIX} now` (a release outside the windows, for maintainers)",
+            (f"{PREFIX} now {FORCE_FLAG}",),
+        )
 
     verb = _verb(words[0]) if words else None
     if verb is Verb.CALENDAR and not dry_run and len(words) == 2 and words[1].lower().rstrip(".!") in CALENDAR_ARGS:
@@ -141,7 +153,7 @@ def _parse_args(text: str, rest: str) -> ParseResult:
                 f"`--dry-run` only goes with a schedule (`{PREFIX}` or `{PREFIX} now`), not `{PREFIX} {verb}`",
                 (_canonical(verb, False),),
             )
-        return Command(verb, None, dry_run, text)
+        return Command(verb, None, dry_run, text, force=force)
 
     # A single word close to a verb is a typo ("cancle"), unless it reads as a time ("friday").
     if len(words) == 1 and not _looks_like_time(words[0]):

@@ -57,7 +57,16 @@ async def _run(command: Command, gh: GitHubAPI, ctx: HandlerContext, ref: PullRe
         case Verb.UNHOLD:
             await service.unhold(gh, ref, login, source=Source.COMMENT, delivery=key)
         case Verb.NOW:
-            await service.ship(gh, ref, login, source=Source.COMMENT, delivery=key, immediately=True)
+            await service.ship(
+                gh,
+                ref,
+                login,
+                source=Source.COMMENT,
+                delivery=key,
+                immediately=True,
+                dry_run=command.dry_run,
+                force=command.force,
+            )
         case Verb.SHIP:
             await service.ship(
                 gh, ref, login, source=Source.COMMENT, delivery=key, when=command.when, dry_run=command.dry_run

@@ -117,7 +117,9 @@ def test_lines_not_addressed_to_us(line: str) -> None:
         ("/ship hodl", ("/ship hold",), "did you mean `/ship hold`?"),
         ("/ship unhodl", ("/ship unhold",), "did you mean `/ship unhold`?"),
         ("/ship hlep", ("/ship help",), "did you mean `/ship help`?"),
-        ("/ship --force", ("/ship",), "`--force` is not an option (the only option is `--dry-run` or `-n`)"),
+        ("/ship --force", ("/ship now --force",), "`--force` only goes with `/ship now`"),
+        ("/ship now --forse", ("/ship now --force",), "`--forse` is not an option (the options are `--dry-run`"),
+        ("/ship cancel --force", ("/ship now --force",), "`--force` only goes with `/ship now`"),
         ("/ship friday --dryrun", ("/ship friday --dry-run",), "try `/ship friday --dry-run`"),
         ("/ship now friday", ("/ship now", "/ship friday"), "`/ship now` takes no argument, but got `friday`"),
         ("/ship cancel please", ("/ship cancel",), "`/ship cancel` takes no argument, but got `please`"),
@@ -275,3 +277,10 @@ def test_parse_comment_never_raises(lines: list[str]) -> None:
     assert len(results) <= MAX_COMMANDS_PER_COMMENT
     for result in results:
         assert_quotes_line(result)
+
+
+def test_force_goes_with_now() -> None:
+    result = parse_line("/ship now --force")
+    assert isinstance(result, Command) and result.verb is Verb.NOW and result.force and not result.dry_run
+    plain = parse_line("/ship now")
+    assert isinstance(plain, Command) and not plain.force

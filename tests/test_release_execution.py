@@ -257,3 +257,29 @@ async def test_a_playbook_deploy_without_the_dev_agent_is_not_merged(scenario: S
     await at(scenario, T)
     assert scenario.fake.calls("pulls/merge") == []
     assert "needs the dev agent" in scenario.answers(7)[-1]
+
+
+async def test_ship_now_inside_a_window_releases_right_away(scenario: Scenario) -> None:
+    scenario.clock.now = datetime(2026, 11, 26, 13, 0, tzinfo=UTC)  # Thursday 14:00 in Berlin: a window
+    await scenario.deliver("issue_comment", scenario.comment(7, "/ship now", sender="alice"))
+    [merge] = scenario.fake.calls("pulls/merge")
+    assert merge.json is not None and merge.json["sha"] == HEAD
+    release = await scenario.store.get_latest_release(REPO, 7)
+    assert release is not None and release.state is State.RELEASED
+
+
+async def test_ship_now_force_outside_the_windows_is_for_maintainers_and_is_recorded(scenario: Scenario) -> None:
+    scenario.clock.now = datetime(2026, 11, 28, 11, 0, tzinfo=UTC)  # Saturday: no window
+    scenario.fake.set_permission(REPO, "mo", "maintain")
+    await scenario.deliver("issue_comment", scenario.comment(7, "/ship now", sender="alice"))
+    assert "has no release window" in scenario.answers(7)[-1]
+    await scenario.deliver("issue_comment", scenario.comment(7, "/ship now --force", sender="alice"))
+    assert "only people with **maintain** access (or more) to this repository can force a release" in scenario.answers(7)[-1]
+    await scenario.deliver("issue_comment", scenario.comment(7, "/ship now --dry-run", sender="mo"))
+    assert scenario.fake.calls("pulls/merge") == []
+    await scenario.deliver("issue_comment", scenario.comment(7, "/ship now --force", sender="mo"))
+    [merge] = scenario.fake.calls("pulls/merge")
+    assert merge.json is not None and merge.json["sha"] == HEAD
+    release = await scenario.store.get_latest_release(REPO, 7)
+    assert release is not None and release.state is State.RELEASED
+    assert "forced by mo (maintain) outside the windows" in release.audit[0].reason
