@@ -143,6 +143,7 @@ class Release:
     deploy_id: str | None = None  # the workflow run or deployment id, once known
     deploy_url: str | None = None  # where its log is
     failure: str | None = None  # the failing step, when it failed
+    forced: bool = False  # `/ship now --force`: the windows and freezes do not apply to this slot
     version: int = 0
 
     @property
@@ -548,6 +549,7 @@ def _ship(release: Release | None, event: ShipRequested, now: datetime) -> Decis
             calendar_id=event.calendar_id,
             requester_zone=event.requester_zone,
             lead_minutes=event.policy.lead_time // timedelta(minutes=1),
+            forced=event.force,
         )
         forced = f", forced by {login} ({event.actor.permission}) outside the windows" if event.force else ""
         requested = _note(
@@ -570,6 +572,7 @@ def _ship(release: Release | None, event: ShipRequested, now: datetime) -> Decis
         conflicts=(),
         proposal=None,
         prechecked_for=None,
+        forced=event.force,
         requester_zone=event.requester_zone or release.requester_zone,
         lead_minutes=event.policy.lead_time // timedelta(minutes=1),
         lane=release.lane or event.lane,
@@ -1001,6 +1004,7 @@ def release_to_doc(release: Release) -> dict[str, Any]:
         "deploy_id": release.deploy_id,
         "deploy_url": release.deploy_url,
         "failure": release.failure,
+        "forced": release.forced,
     }
 
 
@@ -1064,6 +1068,7 @@ def release_from_doc(doc: dict[str, Any], version: int) -> Release:
         deploy_id=doc.get("deploy_id"),
         deploy_url=doc.get("deploy_url"),
         failure=doc.get("failure"),
+        forced=bool(doc.get("forced")),
         version=version,
     )
 

@@ -281,11 +281,12 @@ class Calendars:
         assert release.slot is not None
         slot = release.slot
         policy: Policy = config.policy()
-        # Judged as of booking time: "too soon" and "in the past" are not objections any more.
+        # Judged as of booking time: "too soon" and "in the past" are not objections any more. A forced
+        # release (`/ship now --force`) waived the windows and the config's freezes on purpose.
         found = [
             p
             for p in slot_problems(slot.start, policy, slot.start - policy.lead_time - timedelta(seconds=1))
-            if "too soon" not in p and "in the past" not in p
+            if "too soon" not in p and "in the past" not in p and not release.forced
         ]
         calendar = await self.account(release.calendar_account)
         calendar_id = release.calendar_id or release.lane
