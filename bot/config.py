@@ -66,6 +66,7 @@ class Settings:
     google_auth_url: str = DEFAULT_GOOGLE_AUTH_URL
     google_token_url: str = DEFAULT_GOOGLE_TOKEN_URL
     calendar_sweep_interval: float = 300.0  # how often booked Google events are checked for edits; 0: never
+    reconcile_interval: float = 300.0  # how often tracked PRs are re-read for what webhooks missed; 0: never
 
     @property
     def app_configured(self) -> bool:
@@ -153,6 +154,7 @@ class Settings:
             google_auth_url=reader.url("GOOGLE_AUTH_URL", DEFAULT_GOOGLE_AUTH_URL),
             google_token_url=reader.url("GOOGLE_TOKEN_URL", DEFAULT_GOOGLE_TOKEN_URL),
             calendar_sweep_interval=reader.number("CALENDAR_SWEEP_INTERVAL", 300.0),
+            reconcile_interval=reader.number("RECONCILE_INTERVAL", 300.0),
         )
         if (settings.google_client_id is None) != (settings.google_client_secret is None):
             reader.problems.append(

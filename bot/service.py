@@ -647,6 +647,52 @@ class ReleaseService:
         actor = Actor(login=login)
         return await self.apply(ref, lambda _: PullClosed(actor, Source.PULL_REQUEST, delivery, merged=merged))
 
+    async def reconcile(self, gh: GitHubAPI, release: Release) -> str | None:
+        """Catch what webhooks missed for one tracked release: a push, a close, new check results, or
+        the end of its deploy. Reads are conditional (ETags), so a PR where nothing changed costs no
+        rate limit. Returns what it found, or None."""
+        ref = PullRef(release.repo, release.pr, release.installation_id)
+        if release.state == State.RELEASING:
+            return await self._reconcile_deploy(gh, ref, release)
+        if release.state not in OPEN:
+            return None
+        data = await gh.getitem(f"/repos/{release.repo}/pulls/{release.pr}")
+        if data.get("state") != "open":
+            await self.closed(ref, "github", merged=bool(data.get("merged")), delivery=None)
+            return "closed"
+        head = data["head"]["sha"]
+        if head != release.head_sha:
+            await self.head_moved(gh, ref, head, "github", delivery=None)
+            return "pushed"
+        await self.checks_changed(gh, release.repo, release.installation_id, head, delivery=None)
+        after = await self.store.get_active_release(release.repo, release.pr)
+        return "checks" if after is not None and after.version != release.version else None
+
+    async def _reconcile_deploy(self, gh: GitHubAPI, ref: PullRef, release: Release) -> str | None:
+        kind, _, name = (release.deploy_target or "").partition(" ")
+        if kind != "workflow" or not release.merge_sha:
+            return None
+        runs = await gh.getitem(
+            f"/repos/{ref.repo}/actions/runs?event=workflow_dispatch&head_sha={release.merge_sha}&per_page=20"
+        )
+        for run in runs.get("workflow_runs", []):
+            if str(run.get("path", "")).rsplit("/", 1)[-1] != name or run.get("status") != "completed":
+                continue
+            sha = release.merge_sha
+            await self.deploy_progress(
+                ref,
+                merge_sha=sha,
+                deploy_id=str(run.get("id")),
+                url=run.get("html_url"),
+                done=True,
+                ok=run.get("conclusion") == "success",
+                detail=f"the {run.get('name') or 'deploy'} workflow run ended {run.get('conclusion')}",
+                delivery=None,
+                match=lambda r: r.key == release.key,
+            )
+            return "deployed"
+        return None
+
     async def status_text(self, ref: PullRef, login: str) -> str:
         release = await self.store.get_active_release(ref.repo, ref.pr) or await self.store.get_latest_release(
             ref.repo, ref.pr

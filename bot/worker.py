@@ -110,6 +110,8 @@ class Worker:
         self._last_purge: datetime | None = None
         self._last_sweep: datetime | None = None
         self._last_watch: datetime | None = None
+        self._last_reconcile: datetime | None = None
+        self._reconciling: asyncio.Task[dict[str, int]] | None = None
         self._watching: asyncio.Task[int] | None = None
         self._last_heartbeat: datetime | None = None
         self._delivery_keys: dict[str, asyncio.Task[None]] = {}
@@ -135,6 +137,7 @@ class Worker:
                 await self._maybe_purge()
                 await self._maybe_sweep()
                 self._maybe_watch_calendars()
+                self._maybe_reconcile()
                 if claimed == 0 or len(inflight) >= self.settings.worker_concurrency:
                     await self._idle(stop, inflight)
             except Exception:
@@ -147,9 +150,10 @@ class Worker:
                 task.cancel()
             await asyncio.gather(*unfinished, return_exceptions=True)
         heartbeat.cancel()
-        if self._watching is not None:
-            self._watching.cancel()
-        await asyncio.gather(heartbeat, *([self._watching] if self._watching else []), return_exceptions=True)
+        background: list[asyncio.Task[Any]] = [t for t in (self._watching, self._reconciling) if t is not None]
+        for running in background:
+            running.cancel()
+        await asyncio.gather(heartbeat, *background, return_exceptions=True)
         log.info("worker stopped", extra={"worker": self.owner, "processed": self.processed})
 
     async def _fill(self, inflight: set[asyncio.Task[None]]) -> int:
@@ -377,6 +381,39 @@ class Worker:
             error,
             exc_info=exc,
         )
+
+    def _maybe_reconcile(self) -> None:
+        """Now and then, re-read tracked PRs for what webhooks missed (in the background)."""
+        interval = self.settings.reconcile_interval
+        if interval <= 0 or self.github is None or not self.github.configured:
+            return
+        if self._reconciling is not None and not self._reconciling.done():
+            return
+        now = self.clock()
+        if self._last_reconcile is not None and (now - self._last_reconcile).total_seconds() < interval:
+            return
+        self._last_reconcile = now
+        self._reconciling = asyncio.create_task(self.reconcile())
+
+    async def reconcile(self) -> dict[str, int]:
+        """One pass over the active releases; how many of each kind of change it caught."""
+        assert self.github is not None
+        seconds = max(self.settings.reconcile_interval, 60.0)
+        if not await self.store.acquire_lease("reconcile", self.owner, now=self.clock(), seconds=seconds):
+            return {}
+        found: dict[str, int] = {}
+        for release in await self.store.find_releases(active_only=True, limit=10_000):
+            try:
+                gh = self.github.installation_client(release.installation_id)
+                what = await self.service.reconcile(gh, release)
+            except Exception as exc:  # noqa: BLE001 - one PR's trouble must not stop the pass
+                log.warning("reconciling %s failed: %s", release.key, describe_error(exc))
+                continue
+            if what:
+                found[what] = found.get(what, 0) + 1
+        if found:
+            log.info("reconcile sweep caught what webhooks missed", extra={"found": found})
+        return found
 
     def _maybe_watch_calendars(self) -> None:
         """Now and then, look at booked Google events for moves and deletions (in the background)."""

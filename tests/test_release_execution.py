@@ -284,3 +284,39 @@ async def test_ship_now_force_outside_the_windows_is_for_maintainers_and_is_reco
     release = await scenario.store.get_latest_release(REPO, 7)
     assert release is not None and release.state is State.RELEASED
     assert "forced by mo (maintain) outside the windows" in release.audit[0].reason
+
+
+async def test_the_reconcile_sweep_catches_what_webhooks_missed(scenario: Scenario) -> None:
+    await booked(scenario)
+    assert await scenario.worker.reconcile() == {}  # nothing changed: nothing to do
+    scenario.fake.push_to_pull(REPO, 7, "b" * 40)  # the push's webhook never arrived
+    assert await scenario.worker.reconcile() == {"pushed": 1}
+    await scenario.settle()
+    release = await scenario.store.get_active_release(REPO, 7)
+    assert release is not None and release.head_sha == "b" * 40 and release.state is State.VERIFYING
+    scenario.fake.add_check_run(REPO, "b" * 40, "ci/build", status="completed", conclusion="success")
+    assert await scenario.worker.reconcile() == {"checks": 1}
+    release = await scenario.store.get_active_release(REPO, 7)
+    assert release is not None and release.state is State.SCHEDULED and release.verified_sha == "b" * 40
+
+
+async def test_the_reconcile_sweep_finishes_a_deploy_whose_webhook_was_lost(scenario: Scenario) -> None:
+    await deploy_config(scenario, "deploy:\n  workflow: deploy.yml\n")
+    await booked(scenario)
+    await at(scenario, T)
+    release = await scenario.store.get_active_release(REPO, 7)
+    assert release is not None and release.state is State.RELEASING and release.merge_sha
+    scenario.fake.add_workflow_run(
+        REPO, 900, head_sha=release.merge_sha, name="Deploy", event="workflow_dispatch", conclusion="success"
+    )
+    assert await scenario.worker.reconcile() == {"deployed": 1}
+    done = await scenario.store.get_latest_release(REPO, 7)
+    assert done is not None and done.state is State.RELEASED
+
+
+async def test_the_reconcile_sweep_notices_a_pr_closed_without_its_webhook(scenario: Scenario) -> None:
+    await booked(scenario)
+    scenario.fake._issue_state(REPO, 7).state = "closed"
+    assert await scenario.worker.reconcile() == {"closed": 1}
+    release = await scenario.store.get_latest_release(REPO, 7)
+    assert release is not None and release.state is State.CANCELLED
