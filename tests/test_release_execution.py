@@ -320,3 +320,44 @@ async def test_the_reconcile_sweep_notices_a_pr_closed_without_its_webhook(scena
     assert await scenario.worker.reconcile() == {"closed": 1}
     release = await scenario.store.get_latest_release(REPO, 7)
     assert release is not None and release.state is State.CANCELLED
+
+
+SECONDARY = {
+    "message": "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.",
+    "documentation_url": "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api",
+}
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "body"),
+    [
+        (502, {}, {"message": "Server Error"}),
+        (403, {"Retry-After": "1"}, SECONDARY),
+        (429, {"Retry-After": "1"}, {"message": "Too many requests"}),
+    ],
+    ids=["502", "secondary-403", "429"],
+)
+async def test_github_faults_at_the_merge_are_retried_and_merge_once(
+    scenario: Scenario, status: int, headers: dict[str, str], body: dict[str, str]
+) -> None:
+    await booked(scenario)
+    scenario.fake.fail_next("PUT", r"/pulls/7/merge$", status, headers=headers, body=body)
+    await at(scenario, T)
+    scenario.clock.advance(seconds=90)  # past any backoff the worker chose
+    await scenario.settle()
+    statuses = [r.status for r in scenario.fake.calls("pulls/merge")]
+    assert statuses[-1] == 200 and statuses.count(200) == 1 and status in statuses
+    release = await scenario.store.get_latest_release(REPO, 7)
+    assert release is not None and release.state is State.RELEASED
+    assert len([a for a in scenario.answers(7) if a.startswith("### ✅ Released")]) == 1
+
+
+async def test_a_fault_while_reading_at_the_slot_is_retried(scenario: Scenario) -> None:
+    await booked(scenario)
+    scenario.fake.fail_next("GET", r"/pulls/7$", 502, body={"message": "Server Error"}, times=2)
+    await at(scenario, T)
+    scenario.clock.advance(seconds=90)
+    await scenario.settle()
+    release = await scenario.store.get_latest_release(REPO, 7)
+    assert release is not None and release.state is State.RELEASED
+    assert len(scenario.fake.calls("pulls/merge")) == 1
