@@ -41,6 +41,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/comment_latency.py
 	$(BIN)/python bench/slot_search.py
 	$(BIN)/python bench/booking.py
+	$(BIN)/python bench/api_calls.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -108,9 +108,13 @@ class GitHubClient(gidgethub.aiohttp.GitHubAPI):
         max_retry_wait: float,
         on_unauthorized: Callable[[], None] | None = None,
         token_provider: Callable[[], Awaitable[InstallationToken]] | None = None,
+        probes: cachetools.LRUCache[tuple[int | str, str], str] | None = None,
+        probe_key: int | str = "",
         **kwargs: Any,
     ) -> None:
         super().__init__(session, USER_AGENT, **kwargs)
+        self._probes = probes
+        self._probe_key = probe_key
         self._pacer = pacer
         self._max_retry_wait = max_retry_wait
         self._on_unauthorized = on_unauthorized
@@ -122,6 +126,26 @@ class GitHubClient(gidgethub.aiohttp.GitHubAPI):
         if self.oauth_token is None and self._token_provider is not None:
             self.oauth_token = (await self._token_provider()).token
         return await super()._make_request(*args, **kwargs)
+
+    async def unchanged(self, url: str) -> bool:
+        """A conditional GET that keeps only the ETag, not the body: True when GitHub answers 304,
+        which costs no rate limit. For sweeps over thousands of idle PRs, where a full response cache
+        would not fit; the caller already knows what it saw last time."""
+        if self._probes is None:
+            return False
+        if self.oauth_token is None and self._token_provider is not None:
+            self.oauth_token = (await self._token_provider()).token
+        full = sansio.format_url(url, {}, base_url=self.base_url)
+        headers = sansio.create_headers(self.requester, accept=sansio.accept_format(), oauth_token=self.oauth_token)
+        key = (self._probe_key, full)
+        etag = self._probes.get(key)
+        if etag is not None:
+            headers["if-none-match"] = etag
+        await self.manage_rate_limit(method="GET", url=full)
+        status, response_headers, _ = await self._request("GET", full, headers)
+        if status == 200 and response_headers.get("etag"):
+            self._probes[key] = response_headers["etag"]
+        return status == 304
 
     async def manage_rate_limit(self, *, method: str, url: str) -> None:
         # Minting an installation token is a POST but creates no content: spacing it would make the
@@ -209,6 +233,8 @@ class GitHubApp:
             maxsize=2_000
         )
         self._pacers: dict[int | str, Pacer] = {}
+        # ETags alone (no bodies) for the reconcile sweep's probes: 200,000 of them fit in ~30 MB.
+        self._probes: cachetools.LRUCache[tuple[int | str, str], str] = cachetools.LRUCache(maxsize=200_000)
         self.token_requests = 0
 
     @property
@@ -279,6 +305,8 @@ class GitHubApp:
             on_unauthorized=lambda: self.forget_token(installation_id),
             token_provider=lambda: self.installation_token(installation_id),
             cache=self._cache(installation_id),
+            probes=self._probes,
+            probe_key=installation_id,
             base_url=self.settings.github_api_url,
         )
 

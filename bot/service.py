@@ -25,6 +25,7 @@ from .calendar.oauth import GoogleLinks, LinkNotConfigured
 from .calendar.planner import HORIZON, Calendars
 from .checks import OWN_CHECK_NAME, ChecksVerdict, escape_markdown, evaluate, required_checks
 from .config import Settings
+from .github import GitHubClient
 from .logs import redact
 from .policy import Busy, Slot, format_slot, slot_problems, zone_named
 from .release import (
@@ -156,12 +157,17 @@ class GitHubReader:
         self._permissions[(repo, login)] = permission
         return permission
 
-    async def pull(self, gh: GitHubAPI, ref: PullRef) -> PullSnapshot:
+    async def pull(self, gh: GitHubAPI, ref: PullRef, *, commits: bool = True) -> PullSnapshot:
+        """The PR; with `commits` False its commit list is not read (a check that only compares heads)."""
         data = await gh.getitem(f"/repos/{ref.repo}/pulls/{ref.pr}")
-        commits = [
-            Commit(c["sha"], _first_line((c.get("commit") or {}).get("message") or ""))
-            async for c in gh.getiter(f"/repos/{ref.repo}/pulls/{ref.pr}/commits?per_page=100")
-        ]
+        listed = (
+            [
+                Commit(c["sha"], _first_line((c.get("commit") or {}).get("message") or ""))
+                async for c in gh.getiter(f"/repos/{ref.repo}/pulls/{ref.pr}/commits?per_page=100")
+            ]
+            if commits
+            else []
+        )
         return PullSnapshot(
             title=data["title"],
             head_sha=data["head"]["sha"],
@@ -169,7 +175,7 @@ class GitHubReader:
             state=data["state"],
             draft=bool(data.get("draft")),
             merged=bool(data.get("merged")),
-            commits=tuple(commits[-250:]),
+            commits=tuple(listed[-250:]),
             author=(data.get("user") or {}).get("login", ""),
             mergeable=data.get("mergeable"),
         )
@@ -656,7 +662,18 @@ class ReleaseService:
             return await self._reconcile_deploy(gh, ref, release)
         if release.state not in OPEN:
             return None
-        data = await gh.getitem(f"/repos/{release.repo}/pulls/{release.pr}")
+        pull_url = f"/repos/{release.repo}/pulls/{release.pr}"
+        if isinstance(gh, GitHubClient):
+            # The PR, its head's check runs and statuses, as they were? Three probes, free when so.
+            # All three always: each learns its ETag on the first sweep, and the next sweeps cost nothing.
+            probes = (
+                pull_url,
+                f"/repos/{release.repo}/commits/{release.head_sha}/check-runs?per_page=100",
+                f"/repos/{release.repo}/commits/{release.head_sha}/statuses?per_page=100",
+            )
+            if all([await gh.unchanged(url) for url in probes]):
+                return None
+        data = await gh.getitem(pull_url)
         if data.get("state") != "open":
             await self.closed(ref, "github", merged=bool(data.get("merged")), delivery=None)
             return "closed"
@@ -800,7 +817,7 @@ class ReleaseService:
         try:
             loaded = await self.read.config(gh, ref.repo, fresh=True)
             config = loaded.config
-            pull = await self.read.pull(gh, ref)
+            pull = await self.read.pull(gh, ref, commits=False)
             if pull.state != "open":
                 return None  # merged or closed outside the release: the pull_request webhook says so
             verdict = await self.read.checks(gh, ref.repo, pull.base, pull.head_sha, config)
@@ -1083,7 +1100,7 @@ class ReleaseService:
             return None
         loaded = await self.read.config(gh, ref.repo, fresh=True)
         config = loaded.config
-        pull = await self.read.pull(gh, ref)
+        pull = await self.read.pull(gh, ref, commits=False)
         if pull.state != "open":
             return None  # the closed/merged webhook decides what happens to the release
         verdict = await self.read.checks(gh, ref.repo, pull.base, pull.head_sha, config)
