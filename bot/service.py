@@ -695,6 +695,8 @@ class ReleaseService:
         for run in runs.get("workflow_runs", []):
             if str(run.get("path", "")).rsplit("/", 1)[-1] != name or run.get("status") != "completed":
                 continue
+            if release.deploy_id is not None and str(run.get("id")) != release.deploy_id:
+                continue  # another run of the workflow on that commit (a re-run by hand)
             sha = release.merge_sha
             await self.deploy_progress(
                 ref,
@@ -930,11 +932,22 @@ class ReleaseService:
                 if runs.get("workflow_runs"):
                     return None  # it was sent; its workflow_run events tell the rest
             await self.store.set_value(marker, f"dispatching {merge_sha}", now=self.clock())
-            await gh.post(
-                f"/repos/{ref.repo}/actions/workflows/{quote(name, safe='')}/dispatches", data={"ref": release.base}
+            # return_run_details: GitHub creates the run at once and says which it is.
+            answer = await gh.post(
+                f"/repos/{ref.repo}/actions/workflows/{quote(name, safe='')}/dispatches",
+                data={"ref": release.base, "return_run_details": True},
             )
             await self.store.set_value(marker, f"dispatched {merge_sha}", now=self.clock())
-            return None
+            run_id = (answer or {}).get("workflow_run_id") if isinstance(answer, dict) else None
+            if run_id is None:
+                return None  # an older GitHub: the workflow_run events name the run
+            url = answer.get("html_url")
+            return await self.apply(
+                ref,
+                lambda _: DeployProgress(
+                    Actor("github"), Source.TIMER, None, merge_sha=merge_sha, deploy_id=str(run_id), url=url
+                ),
+            )
         if kind == "deployment":
             body = {
                 "ref": merge_sha,

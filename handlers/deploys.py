@@ -37,9 +37,14 @@ async def follow_workflow_run(event: sansio.Event, gh: GitHubAPI, *, ctx: Handle
     path = str(run.get("path") or (data.get("workflow") or {}).get("path") or "")
     head_sha = run.get("head_sha")
 
+    run_id = str(run.get("id")) if run.get("id") is not None else None
+
     def ours(release: Release) -> bool:
         kind, _, name = (release.deploy_target or "").partition(" ")
-        return kind == "workflow" and path.rsplit("/", 1)[-1] == name and release.merge_sha == head_sha
+        if kind != "workflow" or release.merge_sha != head_sha or path.rsplit("/", 1)[-1] != name:
+            return False
+        # Once the dispatch named its run, only that run counts (a re-run by hand is another run).
+        return release.deploy_id is None or release.deploy_id == run_id
 
     done = event.data.get("action") == "completed"
     conclusion = run.get("conclusion")

@@ -190,25 +190,28 @@ async def test_a_workflow_deploy_is_dispatched_on_the_merge_and_followed_to_rele
     await booked(scenario)
     await at(scenario, T)
     [dispatch] = scenario.fake.calls("actions/create-workflow-dispatch")
-    assert dispatch.path.endswith("/actions/workflows/deploy.yml/dispatches") and dispatch.json == {"ref": "main"}
+    assert dispatch.path.endswith("/actions/workflows/deploy.yml/dispatches")
+    assert dispatch.json == {"ref": "main", "return_run_details": True}
     release = await scenario.store.get_active_release(REPO, 7)
-    assert release is not None and release.state is State.RELEASING and release.merge_sha
+    assert release is not None and release.state is State.RELEASING and release.merge_sha and release.deploy_id
     assert release.deploy_target == "workflow deploy.yml"
+    run = int(release.deploy_id)  # GitHub named the run the dispatch created
     assert not [a for a in scenario.answers(7) if a.startswith("### ✅ Released")]  # not before the deploy
 
     merge_sha = release.merge_sha
-    await scenario.deliver("workflow_run", workflow_run(900, merge_sha, workflow="deploy.yml", action="in_progress"))
+    await scenario.deliver("workflow_run", workflow_run(run, merge_sha, workflow="deploy.yml", action="in_progress"))
     running = await scenario.store.get_active_release(REPO, 7)
-    assert running is not None and running.deploy_url == f"https://github.com/{REPO}/actions/runs/900"
-    # A run of another workflow, or on another commit, is not ours.
-    await scenario.deliver("workflow_run", workflow_run(901, merge_sha, workflow="tests.yml"))
-    await scenario.deliver("workflow_run", workflow_run(902, "f" * 40, workflow="deploy.yml"))
+    assert running is not None and running.deploy_url == f"https://github.com/{REPO}/actions/runs/{run}"
+    # A run of another workflow, on another commit, or another run of it (by hand) is not ours.
+    await scenario.deliver("workflow_run", workflow_run(run + 1, merge_sha, workflow="tests.yml"))
+    await scenario.deliver("workflow_run", workflow_run(run + 2, "f" * 40, workflow="deploy.yml"))
+    await scenario.deliver("workflow_run", workflow_run(run + 3, merge_sha, workflow="deploy.yml"))
     assert (await scenario.store.get_active_release(REPO, 7)) is not None
-    await scenario.deliver("workflow_run", workflow_run(900, merge_sha, workflow="deploy.yml"))
+    await scenario.deliver("workflow_run", workflow_run(run, merge_sha, workflow="deploy.yml"))
     done = await scenario.store.get_latest_release(REPO, 7)
     assert done is not None and done.state is State.RELEASED
     [summary] = [a for a in scenario.answers(7) if a.startswith("### ✅ Released")]
-    assert f"([log](https://github.com/{REPO}/actions/runs/900))" in summary
+    assert f"([log](https://github.com/{REPO}/actions/runs/{run}))" in summary
     assert scenario.fake.violations == []
 
 
@@ -217,15 +220,16 @@ async def test_a_failed_workflow_deploy_fails_the_release_with_its_log(scenario:
     await booked(scenario)
     await at(scenario, T)
     release = await scenario.store.get_active_release(REPO, 7)
-    assert release is not None and release.merge_sha
+    assert release is not None and release.merge_sha and release.deploy_id
+    run = int(release.deploy_id)
     await scenario.deliver(
-        "workflow_run", workflow_run(900, release.merge_sha, workflow="deploy.yml", conclusion="failure")
+        "workflow_run", workflow_run(run, release.merge_sha, workflow="deploy.yml", conclusion="failure")
     )
     failed = await scenario.store.get_latest_release(REPO, 7)
     assert failed is not None and failed.state is State.FAILED
     said = scenario.answers(7)[-1]
     assert "was merged but its deploy (workflow deploy.yml) failed" in said
-    assert f"https://github.com/{REPO}/actions/runs/900" in said
+    assert f"https://github.com/{REPO}/actions/runs/{run}" in said
     event = await scenario.store.get_calendar_event(failed.lane, failed.event_id or "")
     assert event is not None and event.summary.startswith("❌ ")
     # The environment is free again for the next release.
@@ -305,10 +309,9 @@ async def test_the_reconcile_sweep_finishes_a_deploy_whose_webhook_was_lost(scen
     await booked(scenario)
     await at(scenario, T)
     release = await scenario.store.get_active_release(REPO, 7)
-    assert release is not None and release.state is State.RELEASING and release.merge_sha
-    scenario.fake.add_workflow_run(
-        REPO, 900, head_sha=release.merge_sha, name="Deploy", event="workflow_dispatch", conclusion="success"
-    )
+    assert release is not None and release.state is State.RELEASING and release.merge_sha and release.deploy_id
+    run = scenario.fake.workflow_runs[int(release.deploy_id)]
+    run.status, run.conclusion = "completed", "success"  # it finished; its webhook was lost
     assert await scenario.worker.reconcile() == {"deployed": 1}
     done = await scenario.store.get_latest_release(REPO, 7)
     assert done is not None and done.state is State.RELEASED
