@@ -15,6 +15,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from .checks import CheckItem, CheckState, ChecksVerdict, escape_markdown
+from .checks import _safe_url as safe_url
 from .policy import Busy, Policy, Slot, WhenError, describe_windows, format_slot, resolve_when, slot_problems
 
 
@@ -859,6 +860,8 @@ def _release_due(release: Release | None, event: ReleaseDue, now: datetime) -> D
 def _merge_finished(release: Release | None, event: MergeFinished, now: datetime) -> Decision:
     if release is None or release.state != State.RELEASING:
         return Decision(release)
+    if release.merge_sha is not None:
+        return Decision(release)  # merged already: a late answer of a retried request changes nothing
     if event.merged:
         why = f"merged {event.sha[:7]} as {(event.merge_sha or '')[:7]}"
         merged = replace(release, merge_sha=event.merge_sha, blockers=(), proposal=None)
@@ -869,14 +872,17 @@ def _merge_finished(release: Release | None, event: MergeFinished, now: datetime
         return Decision(released, (RenderProgress(), *((Reply(event.summary),) if event.summary else ())))
     if event.status == 409:
         reason = f"GitHub refused the merge: the head moved after {event.sha[:7]} was verified (409)"
+    elif event.status is None:
+        reason = f"the merge could not be sent: {event.message}"
     else:
-        detail = escape_text(event.message.splitlines()[0] if event.message else "")
+        detail = event.message.splitlines()[0] if event.message else ""
         reason = f"GitHub refused the merge ({event.status}): {detail}".rstrip(": ")
+    # Kept as GitHub said it; escaped where it is shown (the progress comment, the replies).
     blocked = replace(release, blockers=(reason,), conflicts=(reason,))
     noted = _note(blocked, event, State.BLOCKED, reason, now)
     text = (
-        f"@{release.requested_by} the release was not merged: {reason}. Nothing was retried: fix it and "
-        "comment `/ship` with a new time, or `/ship cancel`."
+        f"@{release.requested_by} the release was not merged: {escape_text(reason)}. Nothing was retried: fix "
+        "it and comment `/ship` with a new time, or `/ship cancel`."
     )
     return Decision(noted, (RenderProgress(), Reply(text)))
 
@@ -894,12 +900,14 @@ def _deploy_progress(release: Release | None, event: DeployProgress, now: dateti
     if event.ok:
         released = _note(replace(tracked, released_at=now), event, State.RELEASED, "deployed", now)
         return Decision(released, (RenderProgress(), *((Reply(event.summary),) if event.summary else ())))
-    detail = escape_text(event.detail) or "the deploy did not succeed"
+    detail = event.detail or "the deploy did not succeed"
     failed = _note(replace(tracked, failure=detail), event, State.FAILED, f"deploy failed: {detail}", now)
-    log = f" Its log: {tracked.deploy_url}" if tracked.deploy_url and tracked.deploy_url.startswith("http") else ""
+    url = safe_url(tracked.deploy_url)
+    log = f" Its log: {url}" if url else ""
     text = (
         f"@{release.requested_by} the release of {(release.merge_sha or '')[:7]} was merged but its deploy "
-        f"({release.deploy_target}) failed: {detail}.{log} The merge stays; deploy again or roll back by hand."
+        f"({escape_text(release.deploy_target or '')}) failed: {escape_text(detail)}.{log} The merge stays; "
+        "deploy again or roll back by hand."
     )
     return Decision(failed, (RenderProgress(), Reply(text)))
 

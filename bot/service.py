@@ -24,6 +24,7 @@ from .calendar.feed import FeedTokens
 from .calendar.oauth import GoogleLinks, LinkNotConfigured
 from .calendar.planner import HORIZON, Calendars
 from .checks import OWN_CHECK_NAME, ChecksVerdict, escape_markdown, evaluate, required_checks
+from .checks import _safe_url as safe_url
 from .config import Settings
 from .github import GitHubClient
 from .logs import redact
@@ -250,6 +251,7 @@ SERVICE_JOBS = frozenset({"calendar", "tminus", "release", "merge", "deploy"})
 _LOCK_SECONDS = 3600.0  # the environment lock outlives any merge; a crashed holder's lapses
 _LOCK_RETRY = timedelta(minutes=1)
 _LOCK_PATIENCE = timedelta(minutes=15)  # how long a due release waits for the environment lock
+_LATE_GRACE = timedelta(minutes=15)  # a release timer this late after its slot's end does not merge
 
 
 class ReleaseService:
@@ -350,8 +352,9 @@ class ReleaseService:
                         "sha": sha,
                         "method": method,
                     }
-                    # Once per release and SHA, ever: a retried decision cannot merge twice.
-                    key = f"merge:{release.key}:{sha}"
+                    # Once per release, SHA and attempt (the RELEASING entry of the history): a retried
+                    # decision cannot merge twice, and a new `/ship` after a refusal is a new attempt.
+                    key = f"merge:{release.key}:{sha}:{len(release.audit)}"
                     await self.store.schedule_job(key, "merge", payload, due_at=now, once=True)
                 case Deploy(target=target, merge_sha=merge_sha):
                     release = decision.release
@@ -761,29 +764,65 @@ class ReleaseService:
                     # The check itself keeps failing (GitHub down?): a release nobody could verify
                     # must not go ahead quietly. Block it and tell the requester.
                     await self.precheck_failed(ref, slot_start, f"{type(exc).__name__}: {exc}"[:200])
-            case "release":
-                await self.release_due(
-                    gh,
-                    ref,
-                    slot_start=datetime.fromisoformat(job.payload["slot_start"]),
-                    due_at=datetime.fromisoformat(job.payload["due_at"]),
-                )
-            case "merge":
-                await self.merge(
-                    gh, ref, int(job.payload["number"]), sha=job.payload["sha"], method=job.payload["method"]
-                )
-            case "deploy":
-                await self.start_deploy(
-                    gh,
-                    ref,
-                    int(job.payload["number"]),
-                    target=job.payload["target"],
-                    merge_sha=job.payload["merge_sha"],
-                )
+            case "release" | "merge" | "deploy":
+                try:
+                    await self._release_step(job, gh, ref)
+                except Exception as exc:
+                    if job.attempts < self.settings.worker_max_attempts:
+                        raise  # retried with backoff
+                    # It keeps failing (GitHub down for long): the release must not sit there quietly.
+                    await self.step_failed(job, ref, redact(f"{type(exc).__name__}: {exc}")[:200])
             case _:
                 raise ValueError(f"unknown job kind {job.kind!r}")
 
     # The release at its slot --------------------------------------------------------------------
+
+    async def _release_step(self, job: Job, gh: GitHubAPI, ref: PullRef) -> None:
+        payload = job.payload
+        if job.kind == "release":
+            slot_start = datetime.fromisoformat(payload["slot_start"])
+            await self.release_due(gh, ref, slot_start=slot_start, due_at=datetime.fromisoformat(payload["due_at"]))
+        elif job.kind == "merge":
+            await self.merge(gh, ref, int(payload["number"]), sha=payload["sha"], method=payload["method"])
+        else:
+            number, target, merge_sha = int(payload["number"]), payload["target"], payload["merge_sha"]
+            await self.start_deploy(gh, ref, number, target=target, merge_sha=merge_sha)
+
+    async def step_failed(self, job: Job, ref: PullRef, error: str) -> None:
+        """The last attempt of a release step failed: block (not merged) or fail (merged), and say so."""
+        release = await self.store.get_active_release(ref.repo, ref.pr)
+        if release is None:
+            return
+        if job.kind == "deploy" and release.state == State.RELEASING and release.merge_sha:
+            await self.deploy_failed(ref, release, release.merge_sha, f"the deploy could not be started: {error}")
+            return
+        if job.kind == "merge" and release.state == State.RELEASING and release.merge_sha is None:
+            sha = str(job.payload["sha"])
+            await self.apply(
+                ref,
+                lambda _: MergeFinished(
+                    Actor("github"), Source.TIMER, None, sha=sha, merged=False, status=None, message=error
+                ),
+                reply_key=f"merge-failed:{release.key}:{len(release.audit)}",
+            )
+            await self.store.release_lease(f"env:{release.lane}", release.key)
+            return
+        if job.kind == "release" and release.slot is not None and release.state in OPEN:
+            slot_start = release.slot.start
+            await self.apply(
+                ref,
+                lambda current: ReleaseDue(
+                    Actor("release-secretary"),
+                    Source.TIMER,
+                    None,
+                    slot_start=slot_start,
+                    head_sha=current.head_sha if current else release.head_sha,
+                    checks=(current.checks if current and current.checks else ChecksVerdict(state="pending")),
+                    merge_method="",
+                    conflicts=(f"the release could not be checked at its slot ({error}); nothing was merged",),
+                ),
+                reply_key=f"release-failed:{release.key}:{slot_start.isoformat()}",
+            )
 
     async def release_due(
         self, gh: GitHubAPI, ref: PullRef, *, slot_start: datetime, due_at: datetime
@@ -791,6 +830,15 @@ class ReleaseService:
         """T: read everything again; with the environment free and all still good, merge the verified SHA."""
         release = await self.store.get_active_release(ref.repo, ref.pr)
         if release is None or release.slot is None or release.slot.start != slot_start:
+            return None
+        if release.state == State.RELEASING and release.merge_sha is None:
+            # A run before this one decided to merge and died before the merge job was queued: queue
+            # it again (its once-key makes a second copy a no-op).
+            marker = await self.store.get_value(f"merge:{release.key}")
+            if not (marker or "").startswith("merged "):
+                sha = release.verified_sha or release.head_sha
+                method = (await self.read.config(gh, ref.repo)).config.merge_method.value
+                await self.queue_effects(ref, Decision(release, (Merge(sha=sha, method=method),)), reply_key=None)
             return None
         if release.state not in (State.SCHEDULED, State.BLOCKED, State.VERIFYING):
             return None
@@ -816,6 +864,14 @@ class ReleaseService:
             locked = True
         else:
             conflicts, locked = (), False
+        if now > release.slot.end + _LATE_GRACE:
+            # The workers were down through the whole slot: releasing now would be outside the time
+            # people were told. Say so and offer the next slot instead.
+            conflicts += (
+                f"the slot ended {int((now - release.slot.end).total_seconds() // 60)} min ago while the bot was down; "
+                "it does not release outside the time it announced",
+            )
+        handed_off = False
         try:
             loaded = await self.read.config(gh, ref.repo, fresh=True)
             config = loaded.config
@@ -861,26 +917,25 @@ class ReleaseService:
                 ),
                 reply_key=f"release-due:{release.key}:{slot_start.isoformat()}",
             )
-        except BaseException:
-            await self.store.release_lease(lock, release.key)
-            raise
-        if decision.release is None or decision.release.state != State.RELEASING:
-            await self.store.release_lease(lock, release.key)
+            handed_off = decision.release is not None and decision.release.state == State.RELEASING
+        finally:
+            if not handed_off:  # the merge (and deploy) now hold the environment until they end
+                await self.store.release_lease(lock, release.key)
         return decision
 
     async def merge(self, gh: GitHubAPI, ref: PullRef, number: int, *, sha: str, method: str) -> Decision | None:
-        """The SHA-pinned merge, exactly once: noted before the request, and after a crash the PR itself
-        says whether the merge went through. 405 and 409 are final answers, never retried."""
+        """The SHA-pinned merge, exactly once: noted before the request, and after a crash (or a 405
+        for a PR that is already merged) the PR itself says whether the merge of that SHA went
+        through. 405, 409 and 422 are final answers, never retried."""
         release = await self.release_for(ref.repo, ref.pr, number)
         if release is None or release.state != State.RELEASING:
             return None
         marker = f"merge:{release.key}"
         data: dict[str, Any] | None = None
-        if await self.store.get_value(marker) == f"started {sha}":
-            # A run before this one sent the merge and did not live to record the answer: ask the PR.
-            pull = await gh.getitem(f"/repos/{ref.repo}/pulls/{ref.pr}")
-            if pull.get("merged") and pull.get("merge_commit_sha"):
-                data = {"sha": pull["merge_commit_sha"], "merged": True}
+        refused: tuple[int, str] | None = None
+        noted = await self.store.get_value(marker) or ""
+        if noted.startswith("merged ") or noted == f"started {sha}":
+            data = await self._adopted_merge(gh, ref, sha)
         if data is None:
             await self.store.set_value(marker, f"started {sha}", now=self.clock())
             body = {"sha": sha, "merge_method": method, "commit_title": f"{release.title} (#{ref.pr})"}
@@ -889,17 +944,22 @@ class ReleaseService:
             except gidgethub.BadRequest as exc:
                 if exc.status_code not in (405, 409, 422):
                     raise
-                status, message = int(exc.status_code), str(exc.args[0]) if exc.args else ""
-                decision = await self.apply(
-                    ref,
-                    lambda _: MergeFinished(
-                        Actor("github"), Source.TIMER, None, sha=sha, merged=False, status=status, message=message
-                    ),
-                    reply_key=f"merge-refused:{release.key}:{sha}",
-                )
-                await self.store.release_lease(f"env:{release.lane}", release.key)
-                return decision
-        assert data is not None
+                refused = (int(exc.status_code), str(exc.args[0]) if exc.args else "")
+            if refused is not None and refused[0] == 405:
+                data = await self._adopted_merge(gh, ref, sha)  # "not mergeable" because it is merged?
+        if data is None:
+            assert refused is not None
+            status, message = refused
+            await self.store.set_value(marker, f"refused {sha}", now=self.clock())
+            decision = await self.apply(
+                ref,
+                lambda _: MergeFinished(
+                    Actor("github"), Source.TIMER, None, sha=sha, merged=False, status=status, message=message
+                ),
+                reply_key=f"merge-refused:{release.key}:{sha}:{len(release.audit)}",
+            )
+            await self.store.release_lease(f"env:{release.lane}", release.key)
+            return decision
         merge_sha = str(data.get("sha") or "")
         summary = "" if release.deploy_target else self.summary(release, sha, merge_sha, method)
         decision = await self.apply(
@@ -914,6 +974,13 @@ class ReleaseService:
             await self.store.release_lease(f"env:{release.lane}", release.key)
         return decision
 
+    async def _adopted_merge(self, gh: GitHubAPI, ref: PullRef, sha: str) -> dict[str, Any] | None:
+        """The merge of `sha`, if the PR is merged and its head is that SHA (an earlier run's merge)."""
+        pull = await gh.getitem(f"/repos/{ref.repo}/pulls/{ref.pr}")
+        if pull.get("merged") and pull.get("merge_commit_sha") and (pull.get("head") or {}).get("sha") == sha:
+            return {"sha": pull["merge_commit_sha"], "merged": True}
+        return None
+
     async def start_deploy(
         self, gh: GitHubAPI, ref: PullRef, number: int, *, target: str, merge_sha: str
     ) -> Decision | None:
@@ -924,12 +991,47 @@ class ReleaseService:
             return None
         kind, _, name = target.partition(" ")
         marker = f"deploy:{release.key}"
+        noted = await self.store.get_value(marker) or ""
+        if noted in (f"dispatched {merge_sha}",) or noted.startswith(f"created {merge_sha} "):
+            return None  # sent before a crash; the run's or deployment's events tell the rest
+        try:
+            return await self._start_deploy(gh, ref, release, kind, name, merge_sha, marker, noted)
+        except gidgethub.BadRequest as exc:
+            if exc.status_code in (401, 403, 429) or exc.status_code >= 500:
+                raise  # worth retrying (credentials refreshed, a limit waited out)
+            # A workflow without a workflow_dispatch trigger (422), a file that is not there (404):
+            # people must fix the repository; the release is merged but not deployed.
+            detail = f"GitHub refused to start it ({exc.status_code}): {exc.args[0] if exc.args else ''}".rstrip(": ")
+            return await self.deploy_failed(ref, release, merge_sha, detail)
+
+    async def deploy_failed(self, ref: PullRef, release: Release, merge_sha: str, detail: str) -> Decision:
+        decision = await self.apply(
+            ref,
+            lambda _: DeployProgress(
+                Actor("github"), Source.TIMER, None, merge_sha=merge_sha, done=True, ok=False, detail=detail
+            ),
+            reply_key=f"deploy:{release.key}:done",
+        )
+        await self.store.release_lease(f"env:{release.lane}", release.key)
+        return decision
+
+    async def _start_deploy(
+        self,
+        gh: GitHubAPI,
+        ref: PullRef,
+        release: Release,
+        kind: str,
+        name: str,
+        merge_sha: str,
+        marker: str,
+        noted: str,
+    ) -> Decision | None:
         if kind == "workflow":
-            if await self.store.get_value(marker) == f"dispatching {merge_sha}":
+            if noted == f"dispatching {merge_sha}":
                 runs = await gh.getitem(
                     f"/repos/{ref.repo}/actions/runs?event=workflow_dispatch&head_sha={merge_sha}&per_page=20"
                 )
-                if runs.get("workflow_runs"):
+                if any(str(r.get("path", "")).rsplit("/", 1)[-1] == name for r in runs.get("workflow_runs", [])):
                     return None  # it was sent; its workflow_run events tell the rest
             await self.store.set_value(marker, f"dispatching {merge_sha}", now=self.clock())
             # return_run_details: GitHub creates the run at once and says which it is.
@@ -957,15 +1059,17 @@ class ReleaseService:
                 "description": f"Release of {release.repo}#{release.pr} by Release Secretary",
                 "payload": {"release": release.key, "pull_request": release.pr},
             }
+            await self.store.set_value(marker, f"creating {merge_sha}", now=self.clock())
             deployment = await gh.post(f"/repos/{ref.repo}/deployments", data=body)
             deployment_id = str(deployment["id"])
+            await self.store.set_value(marker, f"created {merge_sha} {deployment_id}", now=self.clock())
             return await self.apply(
                 ref,
                 lambda _: DeployProgress(
                     Actor("github"), Source.TIMER, None, merge_sha=merge_sha, deploy_id=deployment_id
                 ),
             )
-        raise ValueError(f"unknown deploy target {target!r}")
+        raise ValueError(f"unknown deploy target {kind} {name}")
 
     async def deploy_progress(
         self,
@@ -988,8 +1092,9 @@ class ReleaseService:
             summary = ""
             if done and ok:
                 summary = self.summary(release, release.verified_sha or release.head_sha, release.merge_sha, "")
-                if url and url.startswith("http"):
-                    summary += f"\n**Deploy**: {release.deploy_target} ([log]({url}))\n"
+                log = safe_url(url)
+                target = escape_markdown(release.deploy_target or "")
+                summary += f"\n**Deploy**: {target}" + (f" ([log]({log}))" if log else "") + "\n"
             sha = release.merge_sha
             await self.apply(
                 PullRef(ref.repo, release.pr, ref.installation_id),
