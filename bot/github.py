@@ -115,6 +115,7 @@ class GitHubClient(gidgethub.aiohttp.GitHubAPI):
         super().__init__(session, USER_AGENT, **kwargs)
         self._probes = probes
         self._probe_key = probe_key
+        self._pending: dict[tuple[int | str, str], str] = {}
         self._pacer = pacer
         self._max_retry_wait = max_retry_wait
         self._on_unauthorized = on_unauthorized
@@ -130,7 +131,9 @@ class GitHubClient(gidgethub.aiohttp.GitHubAPI):
     async def unchanged(self, url: str) -> bool:
         """A conditional GET that keeps only the ETag, not the body: True when GitHub answers 304,
         which costs no rate limit. For sweeps over thousands of idle PRs, where a full response cache
-        would not fit; the caller already knows what it saw last time."""
+        would not fit; the caller already knows what it saw last time. A changed answer's ETag is
+        kept aside until the caller says it handled the change (`settle`): a failure in between must
+        not make the next probe say "unchanged"."""
         if self._probes is None:
             return False
         if self.oauth_token is None and self._token_provider is not None:
@@ -144,8 +147,14 @@ class GitHubClient(gidgethub.aiohttp.GitHubAPI):
         await self.manage_rate_limit(method="GET", url=full)
         status, response_headers, _ = await self._request("GET", full, headers)
         if status == 200 and response_headers.get("etag"):
-            self._probes[key] = response_headers["etag"]
+            self._pending[key] = response_headers["etag"]
         return status == 304
+
+    def settle(self) -> None:
+        """The changes the last probes saw were handled: remember their ETags."""
+        if self._probes is not None:
+            self._probes.update(self._pending)
+        self._pending.clear()
 
     async def manage_rate_limit(self, *, method: str, url: str) -> None:
         # Minting an installation token is a POST but creates no content: spacing it would make the
@@ -233,8 +242,8 @@ class GitHubApp:
             maxsize=2_000
         )
         self._pacers: dict[int | str, Pacer] = {}
-        # ETags alone (no bodies) for the reconcile sweep's probes: 200,000 of them fit in ~30 MB.
-        self._probes: cachetools.LRUCache[tuple[int | str, str], str] = cachetools.LRUCache(maxsize=200_000)
+        # ETags alone (no bodies) for the reconcile sweep's probes: 3 per tracked PR, ~0.5 kB each.
+        self._probes: cachetools.LRUCache[tuple[int | str, str], str] = cachetools.LRUCache(maxsize=60_000)
         self.token_requests = 0
 
     @property

@@ -692,10 +692,12 @@ class ReleaseService:
         kind, _, name = (release.deploy_target or "").partition(" ")
         if kind != "workflow" or not release.merge_sha:
             return None
-        runs = await gh.getitem(
-            f"/repos/{ref.repo}/actions/runs?event=workflow_dispatch&head_sha={release.merge_sha}&per_page=20"
-        )
-        for run in runs.get("workflow_runs", []):
+        if release.deploy_id is not None:
+            listed = [await gh.getitem(f"/repos/{ref.repo}/actions/runs/{release.deploy_id}")]
+        else:
+            query = f"event=workflow_dispatch&head_sha={release.merge_sha}&per_page=20"
+            listed = (await gh.getitem(f"/repos/{ref.repo}/actions/runs?{query}")).get("workflow_runs", [])
+        for run in listed:
             if str(run.get("path", "")).rsplit("/", 1)[-1] != name or run.get("status") != "completed":
                 continue
             if release.deploy_id is not None and str(run.get("id")) != release.deploy_id:
@@ -881,11 +883,11 @@ class ReleaseService:
             verdict = await self.read.checks(gh, ref.repo, pull.base, pull.head_sha, config)
             if not locked:
                 try:
-                    conflicts = tuple(await self.calendars.conflicts(release, config))
+                    conflicts += tuple(await self.calendars.conflicts(release, config))
                 except CalendarError as exc:
                     if exc.retry:
                         raise
-                    conflicts = (f"the calendar could not be checked: {exc.message}",)
+                    conflicts += (f"the calendar could not be checked: {exc.message}",)
             if config.deploy.playbook and not config.deploy.workflow:
                 # Merging without the deploy the repository asked for would leave prod half-released.
                 conflicts += (

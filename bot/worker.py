@@ -406,6 +406,7 @@ class Worker:
             try:
                 gh = self.github.installation_client(release.installation_id)
                 what = await self.service.reconcile(gh, release)
+                gh.settle()  # handled: the probes' new ETags may be trusted now
             except Exception as exc:  # noqa: BLE001 - one PR's trouble must not stop the pass
                 log.warning("reconciling %s failed: %s", release.key, describe_error(exc))
                 continue

@@ -74,7 +74,7 @@ HELP_TEXT: Final = """\
 - `/ship WHEN`: book a time, e.g. `/ship friday 14:00`, `/ship tomorrow`, `/ship next tuesday afternoon`, \
 `/ship in 2 hours`, `/ship dec 1 2pm`, `/ship 2026-12-01 14:00 Europe/Berlin`
 - `/ship now`: release as soon as the checks allow (`/ship now --force`: outside the release windows and \
-freezes, for people with maintain or admin access)
+the config's freezes, for people with maintain or admin access; freeze calendars and other releases still count)
 - `/ship cancel`: cancel the booked release
 - `/ship status`: show where the release stands
 - `/ship hold` and `/ship unhold`: pause the release, and let it go on

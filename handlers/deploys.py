@@ -41,17 +41,20 @@ async def follow_workflow_run(event: sansio.Event, gh: GitHubAPI, *, ctx: Handle
 
     def ours(release: Release) -> bool:
         kind, _, name = (release.deploy_target or "").partition(" ")
-        if kind != "workflow" or release.merge_sha != head_sha or path.rsplit("/", 1)[-1] != name:
+        if kind != "workflow" or path.rsplit("/", 1)[-1] != name:
             return False
-        # Once the dispatch named its run, only that run counts (a re-run by hand is another run).
-        return release.deploy_id is None or release.deploy_id == run_id
+        # Once the dispatch named its run, that run is the deploy, whatever commit the base branch had
+        # moved on to; before that, a dispatched run of the merge commit.
+        if release.deploy_id is not None:
+            return release.deploy_id == run_id
+        return release.merge_sha == head_sha
 
     done = event.data.get("action") == "completed"
     conclusion = run.get("conclusion")
     await ctx.releases.deploy_progress(
         ref,
         merge_sha=head_sha,
-        deploy_id=str(run.get("id")) if run.get("id") is not None else None,
+        deploy_id=run_id,
         url=run.get("html_url"),
         done=done,
         ok=conclusion == "success",

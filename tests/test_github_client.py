@@ -207,14 +207,19 @@ async def test_probes_keep_only_etags_and_are_free_when_nothing_changed(
 ) -> None:
     fake_github.add_pull("octo-org/widgets", 7, head_sha="a" * 40, title="t", user_login="alice")
     gh = github.installation_client(99)
-    assert await gh.unchanged("/repos/octo-org/widgets/pulls/7") is False  # first look: learns the ETag
+    assert await gh.unchanged("/repos/octo-org/widgets/pulls/7") is False  # first look
+    # Until the caller says it handled what changed, the new ETag is not trusted: a failure in between
+    # must not hide the change from the next sweep.
+    assert await gh.unchanged("/repos/octo-org/widgets/pulls/7") is False
+    gh.settle()
     remaining = github.pacer(99).rate_limit.remaining
     assert await gh.unchanged("/repos/octo-org/widgets/pulls/7") is True
     assert github.pacer(99).rate_limit.remaining == remaining  # a 304: no rate limit spent
     fake_github.push_to_pull("octo-org/widgets", 7, "b" * 40)
     assert await gh.unchanged("/repos/octo-org/widgets/pulls/7") is False  # changed: the caller reads it
+    gh.settle()
     assert await github.installation_client(99).unchanged("/repos/octo-org/widgets/pulls/7") is True
-    assert [r.status for r in fake_github.calls("pulls/get")] == [200, 304, 200, 304]
+    assert [r.status for r in fake_github.calls("pulls/get")] == [200, 200, 304, 200, 304]
     assert all(r.headers["authorization"].startswith("token ") for r in fake_github.calls("pulls/get"))
     # A probe that fails (here a 404) is "changed": the caller's full read then says what is wrong.
     assert await gh.unchanged("/repos/octo-org/widgets/pulls/999") is False

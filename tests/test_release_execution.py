@@ -364,3 +364,53 @@ async def test_a_fault_while_reading_at_the_slot_is_retried(scenario: Scenario) 
     release = await scenario.store.get_latest_release(REPO, 7)
     assert release is not None and release.state is State.RELEASED
     assert len(scenario.fake.calls("pulls/merge")) == 1
+
+
+async def test_after_a_refused_merge_a_new_ship_of_the_same_sha_merges(scenario: Scenario) -> None:
+    await booked(scenario)
+    scenario.fake.fail_next("PUT", r"/pulls/7/merge$", 405, body={"message": "Review required"})
+    await at(scenario, T)
+    blocked = await scenario.store.get_active_release(REPO, 7)
+    assert blocked is not None and blocked.state is State.BLOCKED
+    # Someone approves; `/ship` again with no new commit: a new attempt, merged this time.
+    scenario.clock.now = T + timedelta(minutes=2)
+    await scenario.deliver("issue_comment", scenario.comment(7, "/ship 15:30", sender="alice"))
+    await at(scenario, datetime(2026, 11, 27, 14, 30, tzinfo=UTC))
+    statuses = [r.status for r in scenario.fake.calls("pulls/merge")]
+    assert statuses == [405, 200]
+    done = await scenario.store.get_latest_release(REPO, 7)
+    assert done is not None and done.state is State.RELEASED
+
+
+async def test_a_deploy_github_refuses_to_start_fails_the_release_at_once(scenario: Scenario) -> None:
+    await deploy_config(scenario, "deploy:\n  workflow: deploy.yml\n")
+    await booked(scenario)
+    scenario.fake.fail_next(
+        "POST", r"/dispatches$", 422, body={"message": "Workflow does not have 'workflow_dispatch' trigger"}
+    )
+    await at(scenario, T)
+    failed = await scenario.store.get_latest_release(REPO, 7)
+    assert failed is not None and failed.state is State.FAILED and failed.merge_sha
+    said = scenario.answers(7)[-1]
+    assert "was merged but its deploy (workflow deploy.yml) failed" in said and "422" in said
+    lane = f"{REPO} production"
+    assert await scenario.store.acquire_lease(f"env:{lane}", "next", now=T + timedelta(minutes=1), seconds=60)
+
+
+async def test_a_timer_that_fires_after_its_slot_is_over_does_not_merge(scenario: Scenario) -> None:
+    await booked(scenario)
+    await at(scenario, T + timedelta(hours=2))  # the workers were down from before T until 16:00
+    assert scenario.fake.calls("pulls/merge") == []
+    release = await scenario.store.get_active_release(REPO, 7)
+    assert release is not None and release.state is State.BLOCKED
+    said = scenario.answers(7)[-1]
+    assert "while the bot was down" in said and "The next free slot is" in said
+
+
+async def test_a_pr_closed_at_the_slot_frees_the_environment(scenario: Scenario) -> None:
+    await booked(scenario)
+    scenario.fake._issue_state(REPO, 7).state = "closed"  # closed; its webhook is late
+    await at(scenario, T)
+    assert scenario.fake.calls("pulls/merge") == []
+    lane = f"{REPO} production"
+    assert await scenario.store.acquire_lease(f"env:{lane}", "next", now=T + timedelta(minutes=1), seconds=60)
