@@ -145,6 +145,8 @@ class Release:
     deploy_url: str | None = None  # where its log is
     failure: str | None = None  # the failing step, when it failed
     forced: bool = False  # `/ship now --force`: the windows and freezes do not apply to this slot
+    rollback_id: str | None = None  # the rollback workflow run, once `/ship rollback` started one
+    rollback_url: str | None = None
     version: int = 0
 
     @property
@@ -301,6 +303,17 @@ class DeployProgress(EventBase):
     summary: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class RollbackProgress(EventBase):
+    """`/ship rollback`'s workflow run: started (with its id), or finished."""
+
+    run_id: str
+    url: str | None = None
+    done: bool = False
+    ok: bool = False
+    detail: str = ""
+
+
 Event = (
     ShipRequested
     | CancelRequested
@@ -315,6 +328,7 @@ Event = (
     | ReleaseDue
     | MergeFinished
     | DeployProgress
+    | RollbackProgress
 )
 
 # Effects --------------------------------------------------------------------------------------
@@ -486,6 +500,8 @@ def decide(release: Release | None, event: Event, now: datetime) -> Decision:
             return _merge_finished(release, event, now)
         case DeployProgress():
             return _deploy_progress(release, event, now)
+        case RollbackProgress():
+            return _rollback_progress(release, event, now)
 
 
 def _seen(release: Release | None, event: Event) -> bool:
@@ -912,6 +928,31 @@ def _deploy_progress(release: Release | None, event: DeployProgress, now: dateti
     return Decision(failed, (RenderProgress(), Reply(text)))
 
 
+def _rollback_progress(release: Release | None, event: RollbackProgress, now: datetime) -> Decision:
+    if release is None or release.state not in (State.RELEASED, State.FAILED):
+        return Decision(release)
+    if not event.done:
+        if release.rollback_id == event.run_id:
+            return Decision(release)
+        started = replace(release, rollback_id=event.run_id, rollback_url=event.url)
+        return Decision(
+            _note(started, event, release.state, f"rollback started by {event.actor.login}", now), (RenderProgress(),)
+        )
+    if release.rollback_id != event.run_id:
+        return Decision(release)
+    url = safe_url(event.url or release.rollback_url)
+    log = f" Its log: {url}" if url else ""
+    if event.ok:
+        rolled = _note(release, event, State.ROLLED_BACK, "the rollback workflow succeeded", now)
+        text = f"@{release.requested_by} the release of {(release.merge_sha or '')[:7]} was rolled back.{log}"
+        return Decision(rolled, (RenderProgress(), Reply(text)))
+    detail = event.detail or "the rollback workflow did not succeed"
+    text = f"@{release.requested_by} the rollback failed: {escape_text(detail)}.{log} Someone needs to look at it."
+    return Decision(
+        _note(release, event, release.state, f"rollback failed: {detail}", now), (RenderProgress(), Reply(text))
+    )
+
+
 def escape_text(text: str) -> str:
     return escape_markdown(text)
 
@@ -1013,6 +1054,8 @@ def release_to_doc(release: Release) -> dict[str, Any]:
         "deploy_url": release.deploy_url,
         "failure": release.failure,
         "forced": release.forced,
+        "rollback_id": release.rollback_id,
+        "rollback_url": release.rollback_url,
     }
 
 
@@ -1077,6 +1120,8 @@ def release_from_doc(doc: dict[str, Any], version: int) -> Release:
         deploy_url=doc.get("deploy_url"),
         failure=doc.get("failure"),
         forced=bool(doc.get("forced")),
+        rollback_id=doc.get("rollback_id"),
+        rollback_url=doc.get("rollback_url"),
         version=version,
     )
 

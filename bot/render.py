@@ -49,8 +49,8 @@ COMMANDS = {
     State.HELD: ("/ship unhold", "/ship cancel", "/ship status"),
     State.RELEASING: ("/ship status",),
     State.CANCELLED: ("/ship", "/ship friday", "/ship help"),
-    State.RELEASED: ("/ship help",),
-    State.FAILED: ("/ship", "/ship help"),
+    State.RELEASED: ("/ship rollback", "/ship help"),
+    State.FAILED: ("/ship rollback", "/ship", "/ship help"),
     State.ROLLED_BACK: ("/ship", "/ship help"),
 }
 

@@ -65,6 +65,7 @@ class Deploy:
     workflow: str | None = None
     environment: str | None = None
     deployment: bool = False  # a GitHub Deployment of the merge commit, followed through its statuses
+    rollback_workflow: str | None = None  # what `/ship rollback` dispatches
 
     @property
     def target(self) -> str | None:
@@ -686,6 +687,7 @@ def _build(data: Mapping[str, Any]) -> RepoConfig:
             workflow=deploy.get("workflow"),
             environment=deploy.get("environment"),
             deployment=bool(deploy.get("deployment", False)),
+            rollback_workflow=deploy.get("rollback_workflow"),
         ),
         calendar=CalendarConfig(
             id=calendar.get("id"),

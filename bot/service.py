@@ -53,6 +53,7 @@ from .release import (
     ReleaseDue,
     RenderProgress,
     Reply,
+    RollbackProgress,
     ShipRequested,
     Source,
     State,
@@ -655,6 +656,63 @@ class ReleaseService:
     async def closed(self, ref: PullRef, login: str, *, merged: bool, delivery: str | None) -> Decision:
         actor = Actor(login=login)
         return await self.apply(ref, lambda _: PullClosed(actor, Source.PULL_REQUEST, delivery, merged=merged))
+
+    async def rollback(self, gh: GitHubAPI, ref: PullRef, login: str, *, delivery: str) -> str | None:
+        """`/ship rollback`: dispatch the repository's rollback workflow for the PR's last release; the
+        answer to give (None: the progress comment says it)."""
+        loaded = await self.read.config(gh, ref.repo)
+        config = loaded.config
+        actor = await self.actor(gh, ref.repo, login)
+        need = config.ship_permission.value
+        if not permission_reaches(actor.permission, need):
+            return (
+                f"@{login} only people with **{need}** access (or more) to this repository can roll a release "
+                f"back; GitHub reports your access as **{actor.permission or 'none'}**."
+            )
+        release = await self.store.get_latest_release(ref.repo, ref.pr)
+        if release is None or release.state not in (State.RELEASED, State.FAILED) or not release.merge_sha:
+            return f"@{login} there is no merged release on this PR to roll back."
+        workflow = config.deploy.rollback_workflow
+        if not workflow:
+            return (
+                f"@{login} this repository has no rollback configured: set `deploy.rollback_workflow` in "
+                "`.github/release-secretary.yml` to a workflow with a `workflow_dispatch` trigger."
+            )
+        if release.rollback_id is not None:
+            return f"@{login} a rollback is already running or done: {release.rollback_url or release.rollback_id}."
+        marker = f"rollback:{release.key}"
+        if await self.store.get_value(marker) is not None:
+            return None  # this request (a retried delivery) already dispatched it
+        await self.store.set_value(marker, f"dispatching {delivery}", now=self.clock())
+        answer = await gh.post(
+            f"/repos/{ref.repo}/actions/workflows/{quote(workflow, safe='')}/dispatches",
+            data={"ref": release.base, "return_run_details": True},
+        )
+        run_id = str((answer or {}).get("workflow_run_id")) if isinstance(answer, dict) else None
+        if not run_id or run_id == "None":
+            return f"@{login} the rollback workflow `{workflow}` was dispatched; its run's result will follow here."
+        url = answer.get("html_url")
+        await self.apply(
+            ref, lambda _: RollbackProgress(actor, Source.COMMENT, delivery, run_id=run_id, url=url), reply_key=delivery
+        )
+        return None
+
+    async def rollback_progress(
+        self, ref: PullRef, *, run_id: str, url: str | None, ok: bool, detail: str, delivery: str | None
+    ) -> int:
+        count = 0
+        for release in await self.store.find_releases(repo=ref.repo, active_only=False, limit=1000):
+            if release.rollback_id != run_id:
+                continue
+            await self.apply(
+                PullRef(ref.repo, release.pr, ref.installation_id),
+                lambda _: RollbackProgress(
+                    Actor("github"), Source.TIMER, delivery, run_id=run_id, url=url, done=True, ok=ok, detail=detail
+                ),
+                reply_key=f"rollback:{release.key}:{run_id}",
+            )
+            count += 1
+        return count
 
     async def reconcile(self, gh: GitHubAPI, release: Release) -> str | None:
         """Catch what webhooks missed for one tracked release: a push, a close, new check results, or

@@ -18,6 +18,7 @@ class Verb(enum.StrEnum):
     UNHOLD = "unhold"
     HELP = "help"
     CALENDAR = "calendar"
+    ROLLBACK = "rollback"
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +79,7 @@ the config's freezes, for people with maintain or admin access; freeze calendars
 - `/ship cancel`: cancel the booked release
 - `/ship status`: show where the release stands
 - `/ship hold` and `/ship unhold`: pause the release, and let it go on
+- `/ship rollback`: after a release (or a failed deploy), run the repository's rollback workflow
 - `/ship calendar`: where releases are booked, with a link to subscribe to the calendar
 - `/ship calendar link`: connect your own Google calendar, so releases avoid your busy times; \
 `/ship calendar unlink` disconnects it

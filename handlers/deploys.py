@@ -51,6 +51,15 @@ async def follow_workflow_run(event: sansio.Event, gh: GitHubAPI, *, ctx: Handle
 
     done = event.data.get("action") == "completed"
     conclusion = run.get("conclusion")
+    if done and run_id is not None:
+        await ctx.releases.rollback_progress(
+            ref,
+            run_id=run_id,
+            url=run.get("html_url"),
+            ok=conclusion == "success",
+            detail=f"the {run.get('name') or 'rollback'} workflow run ended {conclusion}",
+            delivery=event.delivery_id,
+        )
     await ctx.releases.deploy_progress(
         ref,
         merge_sha=head_sha,

@@ -44,6 +44,10 @@ async def run_ship_commands(event: sansio.Event, gh: GitHubAPI, *, ctx: HandlerC
 async def _run(command: Command, gh: GitHubAPI, ctx: HandlerContext, ref: PullRef, login: str, key: str) -> None:
     service = ctx.releases
     match command.verb:
+        case Verb.ROLLBACK:
+            said = await service.rollback(gh, ref, login, delivery=key)
+            if said:
+                await service.reply(ref, said, key=key)
         case Verb.CALENDAR:
             await service.reply(ref, await service.calendar_command(gh, ref, login, command.arg), key=key)
         case Verb.HELP:

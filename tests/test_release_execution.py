@@ -414,3 +414,36 @@ async def test_a_pr_closed_at_the_slot_frees_the_environment(scenario: Scenario)
     assert scenario.fake.calls("pulls/merge") == []
     lane = f"{REPO} production"
     assert await scenario.store.acquire_lease(f"env:{lane}", "next", now=T + timedelta(minutes=1), seconds=60)
+
+
+async def test_ship_rollback_runs_the_rollback_workflow_and_marks_the_release(scenario: Scenario) -> None:
+    await deploy_config(scenario, "deploy:\n  rollback_workflow: rollback.yml\n")
+    await scenario.deliver("issue_comment", scenario.comment(7, "/ship rollback", sender="alice"))
+    assert scenario.answers(7)[-1] == "@alice there is no merged release on this PR to roll back."
+    await booked(scenario)
+    await at(scenario, T)
+    released = await scenario.store.get_latest_release(REPO, 7)
+    assert released is not None and released.state is State.RELEASED
+    scenario.fake.set_permission(REPO, "bob", "read")
+    await scenario.deliver("issue_comment", scenario.comment(7, "/ship rollback", sender="bob"))
+    assert "can roll a release back" in scenario.answers(7)[-1]
+    await scenario.deliver("issue_comment", scenario.comment(7, "/ship rollback", sender="alice"))
+    [dispatch] = scenario.fake.calls("actions/create-workflow-dispatch")
+    assert dispatch.path.endswith("/workflows/rollback.yml/dispatches")
+    rolling = await scenario.store.get_latest_release(REPO, 7)
+    assert rolling is not None and rolling.rollback_id is not None
+    await scenario.deliver("issue_comment", scenario.comment(7, "/ship rollback", sender="alice"))
+    assert "a rollback is already running or done" in scenario.answers(7)[-1]
+    assert len(scenario.fake.calls("actions/create-workflow-dispatch")) == 1
+    run = int(rolling.rollback_id)
+    await scenario.deliver("workflow_run", workflow_run(run, HEAD, workflow="rollback.yml"))
+    rolled = await scenario.store.get_latest_release(REPO, 7)
+    assert rolled is not None and rolled.state is State.ROLLED_BACK
+    assert "was rolled back" in scenario.answers(7)[-1]
+
+
+async def test_ship_rollback_without_a_rollback_workflow_says_how_to_set_one(scenario: Scenario) -> None:
+    await booked(scenario)
+    await at(scenario, T)
+    await scenario.deliver("issue_comment", scenario.comment(7, "/ship rollback", sender="alice"))
+    assert "set `deploy.rollback_workflow`" in scenario.answers(7)[-1]

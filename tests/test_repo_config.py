@@ -177,7 +177,7 @@ def test_example_round_trips_to_the_documented_values() -> None:
         ship_teams=("octo-org/release-managers",),
         check_run_blocks_merge=False,
         notify=Notify(slack_channel="#releases", telegram_chat=-1001234567890),
-        deploy=Deploy(playbook="deploy-web", environment="production"),
+        deploy=Deploy(playbook="deploy-web", environment="production", rollback_workflow="rollback.yml"),
         calendar=CalendarConfig(
             id="team-deploys@group.calendar.google.com",
             freeze_calendars=("freezes@group.calendar.google.com",),
