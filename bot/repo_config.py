@@ -66,6 +66,7 @@ class Deploy:
     environment: str | None = None
     deployment: bool = False  # a GitHub Deployment of the merge commit, followed through its statuses
     rollback_workflow: str | None = None  # what `/ship rollback` dispatches
+    timeout: timedelta = timedelta(minutes=60)  # a deploy with no result by then has failed
 
     @property
     def target(self) -> str | None:
@@ -688,6 +689,7 @@ def _build(data: Mapping[str, Any]) -> RepoConfig:
             environment=deploy.get("environment"),
             deployment=bool(deploy.get("deployment", False)),
             rollback_workflow=deploy.get("rollback_workflow"),
+            timeout=timedelta(minutes=int(deploy.get("timeout_minutes", 60))),
         ),
         calendar=CalendarConfig(
             id=calendar.get("id"),

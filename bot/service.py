@@ -248,7 +248,7 @@ _LANE_LEASE_SECONDS = 60.0  # renewed every third of it while a booking decision
 _RECHECK = timedelta(minutes=5)  # a release blocked before its slot is checked again this often
 _DESCRIPTION_DELAY = timedelta(seconds=30)  # a description-only calendar change waits this long (a burst: one write)
 # Jobs the service runs itself (the effect executor runs the GitHub writes).
-SERVICE_JOBS = frozenset({"calendar", "tminus", "release", "merge", "deploy"})
+SERVICE_JOBS = frozenset({"calendar", "tminus", "release", "merge", "deploy", "deploy-watch"})
 _LOCK_SECONDS = 3600.0  # the environment lock outlives any merge; a crashed holder's lapses
 _LOCK_RETRY = timedelta(minutes=1)
 _LOCK_PATIENCE = timedelta(minutes=15)  # how long a due release waits for the environment lock
@@ -824,7 +824,7 @@ class ReleaseService:
                     # The check itself keeps failing (GitHub down?): a release nobody could verify
                     # must not go ahead quietly. Block it and tell the requester.
                     await self.precheck_failed(ref, slot_start, f"{type(exc).__name__}: {exc}"[:200])
-            case "release" | "merge" | "deploy":
+            case "release" | "merge" | "deploy" | "deploy-watch":
                 try:
                     await self._release_step(job, gh, ref)
                 except Exception as exc:
@@ -837,6 +837,19 @@ class ReleaseService:
 
     # The release at its slot --------------------------------------------------------------------
 
+    async def deploy_watch(self, gh: GitHubAPI, ref: PullRef, number: int, merge_sha: str) -> Decision | None:
+        """The deploy's time is up: if nothing (webhook or sweep) finished it, look once more, then fail it."""
+        release = await self.release_for(ref.repo, ref.pr, number)
+        if release is None or release.state != State.RELEASING or release.merge_sha != merge_sha:
+            return None
+        if await self._reconcile_deploy(gh, ref, release) == "deployed":
+            return None
+        timeout = (await self.read.config(gh, ref.repo)).config.deploy.timeout
+        minutes = int(timeout.total_seconds() // 60)
+        return await self.deploy_failed(
+            ref, release, merge_sha, f"no result from {release.deploy_target} after {minutes} minutes"
+        )
+
     async def _release_step(self, job: Job, gh: GitHubAPI, ref: PullRef) -> None:
         payload = job.payload
         if job.kind == "release":
@@ -844,6 +857,8 @@ class ReleaseService:
             await self.release_due(gh, ref, slot_start=slot_start, due_at=datetime.fromisoformat(payload["due_at"]))
         elif job.kind == "merge":
             await self.merge(gh, ref, int(payload["number"]), sha=payload["sha"], method=payload["method"])
+        elif job.kind == "deploy-watch":
+            await self.deploy_watch(gh, ref, int(payload["number"]), payload["merge_sha"])
         else:
             number, target, merge_sha = int(payload["number"]), payload["target"], payload["merge_sha"]
             await self.start_deploy(gh, ref, number, target=target, merge_sha=merge_sha)
@@ -853,7 +868,7 @@ class ReleaseService:
         release = await self.store.get_active_release(ref.repo, ref.pr)
         if release is None:
             return
-        if job.kind == "deploy" and release.state == State.RELEASING and release.merge_sha:
+        if job.kind in ("deploy", "deploy-watch") and release.state == State.RELEASING and release.merge_sha:
             await self.deploy_failed(ref, release, release.merge_sha, f"the deploy could not be started: {error}")
             return
         if job.kind == "merge" and release.state == State.RELEASING and release.merge_sha is None:
@@ -1054,6 +1069,19 @@ class ReleaseService:
         noted = await self.store.get_value(marker) or ""
         if noted in (f"dispatched {merge_sha}",) or noted.startswith(f"created {merge_sha} "):
             return None  # sent before a crash; the run's or deployment's events tell the rest
+        # A deploy that never reports (no statuses, a lost run) must not hold the release and the
+        # environment for ever: look at it when its time is up.
+        timeout = (await self.read.config(gh, ref.repo)).config.deploy.timeout
+        watch = {
+            "repo": ref.repo,
+            "pr": ref.pr,
+            "installation_id": ref.installation_id,
+            "number": number,
+            "merge_sha": merge_sha,
+        }
+        await self.store.schedule_job(
+            f"deploy-watch:{release.key}", "deploy-watch", watch, due_at=self.clock() + timeout, once=True
+        )
         try:
             return await self._start_deploy(gh, ref, release, kind, name, merge_sha, marker, noted)
         except gidgethub.BadRequest as exc:

@@ -447,3 +447,19 @@ async def test_ship_rollback_without_a_rollback_workflow_says_how_to_set_one(sce
     await at(scenario, T)
     await scenario.deliver("issue_comment", scenario.comment(7, "/ship rollback", sender="alice"))
     assert "set `deploy.rollback_workflow`" in scenario.answers(7)[-1]
+
+
+async def test_a_deployment_that_never_reports_fails_after_its_timeout(scenario: Scenario) -> None:
+    await deploy_config(scenario, "deploy:\n  deployment: true\n  timeout_minutes: 20\n")
+    await booked(scenario)
+    await at(scenario, T)
+    release = await scenario.store.get_active_release(REPO, 7)
+    assert release is not None and release.state is State.RELEASING and release.deploy_id
+    await at(scenario, T + timedelta(minutes=19))
+    assert (await scenario.store.get_active_release(REPO, 7)) is not None  # still waiting
+    await at(scenario, T + timedelta(minutes=21))
+    failed = await scenario.store.get_latest_release(REPO, 7)
+    assert failed is not None and failed.state is State.FAILED
+    assert "no result from deployment production after 20 minutes" in scenario.answers(7)[-1]
+    lane = f"{REPO} production"
+    assert await scenario.store.acquire_lease(f"env:{lane}", "next", now=T + timedelta(minutes=22), seconds=60)
