@@ -276,6 +276,7 @@ class ReleaseDue(EventBase):
     proposal: Slot | None = None
     late_by: timedelta | None = None
     deploy_target: str | None = None
+    new_commits: tuple[Commit, ...] = ()  # since the verified SHA (the compare API), when the head moved
 
 
 @dataclass(frozen=True, slots=True)
@@ -851,7 +852,13 @@ def _release_due(release: Release | None, event: ReleaseDue, now: datetime) -> D
     evaluated = _evaluate(checked, event, now, f"release time{late}")
     problems = list(evaluated.blockers) if evaluated.state != State.SCHEDULED else []
     if event.head_sha != (release.verified_sha or release.head_sha):
-        problems.insert(0, f"the head moved to {event.head_sha[:7]} since {release.head_sha[:7]} was verified")
+        moved = f"the head moved to {event.head_sha[:7]} since {release.head_sha[:7]} was verified"
+        if event.new_commits:
+            shown = "; ".join(f"{c.sha[:7]} {c.message}" for c in event.new_commits[:5])
+            more = f" and {len(event.new_commits) - 5} more" if len(event.new_commits) > 5 else ""
+            noun = "commit" if len(event.new_commits) == 1 else "commits"
+            moved += f" ({len(event.new_commits)} new {noun}: {shown}{more}); it waits for their checks and a new slot"
+        problems.insert(0, moved)
     if not problems and event.mergeable is False:
         problems.append("GitHub reports the pull request cannot be merged (conflicts, or a rule it does not meet)")
     if problems:

@@ -182,6 +182,17 @@ class GitHubReader:
             mergeable=data.get("mergeable"),
         )
 
+    async def new_commits(self, gh: GitHubAPI, repo: str, base: str, head: str) -> tuple[Commit, ...]:
+        """The commits on `head` since `base` (the compare API); none when GitHub cannot say."""
+        try:
+            data = await gh.getitem(f"/repos/{repo}/compare/{base}...{head}")
+        except gidgethub.BadRequest:
+            return ()  # a force-push dropped the base, say: the head moved is what matters
+        return tuple(
+            Commit(c["sha"], _first_line((c.get("commit") or {}).get("message") or ""))
+            for c in data.get("commits", [])[-50:]
+        )
+
     async def _protection(
         self, gh: GitHubAPI, repo: str, base: str
     ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
@@ -974,6 +985,10 @@ class ReleaseService:
                     config, ref.repo, release.requested_by, after=after, own=release
                 )
             late = now - due_at
+            new_commits: tuple[Commit, ...] = ()
+            verified = release.verified_sha or release.head_sha
+            if pull.head_sha != verified:
+                new_commits = await self.read.new_commits(gh, ref.repo, verified, pull.head_sha)
             decision = await self.apply(
                 ref,
                 lambda _: ReleaseDue(
@@ -989,6 +1004,7 @@ class ReleaseService:
                     proposal=proposal,
                     late_by=late if late > timedelta(minutes=1) else None,
                     deploy_target=config.deploy.target if not config.deploy.playbook else None,
+                    new_commits=new_commits,
                 ),
                 reply_key=f"release-due:{release.key}:{slot_start.isoformat()}",
             )

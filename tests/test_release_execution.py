@@ -463,3 +463,18 @@ async def test_a_deployment_that_never_reports_fails_after_its_timeout(scenario:
     assert "no result from deployment production after 20 minutes" in scenario.answers(7)[-1]
     lane = f"{REPO} production"
     assert await scenario.store.acquire_lease(f"env:{lane}", "next", now=T + timedelta(minutes=22), seconds=60)
+
+
+async def test_commits_pushed_after_the_last_check_are_named_at_the_slot(scenario: Scenario) -> None:
+    await booked(scenario)
+    await at(scenario, T_MINUS_15)  # the last check passed
+    scenario.fake.push_to_pull(REPO, 7, "b" * 40)  # pushed at 14:50; its webhook never arrived
+    await at(scenario, T)
+    assert scenario.fake.calls("pulls/merge") == []
+    [compare] = scenario.fake.calls("repos/compare-commits-with-basehead") or scenario.fake.calls(
+        "repos/compare-commits"
+    )
+    assert compare.path.endswith(f"/compare/{HEAD}...{'b' * 40}")
+    said = scenario.answers(7)[-1]
+    assert f"the head moved to bbbbbbb since {HEAD[:7]} was verified" in said and "1 new commit: bbbbbbb " in said
+    assert "it waits for their checks and a new slot" in said and "`/ship 2026-11-27 15:30`" in said
