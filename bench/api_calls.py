@@ -98,8 +98,9 @@ async def lifecycle(tmp: Path) -> dict[str, Any]:
         scenario.clock.now = release.slot.start
         await scenario.settle()
         releasing = await scenario.store.get_active_release(REPO, 7)
-        assert releasing is not None and releasing.merge_sha, releasing
-        await scenario.deliver("workflow_run", workflow_run(900, releasing.merge_sha, workflow="deploy.yml"))
+        assert releasing is not None and releasing.merge_sha and releasing.deploy_id, releasing
+        run = int(releasing.deploy_id)  # the run GitHub created for the dispatch
+        await scenario.deliver("workflow_run", workflow_run(run, releasing.merge_sha, workflow="deploy.yml"))
         done = await scenario.store.get_latest_release(REPO, 7)
         assert done is not None and done.state.value == "released", done
         by_endpoint, units = tally(fake, first)
