@@ -262,6 +262,7 @@ _DESCRIPTION_DELAY = timedelta(seconds=30)  # a description-only calendar change
 SERVICE_JOBS = frozenset({"calendar", "tminus", "release", "merge", "deploy", "deploy-watch"})
 _LOCK_SECONDS = 3600.0  # the environment lock outlives any merge; a crashed holder's lapses
 _LOCK_RETRY = timedelta(minutes=1)
+_LOCK_MARGIN = timedelta(minutes=30)  # the lock outlives the deploy timeout by this much
 _LOCK_PATIENCE = timedelta(minutes=15)  # how long a due release waits for the environment lock
 _LATE_GRACE = timedelta(minutes=15)  # a release timer this late after its slot's end does not merge
 
@@ -1009,6 +1010,11 @@ class ReleaseService:
                 reply_key=f"release-due:{release.key}:{slot_start.isoformat()}",
             )
             handed_off = decision.release is not None and decision.release.state == State.RELEASING
+            if handed_off:
+                # Held through the merge and the deploy: as long as the deploy may take, and a margin.
+                # The deploy's timeout then fails the release and frees it before the lease could lapse.
+                hold = (config.deploy.timeout + _LOCK_MARGIN).total_seconds()
+                await self.store.acquire_lease(lock, release.key, now=self.clock(), seconds=hold)
         finally:
             if not handed_off:  # the merge (and deploy) now hold the environment until they end
                 await self.store.release_lease(lock, release.key)

@@ -478,3 +478,16 @@ async def test_commits_pushed_after_the_last_check_are_named_at_the_slot(scenari
     said = scenario.answers(7)[-1]
     assert f"the head moved to bbbbbbb since {HEAD[:7]} was verified" in said and "1 new commit: bbbbbbb " in said
     assert "it waits for their checks and a new slot" in said and "`/ship 2026-11-27 15:30`" in said
+
+
+async def test_the_environment_lock_lasts_as_long_as_the_deploy_may(scenario: Scenario) -> None:
+    await deploy_config(scenario, "deploy:\n  workflow: deploy.yml\n  timeout_minutes: 180\n")
+    await booked(scenario)
+    await at(scenario, T)
+    release = await scenario.store.get_active_release(REPO, 7)
+    assert release is not None and release.state is State.RELEASING
+    lane = f"{REPO} production"
+    # Two and a half hours into a three-hour deploy, the environment is still its.
+    assert not await scenario.store.acquire_lease(
+        f"env:{lane}", "octo-org/widgets#8/1", now=T + timedelta(minutes=150), seconds=60
+    )
