@@ -4,6 +4,7 @@ every write is idempotent (edit in place, found again by its marker, keyed by de
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import replace
@@ -57,7 +58,7 @@ class EffectExecutor:
             case "checkrun":
                 await self.check_run(gh, job.payload["repo"], int(job.payload["pr"]))
             case "reply":
-                await self.comment(gh, job.payload["repo"], int(job.payload["pr"]), job.payload["text"])
+                await self.reply(gh, job)
             case "react":
                 await gh.post(
                     f"/repos/{job.payload['repo']}/issues/comments/{job.payload['comment_id']}/reactions",
@@ -66,6 +67,18 @@ class EffectExecutor:
                 self.writes += 1
             case _:
                 raise ValueError(f"unknown job kind {job.kind!r}")
+
+    async def reply(self, gh: GitHubAPI, job: Job) -> None:
+        """Post a reply exactly once: it carries a hidden mark of its job, and a retry (the worker died
+        between GitHub's answer and noting the job done) looks for that mark before posting again."""
+        repo, pr = job.payload["repo"], int(job.payload["pr"])
+        mark = f"<!-- release-secretary:reply {hashlib.sha256(job.key.encode()).hexdigest()[:16]} -->"
+        if job.attempts > 1:
+            async for comment in gh.getiter(f"/repos/{repo}/issues/{pr}/comments?per_page=100"):
+                if self._ours(comment) and mark in str(comment.get("body", "")):
+                    return  # posted by the run that died
+        text = job.payload["text"][: _MAX_BODY - len(mark) - 1]
+        await self.comment(gh, repo, pr, f"{text}\n{mark}")
 
     async def comment(self, gh: GitHubAPI, repo: str, pr: int, text: str) -> int:
         data = await gh.post(f"/repos/{repo}/issues/{pr}/comments", data={"body": text[:_MAX_BODY]})

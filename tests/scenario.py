@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -194,7 +195,8 @@ class Scenario:
     def replies(self, pr: int) -> list[str]:
         """What the bot answered (not the sticky comment, not the people's own comments)."""
         return [
-            c["body"]
+            # Without the hidden mark each reply carries (its job, for exactly-once posting).
+            re.sub(r"\n<!-- release-secretary:reply [0-9a-f]+ -->$", "", c["body"])
             for c in self.comments(pr)
             if c["user"]["type"] == "Bot" and not c["body"].startswith("<!-- release-secretary -->")
         ]

@@ -224,4 +224,32 @@ async def test_a_write_waiting_for_its_turn_waits_in_the_queue_not_in_a_slot(
         clock.now = due
         assert await worker.run_once() == 1
         [posted] = fake_github.calls("issues/create-comment")
-        assert posted.json == {"body": "hello"}
+        assert posted.json is not None and posted.json["body"].startswith("hello\n<!-- release-secretary:reply ")
+
+
+async def test_a_reply_posted_by_a_run_that_died_is_not_posted_again(
+    store: SqliteStore, app_settings: Settings, fake_github: object
+) -> None:
+    from dataclasses import replace
+
+    import aiohttp
+
+    from bot.github import GitHubApp
+    from bot.store.base import Job
+    from tests.fakes.github import FakeGitHub
+
+    assert isinstance(fake_github, FakeGitHub)
+    fake_github.add_pull("octo-org/widgets", 7, head_sha="a" * 40, title="t", user_login="alice")
+    async with aiohttp.ClientSession() as session:
+        worker = Worker(store, app_settings, routing.Router(), GitHubApp(app_settings, session), clock=Clock())
+        assert worker.executor is not None
+        payload = {"repo": "octo-org/widgets", "pr": 7, "installation_id": 99, "text": "### ✅ Released"}
+        first = Job(key="reply:summary:o/r#7/1:1", kind="reply", payload=payload, due_at=Clock()(), attempts=1)
+        await worker.executor.run(first)
+        # The worker died before noting the job done; its lease lapsed and another run claims it.
+        await worker.executor.run(replace(first, attempts=2))
+        assert len(fake_github.calls("issues/create-comment")) == 1
+        # A different reply is posted, even on a retry.
+        other = replace(first, key="reply:summary:o/r#8/1:1", attempts=2)
+        await worker.executor.run(other)
+        assert len(fake_github.calls("issues/create-comment")) == 2
