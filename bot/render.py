@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
+from .checks import _safe_url as safe_url
 from .checks import escape_markdown, render_table
 from .policy import format_slot
 from .release import Release, State
@@ -98,6 +99,7 @@ def render_sticky(release: Release | None, tz: ZoneInfo, *, config_problems: tup
         f"| **Window** | {window} |",
         f"| **Head** | {short(release.head_sha)} |",
         f"| **Verified SHA** | {short(release.verified_sha)} |",
+        *_delivery_rows(release),
         "",
     ]
     if release.checks is not None and release.checks.items:
@@ -127,6 +129,23 @@ def render_sticky(release: Release | None, tz: ZoneInfo, *, config_problems: tup
         history = [f"- ({len(history) - MAX_HISTORY} earlier entries not shown)", *history[-MAX_HISTORY:]]
     lines += ["<details><summary>History</summary>", "", *history, "", "</details>"]
     return "\n".join(lines) + "\n"
+
+
+def _delivery_rows(release: Release) -> list[str]:
+    """Once it is merged: the merge commit, and the deploy with its log as it runs."""
+    rows = []
+    if release.merge_sha:
+        rows.append(f"| **Merged as** | {short(release.merge_sha)} |")
+    if release.deploy_target and release.merge_sha:
+        url = safe_url(release.deploy_url)
+        log = f" · [log]({url})" if url else ""
+        done = {State.RELEASED: "done", State.FAILED: "failed", State.ROLLED_BACK: "done, then rolled back"}
+        status = done.get(release.state, "running")
+        rows.append(f"| **Deploy** | {escape_markdown(release.deploy_target)}: {status}{log} |")
+    if release.rollback_id:
+        url = safe_url(release.rollback_url)
+        rows.append("| **Rollback** | " + (f"[run]({url})" if url else release.rollback_id) + " |")
+    return rows
 
 
 def _window(release: Release, tz: ZoneInfo) -> str:

@@ -202,6 +202,10 @@ async def test_a_workflow_deploy_is_dispatched_on_the_merge_and_followed_to_rele
     await scenario.deliver("workflow_run", workflow_run(run, merge_sha, workflow="deploy.yml", action="in_progress"))
     running = await scenario.store.get_active_release(REPO, 7)
     assert running is not None and running.deploy_url == f"https://github.com/{REPO}/actions/runs/{run}"
+    body = scenario.sticky(7)["body"]  # the progress comment follows the deploy
+    assert f"| **Merged as** | `{merge_sha[:7]}` |" in body
+    log = f"https://github.com/{REPO}/actions/runs/{run}"
+    assert f"| **Deploy** | workflow deploy.yml: running · [log]({log}) |" in body
     # A run of another workflow, on another commit, or another run of it (by hand) is not ours.
     await scenario.deliver("workflow_run", workflow_run(run + 1, merge_sha, workflow="tests.yml"))
     await scenario.deliver("workflow_run", workflow_run(run + 2, "f" * 40, workflow="deploy.yml"))
