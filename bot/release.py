@@ -836,6 +836,15 @@ def _calendar_changed(release: Release | None, event: CalendarChanged, now: date
     return Decision(decided, (RenderProgress(), Reply(text)))
 
 
+# A release timer that runs this long after its slot ended (the workers were down) does not release.
+LATE_GRACE = timedelta(minutes=15)
+
+
+def missed_slot(release: Release, now: datetime) -> bool:
+    """The slot ended (and its grace) before the release could run in it: too late to release now."""
+    return release.slot is not None and now > release.slot.end + LATE_GRACE
+
+
 def _release_due(release: Release | None, event: ReleaseDue, now: datetime) -> Decision:
     """At the slot: merge the verified SHA if everything still holds; otherwise block and say why."""
     if release is None or release.slot is None or release.slot.start != event.slot_start:
@@ -859,6 +868,13 @@ def _release_due(release: Release | None, event: ReleaseDue, now: datetime) -> D
             noun = "commit" if len(event.new_commits) == 1 else "commits"
             moved += f" ({len(event.new_commits)} new {noun}: {shown}{more}); it waits for their checks and a new slot"
         problems.insert(0, moved)
+    if missed_slot(release, now):
+        minutes = int((now - release.slot.end).total_seconds() // 60)
+        problems.insert(
+            0,
+            f"the slot ended {minutes} min ago while the bot was down; it does not release outside the time "
+            "it announced",
+        )
     if not problems and event.mergeable is False:
         problems.append("GitHub reports the pull request cannot be merged (conflicts, or a rule it does not meet)")
     if problems:

@@ -59,6 +59,7 @@ from .release import (
     State,
     UnholdRequested,
     decide,
+    missed_slot,
     permission_reaches,
 )
 from .repo_config import CONFIG_PATH, DEFAULT_CONFIG, ConfigError, RepoConfig, parse_config
@@ -247,12 +248,19 @@ def _problem_lines(error: ConfigError) -> tuple[str, ...]:
     return tuple(f"{'line ' + str(p.line) + ': ' if p.line else ''}{p.message}" for p in error.problems[:10])
 
 
+def job_payload(release: Release, **extra: object) -> dict[str, Any]:
+    """What every job about a release carries: which PR, which release of it, which installation."""
+    return {
+        "repo": release.repo,
+        "pr": release.pr,
+        "number": release.number,
+        "installation_id": release.installation_id,
+        **extra,
+    }
+
+
 def calendar_key(release: Release) -> str:
     return f"calendar:{release.key}"
-
-
-def tminus_key(release: Release) -> str:
-    return f"tminus:{release.key}"
 
 
 _LANE_LEASE_SECONDS = 60.0  # renewed every third of it while a booking decision runs
@@ -264,7 +272,6 @@ _LOCK_SECONDS = 3600.0  # the environment lock outlives any merge; a crashed hol
 _LOCK_RETRY = timedelta(minutes=1)
 _LOCK_MARGIN = timedelta(minutes=30)  # the lock outlives the deploy timeout by this much
 _LOCK_PATIENCE = timedelta(minutes=15)  # how long a due release waits for the environment lock
-_LATE_GRACE = timedelta(minutes=15)  # a release timer this late after its slot's end does not merge
 
 
 class ReleaseService:
@@ -357,31 +364,18 @@ class ReleaseService:
                 case Merge(sha=sha, method=method):
                     release = decision.release
                     assert release is not None
-                    payload = {
-                        "repo": ref.repo,
-                        "pr": ref.pr,
-                        "installation_id": ref.installation_id,
-                        "number": release.number,
-                        "sha": sha,
-                        "method": method,
-                    }
                     # Once per release, SHA and attempt (the RELEASING entry of the history): a retried
                     # decision cannot merge twice, and a new `/ship` after a refusal is a new attempt.
                     key = f"merge:{release.key}:{sha}:{len(release.audit)}"
+                    payload = job_payload(release, sha=sha, method=method)
                     await self.store.schedule_job(key, "merge", payload, due_at=now, once=True)
                 case Deploy(target=target, merge_sha=merge_sha):
                     release = decision.release
                     assert release is not None
-                    payload = {
-                        "repo": ref.repo,
-                        "pr": ref.pr,
-                        "installation_id": ref.installation_id,
-                        "number": release.number,
-                        "target": target,
-                        "merge_sha": merge_sha,
-                    }
-                    key = f"deploy:{release.key}:{merge_sha}"
-                    await self.store.schedule_job(key, "deploy", payload, due_at=now, once=True)
+                    payload = job_payload(release, target=target, merge_sha=merge_sha)
+                    await self.store.schedule_job(
+                        f"deploy:{release.key}:{merge_sha}", "deploy", payload, due_at=now, once=True
+                    )
 
     async def schedule_calendar(self, release: Release, now: datetime, before: Release | None = None) -> None:
         """After a change: bring the calendar event in line, and set the T-minus timer for the slot.
@@ -391,12 +385,7 @@ class ReleaseService:
         wanted = self.calendars.wanted(release)
         booked = release.slot is not None or release.event_id is not None
         if booked and await self.store.get_value(f"calendar:synced:{release.key}") != wanted:
-            payload = {
-                "repo": release.repo,
-                "pr": release.pr,
-                "number": release.number,
-                "installation_id": release.installation_id,
-            }
+            payload = job_payload(release)
             urgent = (
                 release.event_id is None or release.state not in OPEN or before is None or before.slot != release.slot
             )
@@ -412,28 +401,20 @@ class ReleaseService:
         )
         if timed and not unchanged and release.slot is not None and release.prechecked_for != release.slot.start:
             due = max(now, release.slot.start - timedelta(minutes=release.lead_minutes))
-            payload = {
-                "repo": release.repo,
-                "pr": release.pr,
-                "installation_id": release.installation_id,
-                "slot_start": release.slot.start.isoformat(),
-                "due_at": due.isoformat(),
-            }
-            # The slot may have moved later: this timer replaces the old one, earlier or not.
-            await self.store.schedule_job(tminus_key(release), "tminus", payload, due_at=due, keep_earlier=False)
+            await self.set_timer("tminus", release, release.slot.start, due)
         moved = before is None or before.slot != release.slot or before.state == State.HELD
         if timed and moved and release.slot is not None:
             start = release.slot.start
-            payload = {
-                "repo": release.repo,
-                "pr": release.pr,
-                "installation_id": release.installation_id,
-                "slot_start": start.isoformat(),
-                "due_at": start.isoformat(),
-            }
-            await self.store.schedule_job(
-                f"release:{release.key}", "release", payload, due_at=max(now, start), keep_earlier=False
-            )
+            await self.set_timer("release", release, start, start, run_at=max(now, start))
+
+    async def set_timer(
+        self, kind: str, release: Release, slot_start: datetime, due: datetime, *, run_at: datetime | None = None
+    ) -> None:
+        """The `kind` timer ("tminus", "release") of the release's slot, due at `due` (run at `run_at`,
+        when that differs: a retry). It replaces the release's earlier one of that kind, earlier or not:
+        the slot may have moved later."""
+        payload = job_payload(release, slot_start=slot_start.isoformat(), due_at=due.isoformat())
+        await self.store.schedule_job(f"{kind}:{release.key}", kind, payload, due_at=run_at or due, keep_earlier=False)
 
     async def schedule_render(self, ref: PullRef, now: datetime) -> None:
         """Coalesced: a burst of changes becomes one edit, at most one per STICKY_DEBOUNCE seconds."""
@@ -934,15 +915,7 @@ class ReleaseService:
         if not await self.store.acquire_lease(lock, release.key, now=now, seconds=_LOCK_SECONDS):
             if now < slot_start + _LOCK_PATIENCE:
                 # Another release of this environment is still going: wait for it, a little.
-                payload = {
-                    "repo": ref.repo,
-                    "pr": ref.pr,
-                    "installation_id": ref.installation_id,
-                    "slot_start": slot_start.isoformat(),
-                    "due_at": due_at.isoformat(),
-                }
-                key = f"release:{release.key}"
-                await self.store.schedule_job(key, "release", payload, due_at=now + _LOCK_RETRY, keep_earlier=False)
+                await self.set_timer("release", release, slot_start, due_at, run_at=now + _LOCK_RETRY)
                 return None
             conflicts: tuple[str, ...] = (
                 f"another release of {release.lane} was still running {int(_LOCK_PATIENCE.total_seconds() // 60)} "
@@ -951,13 +924,6 @@ class ReleaseService:
             locked = True
         else:
             conflicts, locked = (), False
-        if now > release.slot.end + _LATE_GRACE:
-            # The workers were down through the whole slot: releasing now would be outside the time
-            # people were told. Say so and offer the next slot instead.
-            conflicts += (
-                f"the slot ended {int((now - release.slot.end).total_seconds() // 60)} min ago while the bot was down; "
-                "it does not release outside the time it announced",
-            )
         handed_off = False
         try:
             loaded = await self.read.config(gh, ref.repo, fresh=True)
@@ -980,7 +946,8 @@ class ReleaseService:
                     "reach yet: it will not merge without the deploy it was told to run",
                 )
             proposal = None
-            if conflicts or verdict.state != "green" or pull.head_sha != (release.verified_sha or release.head_sha):
+            stale = pull.head_sha != (release.verified_sha or release.head_sha)
+            if conflicts or verdict.state != "green" or stale or missed_slot(release, now):
                 after = now + config.policy().lead_time
                 proposal = await self.calendars.next_free(
                     config, ref.repo, release.requested_by, after=after, own=release
@@ -1094,13 +1061,7 @@ class ReleaseService:
         # A deploy that never reports (no statuses, a lost run) must not hold the release and the
         # environment for ever: look at it when its time is up.
         timeout = (await self.read.config(gh, ref.repo)).config.deploy.timeout
-        watch = {
-            "repo": ref.repo,
-            "pr": ref.pr,
-            "installation_id": ref.installation_id,
-            "number": number,
-            "merge_sha": merge_sha,
-        }
+        watch = job_payload(release, merge_sha=merge_sha)
         await self.store.schedule_job(
             f"deploy-watch:{release.key}", "deploy-watch", watch, due_at=self.clock() + timeout, once=True
         )
@@ -1377,15 +1338,7 @@ class ReleaseService:
         now = self.clock()
         if now >= slot_start:
             return
-        due = min(now + _RECHECK, slot_start)
-        payload = {
-            "repo": release.repo,
-            "pr": release.pr,
-            "installation_id": release.installation_id,
-            "slot_start": slot_start.isoformat(),
-            "due_at": due.isoformat(),
-        }
-        await self.store.schedule_job(tminus_key(release), "tminus", payload, due_at=due, keep_earlier=False)
+        await self.set_timer("tminus", release, slot_start, min(now + _RECHECK, slot_start))
 
     async def precheck_failed(self, ref: PullRef, slot_start: datetime, error: str) -> Decision | None:
         release = await self.store.get_active_release(ref.repo, ref.pr)

@@ -29,6 +29,7 @@ from tests.fakes._operations import Call, GitHubError, Operations, Page, Reply
 from tests.fakes._spec import Operation, Spec, describe_error, load_spec
 from tests.fakes._state import JSON, FakeApp, Principal, RateBucket, iso
 from tests.fakes.github_oauth import OAUTH_PATHS, OAuthWebFlow, WebReply, WebRequest, parse_form, to_response
+from tests.fakes.server import LocalServer
 
 JWT_MAX_LIFETIME = timedelta(minutes=10)
 JWT_CLOCK_SKEW = timedelta(seconds=60)
@@ -60,7 +61,7 @@ class _Fault:
     times: int
 
 
-class FakeGitHub(OAuthWebFlow, Operations):
+class FakeGitHub(LocalServer, OAuthWebFlow, Operations):
     """The fake GitHub. `await start()`, arrange state with the `add_*`/`set_*` methods (`_state`),
     point the bot at `url`, then assert on `requests`, `calls(...)`, the state and `violations == []`.
 
@@ -83,7 +84,6 @@ class FakeGitHub(OAuthWebFlow, Operations):
         self.requests: list[RecordedRequest] = []
         self._faults: list[_Fault] = []
         self._request_numbers = itertools.count(1)
-        self._runner: web.AppRunner | None = None
         self._handlers: dict[str, Callable[[Call], Reply | Page]] = {}
         for op in self.spec.operations:
             name = "_op_" + re.sub(r"[^a-z0-9]+", "_", op.operation_id)
@@ -92,28 +92,11 @@ class FakeGitHub(OAuthWebFlow, Operations):
                 raise NotImplementedError(f"fake GitHub has no handler for {op.operation_id}")
             self._handlers[op.operation_id] = handler
 
-    async def start(self) -> str:
-        app = web.Application(client_max_size=32 * 1024 * 1024)
+    def make_app(self) -> web.Application:
+        return web.Application(client_max_size=32 * 1024 * 1024)
+
+    def routes(self, app: web.Application) -> None:
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}"
-        return self.url
-
-    async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> FakeGitHub:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
 
     def fail_next(
         self,

@@ -39,6 +39,8 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from tests.fakes.server import LocalServer
+
 DISCOVERY: dict[str, Any] = json.loads(
     (Path(googleapiclient.__file__).parent / "discovery_cache" / "documents" / "calendar.v3.json").read_text()
 )
@@ -194,7 +196,7 @@ def _rsa_key(email: str) -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
-class FakeGoogle:
+class FakeGoogle(LocalServer):
     """The fake Google. Knobs: `consent`, `page_size` (events per list page), `fail_next(...)`."""
 
     def __init__(self) -> None:
@@ -211,34 +213,13 @@ class FakeGoogle:
         self.violations: list[str] = []
         self._failures: dict[str, list[tuple[int, str]]] = {"calendar": [], "token": []}
         self._method_failures: dict[str, list[tuple[int, str]]] = {}
-        self._runner: web.AppRunner | None = None
 
     # Life cycle.
 
-    async def start(self) -> str:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_route("*", "/calendar/v3/{tail:.*}", self._calendar)
         app.router.add_post("/token", self._token)
         app.router.add_get("/o/oauth2/v2/auth", self._authorize)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}"
-        return self.url
-
-    async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> FakeGoogle:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
 
     @property
     def token_url(self) -> str:
