@@ -64,7 +64,7 @@ from .release import (
 )
 from .repo_config import CONFIG_PATH, DEFAULT_CONFIG, ConfigError, RepoConfig, parse_config
 from .secrets import SecretBox, Vault
-from .store import Store, VersionConflict
+from .store import JobSpec, Store, VersionConflict
 from .store.base import Job
 
 log = logging.getLogger(__name__)
@@ -259,6 +259,16 @@ def job_payload(release: Release, **extra: object) -> dict[str, Any]:
     }
 
 
+def timer_job(
+    kind: str, release: Release, slot_start: datetime, due: datetime, *, run_at: datetime | None = None
+) -> JobSpec:
+    """The `kind` timer ("tminus", "release") of the release's slot, due at `due` (run at `run_at`, when
+    that differs: a retry). It replaces the release's earlier one of that kind, earlier or not: the slot
+    may have moved later."""
+    payload = job_payload(release, slot_start=slot_start.isoformat(), due_at=due.isoformat())
+    return JobSpec(f"{kind}:{release.key}", kind, payload, due_at=run_at or due, keep_earlier=False)
+
+
 def calendar_key(release: Release) -> str:
     return f"calendar:{release.key}"
 
@@ -331,7 +341,10 @@ class ReleaseService:
     async def apply(
         self, ref: PullRef, make_event: Callable[[Release | None], Event], *, reply_key: str | None = None
     ) -> Decision:
-        """Decide against the PR's current release and save; on a concurrent change, decide again."""
+        """Decide against the PR's current release and save; on a concurrent change, decide again.
+
+        A change is saved together with the jobs that carry out its effects (the store's outbox): a crash
+        right after the save cannot lose a reply, a merge, a deploy or a timer."""
         for _ in range(_MAX_CONFLICT_RETRIES):
             current = await self.store.get_active_release(ref.repo, ref.pr)
             if current is None:
@@ -340,27 +353,38 @@ class ReleaseService:
             event = make_event(current)
             decision = decide(current, event, now)
             release = decision.release
+            jobs = await self.effect_jobs(ref, decision, reply_key=reply_key)
+            if release is None or release == current:
+                # Nothing saved: a retried input decides the same again, so its jobs need no outbox.
+                await self.schedule(jobs)
+                return Decision(release, decision.effects)
+            # Recording where the event is changes nothing the calendar shows: no job for that.
+            if not isinstance(event, EventBooked):
+                before = current if current and current.key == release.key else None
+                jobs += await self.calendar_jobs(release, now, before)
             try:
-                if release is not None and release != current:
-                    release = await self.store.save_release(release)
+                release = await self.store.save_release(release, jobs)
             except VersionConflict:
                 continue
-            await self.queue_effects(ref, decision, reply_key=reply_key)
-            # Recording where the event is changes nothing the calendar shows: no job for that.
-            if release is not None and release != current and not isinstance(event, EventBooked):
-                await self.schedule_calendar(release, now, current if current and current.key == release.key else None)
             return Decision(release, decision.effects)
         raise VersionConflict(f"{ref.repo}#{ref.pr} kept changing under us")
 
-    async def queue_effects(self, ref: PullRef, decision: Decision, *, reply_key: str | None) -> None:
+    async def schedule(self, jobs: list[JobSpec]) -> None:
+        for job in jobs:
+            await self.store.schedule_job(
+                job.key, job.kind, job.payload, due_at=job.due_at, keep_earlier=job.keep_earlier, once=job.once
+            )
+
+    async def effect_jobs(self, ref: PullRef, decision: Decision, *, reply_key: str | None) -> list[JobSpec]:
         now = self.clock()
+        jobs: list[JobSpec] = []
         for i, effect in enumerate(decision.effects):
             match effect:
                 case RenderProgress():
-                    await self.schedule_render(ref, now)
+                    jobs.append(await self.render_job(ref, now))
                 case Reply(text=text):
                     # Keyed by the input's delivery: a redelivered webhook cannot post it twice.
-                    await self.reply(ref, text, key=f"{reply_key or now.isoformat()}:{i}")
+                    jobs.append(self.reply_job(ref, text, key=f"{reply_key or now.isoformat()}:{i}"))
                 case Merge(sha=sha, method=method):
                     release = decision.release
                     assert release is not None
@@ -368,20 +392,20 @@ class ReleaseService:
                     # decision cannot merge twice, and a new `/ship` after a refusal is a new attempt.
                     key = f"merge:{release.key}:{sha}:{len(release.audit)}"
                     payload = job_payload(release, sha=sha, method=method)
-                    await self.store.schedule_job(key, "merge", payload, due_at=now, once=True)
+                    jobs.append(JobSpec(key, "merge", payload, due_at=now, once=True))
                 case Deploy(target=target, merge_sha=merge_sha):
                     release = decision.release
                     assert release is not None
                     payload = job_payload(release, target=target, merge_sha=merge_sha)
-                    await self.store.schedule_job(
-                        f"deploy:{release.key}:{merge_sha}", "deploy", payload, due_at=now, once=True
-                    )
+                    jobs.append(JobSpec(f"deploy:{release.key}:{merge_sha}", "deploy", payload, due_at=now, once=True))
+        return jobs
 
-    async def schedule_calendar(self, release: Release, now: datetime, before: Release | None = None) -> None:
+    async def calendar_jobs(self, release: Release, now: datetime, before: Release | None = None) -> list[JobSpec]:
         """After a change: bring the calendar event in line, and set the T-minus timer for the slot.
 
         A new time, a new event or a final state is written at once; a description-only change (the
         verified SHA, the state, while CI flaps) waits a little, so a burst of them is one write."""
+        jobs: list[JobSpec] = []
         wanted = self.calendars.wanted(release)
         booked = release.slot is not None or release.event_id is not None
         if booked and await self.store.get_value(f"calendar:synced:{release.key}") != wanted:
@@ -390,7 +414,7 @@ class ReleaseService:
                 release.event_id is None or release.state not in OPEN or before is None or before.slot != release.slot
             )
             due = now if urgent else now + _DESCRIPTION_DELAY
-            await self.store.schedule_job(calendar_key(release), "calendar", payload, due_at=due)
+            jobs.append(JobSpec(calendar_key(release), "calendar", payload, due_at=due))
         timed = release.state in OPEN and release.state != State.HELD and release.slot is not None
         was_timed = before is not None and before.state in OPEN and before.state != State.HELD
         unchanged = (
@@ -401,29 +425,29 @@ class ReleaseService:
         )
         if timed and not unchanged and release.slot is not None and release.prechecked_for != release.slot.start:
             due = max(now, release.slot.start - timedelta(minutes=release.lead_minutes))
-            await self.set_timer("tminus", release, release.slot.start, due)
+            jobs.append(timer_job("tminus", release, release.slot.start, due))
         moved = before is None or before.slot != release.slot or before.state == State.HELD
         if timed and moved and release.slot is not None:
             start = release.slot.start
-            await self.set_timer("release", release, start, start, run_at=max(now, start))
+            jobs.append(timer_job("release", release, start, start, run_at=max(now, start)))
+        return jobs
 
     async def set_timer(
         self, kind: str, release: Release, slot_start: datetime, due: datetime, *, run_at: datetime | None = None
     ) -> None:
-        """The `kind` timer ("tminus", "release") of the release's slot, due at `due` (run at `run_at`,
-        when that differs: a retry). It replaces the release's earlier one of that kind, earlier or not:
-        the slot may have moved later."""
-        payload = job_payload(release, slot_start=slot_start.isoformat(), due_at=due.isoformat())
-        await self.store.schedule_job(f"{kind}:{release.key}", kind, payload, due_at=run_at or due, keep_earlier=False)
+        await self.schedule([timer_job(kind, release, slot_start, due, run_at=run_at)])
 
-    async def schedule_render(self, ref: PullRef, now: datetime) -> None:
+    async def render_job(self, ref: PullRef, now: datetime) -> JobSpec:
         """Coalesced: a burst of changes becomes one edit, at most one per STICKY_DEBOUNCE seconds."""
         record = await self.store.get_pull_record(ref.repo, ref.pr)
         due = now
         if record is not None and record.rendered_at is not None:
             due = max(now, record.rendered_at + timedelta(seconds=self.settings.sticky_debounce))
         payload = {"repo": ref.repo, "pr": ref.pr, "installation_id": ref.installation_id}
-        await self.store.schedule_job(render_key(ref.repo, ref.pr), "render", payload, due_at=due)
+        return JobSpec(render_key(ref.repo, ref.pr), "render", payload, due_at=due)
+
+    async def schedule_render(self, ref: PullRef, now: datetime) -> None:
+        await self.schedule([await self.render_job(ref, now)])
 
     async def react(self, ref: PullRef, comment_id: int, content: str = "eyes") -> None:
         payload = {
@@ -434,9 +458,12 @@ class ReleaseService:
         }
         await self.store.schedule_job(f"react:{comment_id}:{content}", "react", payload, due_at=self.clock(), once=True)
 
-    async def reply(self, ref: PullRef, text: str, *, key: str) -> None:
+    def reply_job(self, ref: PullRef, text: str, *, key: str) -> JobSpec:
         payload = {"repo": ref.repo, "pr": ref.pr, "installation_id": ref.installation_id, "text": text}
-        await self.store.schedule_job(f"reply:{key}", "reply", payload, due_at=self.clock(), once=True)
+        return JobSpec(f"reply:{key}", "reply", payload, due_at=self.clock(), once=True)
+
+    async def reply(self, ref: PullRef, text: str, *, key: str) -> None:
+        await self.schedule([self.reply_job(ref, text, key=key)])
 
     # Operations ---------------------------------------------------------------------------------
 
@@ -898,15 +925,6 @@ class ReleaseService:
         """T: read everything again; with the environment free and all still good, merge the verified SHA."""
         release = await self.store.get_active_release(ref.repo, ref.pr)
         if release is None or release.slot is None or release.slot.start != slot_start:
-            return None
-        if release.state == State.RELEASING and release.merge_sha is None:
-            # A run before this one decided to merge and died before the merge job was queued: queue
-            # it again (its once-key makes a second copy a no-op).
-            marker = await self.store.get_value(f"merge:{release.key}")
-            if not (marker or "").startswith("merged "):
-                sha = release.verified_sha or release.head_sha
-                method = (await self.read.config(gh, ref.repo)).config.merge_method.value
-                await self.queue_effects(ref, Decision(release, (Merge(sha=sha, method=method),)), reply_key=None)
             return None
         if release.state not in (State.SCHEDULED, State.BLOCKED, State.VERIFYING):
             return None

@@ -47,6 +47,7 @@ async def _after(previous: asyncio.Task[None], work: Coroutine[Any, Any, None]) 
     await work
 
 
+_OUTBOX_EVERY = timedelta(minutes=1)
 _PURGE_EVERY = timedelta(minutes=10)
 DELIVERY_RETENTION = timedelta(days=7)
 
@@ -108,6 +109,7 @@ class Worker:
         self.wakeup = asyncio.Event()
         self.processed = 0
         self._last_purge: datetime | None = None
+        self._last_outbox: datetime | None = None
         self._last_sweep: datetime | None = None
         self._last_watch: datetime | None = None
         self._last_reconcile: datetime | None = None
@@ -135,6 +137,7 @@ class Worker:
             try:
                 claimed = await self._fill(inflight)
                 await self._maybe_purge()
+                await self._maybe_recover_outbox()
                 await self._maybe_sweep()
                 self._maybe_watch_calendars()
                 self._maybe_reconcile()
@@ -468,6 +471,16 @@ class Worker:
                 result.redelivered,
                 result.gave_up,
             )
+
+    async def _maybe_recover_outbox(self) -> None:
+        """At start and every minute: jobs a crashed process saved with a release but never queued."""
+        now = self.clock()
+        if self._last_outbox is not None and now - self._last_outbox < _OUTBOX_EVERY:
+            return
+        self._last_outbox = now
+        recovered = await self.store.recover_outbox()
+        if recovered:
+            log.warning("queued %d jobs left in the outbox by a crash", recovered)
 
     async def _maybe_purge(self) -> None:
         now = self.clock()

@@ -11,12 +11,14 @@ import json
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 REPOS = tuple(f"octo-org/service-{n}" for n in range(6))
 CONFIG = 'windows:\n  - days: [mon-sun]\n    hours: "00:00-23:59"\nslot_minutes: 5\ndeploy:\n  workflow: deploy.yml\n'
 KILLS = 30
+SEED = int(os.environ.get("CRASH_SEED", "20261125"))  # soak runs set other seeds
 
 pytestmark = pytest.mark.slow
 
@@ -69,12 +72,12 @@ async def test_releases_survive_sigkill_at_random_points(
         "REDELIVERY_SWEEP_INTERVAL": "0",
         "CALENDAR_SWEEP_INTERVAL": "0",
         "RECONCILE_INTERVAL": "0",
-        "LOG_LEVEL": "WARNING",
+        "LOG_LEVEL": "INFO",
     }
     store = SqliteStore(db)
     await store.open()
     try:
-        rng = random.Random(20261125)
+        rng = random.Random(SEED)
         finished: set[str] = set()
         mid_flight = 0  # kills that landed while some release was between asked and released
         for round_ in range(KILLS):
@@ -83,23 +86,30 @@ async def test_releases_survive_sigkill_at_random_points(
                 await deliver(
                     store, "issue_comment", comment(repo, 100 + round_, fake_github), installation=100 + round_
                 )
-            worker = start(env, tmp_path)
+            worker = start(env, tmp_path, round_)
             try:
-                # A worker takes about a third of a second to start: kills land before, during and after work.
-                await asyncio.sleep(rng.uniform(0.2, 0.9))
+                # Kills land while the worker starts, and then at random points of its work. The delay is
+                # counted from its "worker started" line, so a slow machine does not turn every kill
+                # into one before any work.
+                if rng.random() < 0.1:
+                    await asyncio.sleep(rng.uniform(0.0, 0.3))
+                else:
+                    await started(worker, tmp_path, round_)
+                    await asyncio.sleep(rng.uniform(0.0, 0.6))
                 await answer_dispatches(store, fake_github, finished)
             finally:
                 worker.send_signal(signal.SIGKILL)
                 await asyncio.to_thread(worker.wait, 10)
             states = [await latest_state(store, repo) for repo in REPOS]
             mid_flight += any(state not in (None, "released") for state in states)
-        worker = start(env, tmp_path)
+        worker = start(env, tmp_path, KILLS)
         try:
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + 90
             while time.monotonic() < deadline:
                 await answer_dispatches(store, fake_github, finished)
-                states = [await latest_state(store, repo) for repo in REPOS]
-                if states == ["released"] * len(REPOS):
+                if all(
+                    [await latest_state(store, repo) == "released" and summaries(fake_github, repo) for repo in REPOS]
+                ):
                     break
                 await asyncio.sleep(0.2)
         finally:
@@ -107,22 +117,40 @@ async def test_releases_survive_sigkill_at_random_points(
             await asyncio.to_thread(worker.wait, 30)
         assert mid_flight >= 3, mid_flight  # some kills did land in the middle of releases
         for repo in REPOS:
-            assert await latest_state(store, repo) == "released", repo
+            assert await latest_state(store, repo) == "released", (repo, await story(store, tmp_path, repo))
             merges = [r for r in fake_github.calls("pulls/merge") if r.path.startswith(f"/repos/{repo}/")]
             assert [r.status for r in merges].count(200) == 1, (repo, [r.status for r in merges])
             dispatches = [d for d in fake_github.workflow_dispatches if d["repo"] == repo]
             assert len(dispatches) == 1, (repo, dispatches)
             bot_comments = [c for c in fake_github.comments_on(repo, 7) if c["user"]["type"] == "Bot"]
             stickies = [c for c in bot_comments if c["body"].startswith("<!-- release-secretary -->")]
-            summaries = [c for c in bot_comments if c["body"].startswith("### ✅ Released")]
-            assert len(stickies) == 1 and len(summaries) == 1, (repo, [c["body"][:40] for c in bot_comments])
+            assert len(stickies) == 1 and len(summaries(fake_github, repo)) == 1, (
+                repo,
+                [c["body"][:40] for c in bot_comments],
+            )
         assert fake_github.violations == []
     finally:
         await store.close()
 
 
-def start(env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "bot", "worker"], env=env, cwd=cwd, stderr=subprocess.DEVNULL)
+def start(env: dict[str, str], cwd: Path, round_: int) -> subprocess.Popen[bytes]:
+    with (cwd / f"worker-{round_}.log").open("wb") as log:
+        return subprocess.Popen([sys.executable, "-m", "bot", "worker"], env=env, cwd=cwd, stderr=log)
+
+
+async def started(worker: subprocess.Popen[bytes], cwd: Path, round_: int) -> None:
+    """Until the worker has logged that it started (it is up and claiming work)."""
+    log = cwd / f"worker-{round_}.log"
+    deadline = time.monotonic() + 30
+    while b"worker started" not in log.read_bytes():
+        assert worker.poll() is None and time.monotonic() < deadline, log.read_text()
+        await asyncio.sleep(0.02)
+
+
+def summaries(fake: FakeGitHub, repo: str) -> list[dict[str, Any]]:
+    return [
+        c for c in fake.comments_on(repo, 7) if c["user"]["type"] == "Bot" and c["body"].startswith("### ✅ Released")
+    ]
 
 
 def comment(repo: str, installation: int, fake: FakeGitHub) -> dict[str, object]:
@@ -158,6 +186,23 @@ async def answer_dispatches(store: SqliteStore, fake: FakeGitHub, finished: set[
         data = workflow_run(run.id, run.head_sha, workflow="deploy.yml", repo=run.repo)
         data["installation"] = {"id": 100 + REPOS.index(run.repo)}
         await deliver(store, "workflow_run", data, installation=100 + REPOS.index(run.repo))
+
+
+async def story(store: SqliteStore, cwd: Path, repo: str) -> list[str]:
+    """What a stuck release went through, and the jobs left for it: the failure message says why."""
+    release = await store.get_latest_release(repo, 7)
+    lines = [f"{t.at:%H:%M:%S} {t.to_state.value}: {t.reason}" for t in release.audit] if release else []
+    with sqlite3.connect(cwd / "bot.db") as conn:
+        rows = conn.execute(
+            "SELECT key, kind, status, attempts, due_at, last_error FROM jobs WHERE key LIKE ?", (f"%{repo}%",)
+        ).fetchall()
+    logs = [
+        line
+        for n in range(KILLS + 1)
+        for line in (cwd / f"worker-{n}.log").read_text().splitlines()
+        if '"WARNING"' in line or '"ERROR"' in line
+    ]
+    return lines + [repr(row) for row in rows] + logs[-15:]
 
 
 async def latest_state(store: SqliteStore, repo: str) -> str | None:

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from bot.release import Release, State
 from bot.secrets import SecretBox, generate_key
-from bot.store import DeliveryStatus, Installation, NewDelivery, Store, VersionConflict
+from bot.store import DeliveryStatus, Installation, JobSpec, NewDelivery, Store, VersionConflict
 from bot.store.sqlite import SqliteStore
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -379,3 +380,80 @@ async def test_a_deferred_job_waits_without_spending_an_attempt(store: Store) ->
     [job] = await store.claim_jobs("w", now=T0 + timedelta(seconds=12), lease_seconds=30, limit=5)
     assert job.attempts == 1 and job.payload == {"text": "hi"}
     assert await store.finish_job(job, "w") is True
+
+
+def release(**changes: object) -> Release:
+    base = Release(
+        repo="octo-org/webshop",
+        pr=7,
+        number=1,
+        installation_id=42,
+        state=State.SCHEDULED,
+        title="Change",
+        base="main",
+        head_sha="a" * 40,
+        requested_by="mo",
+        requested_at=T0,
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+async def test_a_release_is_saved_with_its_jobs(store: Store) -> None:
+    first = JobSpec("reply:1", "reply", {"text": "booked"}, due_at=T0, once=True)
+    timer = JobSpec("release:x", "release", {"n": 1}, due_at=T0 + timedelta(hours=1), keep_earlier=False)
+    saved = await store.save_release(release(), [first, timer])
+    assert saved.version == 1
+    jobs = await store.claim_jobs("w1", now=T0, lease_seconds=30, limit=10)
+    assert [(j.key, j.payload) for j in jobs] == [("reply:1", {"text": "booked"})]
+    await store.finish_job(jobs[0], "w1")
+    moved = JobSpec("release:x", "release", {"n": 2}, due_at=T0 - timedelta(minutes=1), keep_earlier=False)
+    await store.save_release(replace(saved, state=State.BLOCKED), [moved])
+    (due,) = await store.claim_jobs("w1", now=T0, lease_seconds=30, limit=10)
+    assert (due.key, due.payload) == ("release:x", {"n": 2})  # the timer went with the change
+    await store.finish_job(due, "w1")
+    # A stale version saves nothing, and queues nothing either.
+    with pytest.raises(VersionConflict):
+        await store.save_release(saved, [JobSpec("reply:stale", "reply", {}, due_at=T0, once=True)])
+    assert await store.claim_jobs("w1", now=T0 + timedelta(days=1), lease_seconds=30, limit=10) == []
+    assert await store.recover_outbox() == 0
+
+
+async def test_jobs_of_a_save_that_crashed_before_queueing_them_are_recovered(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The process dies between the save and the queueing (here: the queueing fails): the change is
+    saved, its jobs wait in the outbox, and recover_outbox (every worker's start) queues them once."""
+
+    async def dead(*args: object, **kwargs: object) -> None:
+        raise ConnectionError("the process died here")
+
+    monkeypatch.setattr(store, "schedule_job", dead)
+    with pytest.raises(ConnectionError):
+        await store.save_release(release(), [JobSpec("merge:1", "merge", {"sha": "a"}, due_at=T0, once=True)])
+    monkeypatch.undo()
+    stored = await store.get_active_release("octo-org/webshop", 7)
+    assert stored is not None and stored.version == 1
+    assert await store.claim_jobs("w1", now=T0, lease_seconds=30, limit=10) == []
+    assert await store.recover_outbox() == 1
+    assert await store.recover_outbox() == 0
+    (job,) = await store.claim_jobs("w1", now=T0, lease_seconds=30, limit=10)
+    assert (job.key, job.kind, job.payload) == ("merge:1", "merge", {"sha": "a"})
+
+
+async def test_leftovers_of_a_release_go_out_before_its_next_jobs(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def dead(*args: object, **kwargs: object) -> None:
+        raise ConnectionError("the process died here")
+
+    monkeypatch.setattr(store, "schedule_job", dead)
+    with pytest.raises(ConnectionError):
+        await store.save_release(release(), [JobSpec("release:x", "release", {"n": 1}, due_at=T0, keep_earlier=False)])
+    monkeypatch.undo()
+    saved = await store.get_active_release("octo-org/webshop", 7)
+    assert saved is not None
+    later = JobSpec("release:x", "release", {"n": 2}, due_at=T0, keep_earlier=False)
+    await store.save_release(replace(saved, state=State.BLOCKED), [later])
+    (job,) = await store.claim_jobs("w1", now=T0, lease_seconds=30, limit=10)
+    assert job.payload == {"n": 2}  # the older leftover did not overwrite the newer timer
+    assert await store.recover_outbox() == 0

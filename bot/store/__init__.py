@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from ..config import Settings
-from .base import Delivery, DeliveryStatus, Installation, NewDelivery, Store, VersionConflict
+from .base import Delivery, DeliveryStatus, Installation, JobSpec, NewDelivery, Store, VersionConflict
 
 __all__ = [
     "Delivery",
     "DeliveryStatus",
     "Installation",
+    "JobSpec",
     "NewDelivery",
     "Store",
     "VersionConflict",

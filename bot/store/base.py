@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import lz4.block
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from ..calendar import CalendarEvent
     from ..release import PullRecord, Release
 
@@ -87,6 +89,40 @@ class Job:
     last_error: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """A job to schedule (see Store.schedule_job), written in one step with the release change that
+    caused it: the transactional outbox."""
+
+    key: str
+    kind: str
+    payload: dict[str, Any]
+    due_at: datetime
+    keep_earlier: bool = True
+    once: bool = False
+
+    def to_doc(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "kind": self.kind,
+            "payload": self.payload,
+            "due_at": self.due_at.isoformat(),
+            "keep_earlier": self.keep_earlier,
+            "once": self.once,
+        }
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> JobSpec:
+        return cls(
+            key=doc["key"],
+            kind=doc["kind"],
+            payload=doc["payload"],
+            due_at=datetime.fromisoformat(doc["due_at"]),
+            keep_earlier=bool(doc["keep_earlier"]),
+            once=bool(doc["once"]),
+        )
+
+
 class Store(Protocol):
     """Every operation the bot needs from its database. Times are aware UTC datetimes."""
 
@@ -142,7 +178,14 @@ class Store(Protocol):
 
     async def get_latest_release(self, repo: str, pr: int) -> Release | None: ...
 
-    async def save_release(self, release: Release) -> Release: ...
+    async def save_release(self, release: Release, jobs: Sequence[JobSpec] = ()) -> Release:
+        """Insert (version 0) or update (the version must match, else VersionConflict), and queue `jobs`:
+        the effects of the change. The jobs are written in the same atomic step as the release, then
+        scheduled; a crash in between leaves them for recover_outbox, so a saved change never loses its
+        effects and an unsaved one has none. Earlier leftovers of the release are scheduled first."""
+
+    async def recover_outbox(self) -> int:
+        """Schedule the jobs a crash left between a release's save and their scheduling; return how many."""
 
     async def find_releases(
         self,

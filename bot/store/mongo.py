@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import re
+import uuid
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,6 +21,7 @@ from .base import (
     DeliveryStatus,
     Installation,
     Job,
+    JobSpec,
     NewDelivery,
     VersionConflict,
     calendar_event_from_doc,
@@ -60,6 +63,7 @@ class MongoStore:
         )
         await db.releases.create_index([("repo", ASCENDING), ("pr", ASCENDING), ("number", DESCENDING)])
         await db.releases.create_index([("head_sha", ASCENDING), ("active", ASCENDING)])
+        await db.releases.create_index([("outbox.id", ASCENDING)], sparse=True)
         await db.jobs.create_index([("status", ASCENDING), ("due_at", ASCENDING)])
         await db.calendar_events.create_index([("calendar", ASCENDING), ("start", ASCENDING)])
         await db.calendar_events.create_index([("start", ASCENDING)])
@@ -212,7 +216,7 @@ class MongoStore:
         doc = await self._db.releases.find_one({"repo": repo, "pr": pr}, sort=[("number", DESCENDING)])
         return None if doc is None else release_from_doc(doc["doc"], doc["version"])
 
-    async def save_release(self, release: Release) -> Release:
+    async def save_release(self, release: Release, jobs: Sequence[JobSpec] = ()) -> Release:
         fields = {
             "repo": release.repo,
             "pr": release.pr,
@@ -223,20 +227,43 @@ class MongoStore:
             "doc": release_to_doc(release),
             "version": release.version + 1,
         }
+        # The outbox lives in the release's own document: one atomic write for the change and its jobs.
+        outbox = [{"id": uuid.uuid4().hex, **job.to_doc()} for job in jobs]
         try:
             if release.version == 0:
-                await self._db.releases.insert_one({"_id": release.key, **fields})
+                await self._db.releases.insert_one({"_id": release.key, **fields, "outbox": outbox})
                 ok = True
             else:
-                result = await self._db.releases.update_one(
-                    {"_id": release.key, "version": release.version}, {"$set": fields}
-                )
+                update: dict[str, Any] = {"$set": fields}
+                if outbox:
+                    update["$push"] = {"outbox": {"$each": outbox}}
+                result = await self._db.releases.update_one({"_id": release.key, "version": release.version}, update)
                 ok = bool(result.modified_count)
         except DuplicateKeyError:
             ok = False
         if not ok:
             raise VersionConflict(f"release {release.key} changed since version {release.version}")
+        if outbox:
+            found = await self._db.releases.find_one({"_id": release.key}, {"outbox": 1})
+            await self._flush_outbox(release.key, (found or {}).get("outbox") or [])
         return replace(release, version=release.version + 1)
+
+    async def recover_outbox(self) -> int:
+        flushed = 0
+        async for doc in self._db.releases.find({"outbox.id": {"$exists": True}}, {"outbox": 1}):
+            flushed += await self._flush_outbox(doc["_id"], doc.get("outbox") or [])
+        return flushed
+
+    async def _flush_outbox(self, key: str, outbox: list[dict[str, Any]]) -> int:
+        for entry in outbox:
+            job = JobSpec.from_doc(entry)
+            await self.schedule_job(
+                job.key, job.kind, job.payload, due_at=job.due_at, keep_earlier=job.keep_earlier, once=job.once
+            )
+        if outbox:
+            ids = [entry["id"] for entry in outbox]
+            await self._db.releases.update_one({"_id": key}, {"$pull": {"outbox": {"id": {"$in": ids}}}})
+        return len(outbox)
 
     async def find_releases(
         self,

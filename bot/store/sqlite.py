@@ -25,6 +25,7 @@ from .base import (
     DeliveryStatus,
     Installation,
     Job,
+    JobSpec,
     NewDelivery,
     VersionConflict,
     calendar_event_from_doc,
@@ -129,6 +130,21 @@ _MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX calendar_events_by_time ON calendar_events (calendar, start);
     CREATE INDEX calendar_events_feed ON calendar_events (start);
     """,
+    # The transactional outbox: a release saved with jobs writes them here in the same statement (the
+    # triggers), so a crash before they are scheduled cannot lose them.
+    """
+    ALTER TABLE releases ADD COLUMN pending TEXT;
+    CREATE TABLE outbox (id INTEGER PRIMARY KEY, release_key TEXT NOT NULL, spec TEXT NOT NULL);
+    CREATE INDEX outbox_by_release ON outbox (release_key);
+    CREATE TRIGGER releases_outbox_insert AFTER INSERT ON releases WHEN NEW.pending IS NOT NULL
+    BEGIN
+        INSERT INTO outbox (release_key, spec) SELECT NEW.key, value FROM json_each(NEW.pending);
+    END;
+    CREATE TRIGGER releases_outbox_update AFTER UPDATE OF version ON releases WHEN NEW.pending IS NOT NULL
+    BEGIN
+        INSERT INTO outbox (release_key, spec) SELECT NEW.key, value FROM json_each(NEW.pending);
+    END;
+    """,
 )
 
 
@@ -136,6 +152,19 @@ def _prepare_file(path: Path) -> None:
     """Payloads of private repositories and encrypted credentials live here: owner only."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     path.touch(mode=0o600, exist_ok=True)
+
+
+def _statements(script: str) -> list[str]:
+    """A migration script's statements; a trigger's body has semicolons of its own."""
+    statements: list[str] = []
+    current = ""
+    for piece in script.split(";"):
+        current += piece + ";"
+        if sqlite3.complete_statement(current):
+            if current.strip(" \n;"):
+                statements.append(current.strip())
+            current = ""
+    return statements
 
 
 def _ts(value: datetime) -> float:
@@ -183,7 +212,7 @@ class SqliteStore:
         try:
             (version,) = await self._one("PRAGMA user_version")
             for number, script in enumerate(_MIGRATIONS[version:], start=version + 1):
-                for statement in filter(str.strip, script.split(";")):
+                for statement in _statements(script):
                     await self.db.execute(statement)
                 await self.db.execute(f"PRAGMA user_version = {number}")
         except BaseException:
@@ -394,14 +423,15 @@ class SqliteStore:
         )
         return None if row is None else release_from_doc(orjson.loads(row[1]), row[0])
 
-    async def save_release(self, release: Release) -> Release:
+    async def save_release(self, release: Release, jobs: Sequence[JobSpec] = ()) -> Release:
         doc = orjson.dumps(release_to_doc(release))
+        pending = orjson.dumps([job.to_doc() for job in jobs]) if jobs else None
         new_version = release.version + 1
         try:
             if release.version == 0:
                 rows = await self._all(
-                    "INSERT INTO releases (key, repo, pr, number, state, active, head_sha, version, doc)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?) ON CONFLICT (key) DO NOTHING RETURNING key",
+                    "INSERT INTO releases (key, repo, pr, number, state, active, head_sha, version, doc, pending)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?) ON CONFLICT (key) DO NOTHING RETURNING key",
                     (
                         release.key,
                         release.repo,
@@ -411,11 +441,12 @@ class SqliteStore:
                         int(release.active),
                         release.head_sha,
                         doc,
+                        pending,
                     ),
                 )
             else:
                 rows = await self._all(
-                    "UPDATE releases SET state = ?, active = ?, head_sha = ?, version = ?, doc = ?"
+                    "UPDATE releases SET state = ?, active = ?, head_sha = ?, version = ?, doc = ?, pending = ?"
                     " WHERE key = ? AND version = ? RETURNING key",
                     (
                         release.state.value,
@@ -423,6 +454,7 @@ class SqliteStore:
                         release.head_sha,
                         new_version,
                         doc,
+                        pending,
                         release.key,
                         release.version,
                     ),
@@ -431,7 +463,24 @@ class SqliteStore:
             rows = []  # another active release on this PR
         if not rows:
             raise VersionConflict(f"release {release.key} changed since version {release.version}")
+        if jobs:
+            await self._flush_outbox("WHERE release_key = ?", (release.key,))
         return replace(release, version=new_version)
+
+    async def recover_outbox(self) -> int:
+        return await self._flush_outbox("", ())
+
+    async def _flush_outbox(self, where: str, params: Sequence[Any]) -> int:
+        rows = await self._all(f"SELECT id, spec FROM outbox {where} ORDER BY id", params)
+        for _, spec in rows:
+            job = JobSpec.from_doc(orjson.loads(spec))
+            await self.schedule_job(
+                job.key, job.kind, job.payload, due_at=job.due_at, keep_earlier=job.keep_earlier, once=job.once
+            )
+        if rows:
+            ids = [row[0] for row in rows]
+            await self._all(f"DELETE FROM outbox WHERE id IN ({','.join('?' * len(ids))})", ids)
+        return len(rows)
 
     async def find_releases(
         self,
