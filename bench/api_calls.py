@@ -55,7 +55,6 @@ async def start(fake: FakeGitHub, tmp: Path) -> tuple[Scenario, TestClient]:  # 
         data_dir=tmp,
         secrets_keys=(generate_key(),),
         github_write_interval=0.0,
-        sticky_debounce=0.0,
         worker_poll_interval=0.05,
         reconcile_interval=0.0,
         calendar_sweep_interval=0.0,
@@ -88,19 +87,30 @@ async def lifecycle(tmp: Path) -> dict[str, Any]:
         fake.set_branch_protection(REPO, "main", ["ci/build"])
         fake.set_file(REPO, ".github/release-secretary.yml", CONFIG + "deploy:\n  workflow: deploy.yml\n")
         first = len(fake.requests)
+
+        async def later(seconds: float) -> None:
+            """Time passes as it would (the production debounce of progress edits applies)."""
+            scenario.clock.now += timedelta(seconds=seconds)
+            await scenario.settle()
+
         await scenario.deliver("pull_request", labeled(7, head, sender="alice"))
+        await later(5)
         fake.add_check_run(REPO, head, "ci/build", status="completed", conclusion="success")
+        await later(300)  # CI runs
         await scenario.deliver("check_suite", suite_completed(head))
+        await later(5)
         release = await scenario.store.get_active_release(REPO, 7)
         assert release is not None and release.slot is not None
         scenario.clock.now = release.slot.start - timedelta(minutes=15)
-        await scenario.settle()
+        await later(5)
         scenario.clock.now = release.slot.start
-        await scenario.settle()
+        await later(5)
         releasing = await scenario.store.get_active_release(REPO, 7)
         assert releasing is not None and releasing.merge_sha and releasing.deploy_id, releasing
         run = int(releasing.deploy_id)  # the run GitHub created for the dispatch
+        await later(180)  # the deploy runs
         await scenario.deliver("workflow_run", workflow_run(run, releasing.merge_sha, workflow="deploy.yml"))
+        await later(5)
         done = await scenario.store.get_latest_release(REPO, 7)
         assert done is not None and done.state.value == "released", done
         by_endpoint, units = tally(fake, first)
