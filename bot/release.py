@@ -89,6 +89,8 @@ class PullSnapshot:
     commits: tuple[Commit, ...] = ()
     author: str = ""
     mergeable: bool | None = None  # GitHub computes it lazily: None means "not known yet"
+    head_ref: str = ""  # the PR's branch
+    head_repo: str = ""  # where that branch lives (another repository for a fork's PR)
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,6 +279,9 @@ class ReleaseDue(EventBase):
     late_by: timedelta | None = None
     deploy_target: str | None = None
     new_commits: tuple[Commit, ...] = ()  # since the verified SHA (the compare API), when the head moved
+    # The repository's `new_commits` rule: "next_slot", or "wait" for the new head's checks until then.
+    new_commits_action: str = "next_slot"
+    wait_until: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -860,14 +865,26 @@ def _release_due(release: Release | None, event: ReleaseDue, now: datetime) -> D
         checked = replace(checked, head_sha=event.head_sha, verified_sha=None)
     evaluated = _evaluate(checked, event, now, f"release time{late}")
     problems = list(evaluated.blockers) if evaluated.state != State.SCHEDULED else []
+    accepted, moved = "", ""
     if event.head_sha != (release.verified_sha or release.head_sha):
         moved = f"the head moved to {event.head_sha[:7]} since {release.head_sha[:7]} was verified"
         if event.new_commits:
             shown = "; ".join(f"{c.sha[:7]} {c.message}" for c in event.new_commits[:5])
             more = f" and {len(event.new_commits) - 5} more" if len(event.new_commits) > 5 else ""
             noun = "commit" if len(event.new_commits) == 1 else "commits"
-            moved += f" ({len(event.new_commits)} new {noun}: {shown}{more}); it waits for their checks and a new slot"
-        problems.insert(0, moved)
+            moved += f" ({len(event.new_commits)} new {noun}: {shown}{more})"
+    waits = event.new_commits_action == "wait"
+    if waits and evaluated.state == State.VERIFYING and event.wait_until is not None and now < event.wait_until:
+        return _wait_for_checks(release, evaluated, event, moved, late, now)
+    if moved and not waits:
+        problems.insert(0, f"{moved}; the repository moves such a release to a new slot (new_commits: next_slot)")
+    elif moved and evaluated.state == State.SCHEDULED:
+        accepted = f"; {moved}, whose checks passed (new_commits: wait)"
+    elif waits and evaluated.state != State.SCHEDULED and (moved or waiting_for_checks(release)):
+        what = moved or f"new commits ({event.head_sha[:7]})"
+        how = "are failing" if evaluated.state == State.BLOCKED and evaluated.checks else "did not pass in time"
+        until = f" until {event.wait_until.astimezone(tz):%H:%M}" if event.wait_until else ""
+        problems.insert(0, f"{what}: the bot waited{until} for their checks, which {how} (new_commits: wait)")
     if missed_slot(release, now):
         minutes = int((now - release.slot.end).total_seconds() // 60)
         problems.insert(
@@ -892,8 +909,43 @@ def _release_due(release: Release | None, event: ReleaseDue, now: datetime) -> D
         return Decision(replace(blocked, blockers=tuple(problems)), (RenderProgress(), Reply(text)))
     sha = evaluated.verified_sha or evaluated.head_sha
     evaluated = replace(evaluated, deploy_target=event.deploy_target, deploy_id=None, deploy_url=None, failure=None)
-    releasing = _note(evaluated, event, State.RELEASING, f"merging {sha[:7]} ({event.merge_method}){late}", now)
+    reason = f"merging {sha[:7]} ({event.merge_method}){late}{accepted}"
+    releasing = _note(evaluated, event, State.RELEASING, reason, now)
     return Decision(releasing, (RenderProgress(), Merge(sha=sha, method=event.merge_method)))
+
+
+def waiting_for_checks(release: Release) -> bool:
+    """At its slot, the release is waiting for the checks of new commits (the `new_commits: wait` rule)."""
+    return release.state == State.VERIFYING and bool(release.audit) and release.audit[-1].reason.endswith(_WAIT_RULE)
+
+
+_WAIT_RULE = "(new_commits: wait)"
+
+
+def _wait_for_checks(
+    release: Release, evaluated: Release, event: ReleaseDue, moved: str, late: str, now: datetime
+) -> Decision:
+    """At the slot, the required checks of new commits are still running and the repository says wait:
+    the release stays in its slot, VERIFYING, until they pass (then the next look merges) or the wait
+    is over. Said once per head."""
+    assert event.wait_until is not None and release.slot is not None
+    tz = ZoneInfo(release.timezone)
+    until = event.wait_until.astimezone(tz)
+    what = moved or f"the required checks of {event.head_sha[:7]} are still running"
+    waiting = f"{what}; waiting for the checks until {until:%H:%M} {_WAIT_RULE}"
+    # One audit entry for the wait (not the evaluation's "waiting for required checks" as well).
+    updated = replace(evaluated, state=release.state, audit=release.audit, blockers=(waiting, *evaluated.blockers))
+    if waiting_for_checks(release) and release.head_sha == event.head_sha:
+        updated = replace(updated, state=State.VERIFYING)
+        return Decision(updated, (RenderProgress(),) if updated != release else ())
+    updated = _note(updated, event, State.VERIFYING, f"release time{late}; {waiting}", now)
+    slot = format_slot(release.slot, tz)
+    text = (
+        f"@{release.requested_by} the release at **{slot}** waits{late}: {escape_text(what)}. It releases "
+        f"{event.head_sha[:7]} when its required checks pass, until {until:%H:%M}; after that, it moves to the "
+        "next free slot."
+    )
+    return Decision(updated, (RenderProgress(), Reply(text)))
 
 
 def _merge_finished(release: Release | None, event: MergeFinished, now: datetime) -> Decision:

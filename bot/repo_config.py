@@ -81,6 +81,15 @@ class Deploy:
 
 
 @dataclass(frozen=True)
+class NewCommits:
+    """What the release does when the head moved past the verified SHA by its slot."""
+
+    action: str = "next_slot"  # or "wait": for the new head's checks, within the slot
+    wait: timedelta = timedelta(minutes=20)  # at most this long after the slot starts (and never past its end)
+    test_workflow: str | None = None  # dispatched on the PR's branch when the wait begins
+
+
+@dataclass(frozen=True)
 class CalendarConfig:
     """Without `id` releases are booked in the bot's embedded calendar."""
 
@@ -112,6 +121,7 @@ class RepoConfig:
     notify: Notify = field(default_factory=Notify)
     deploy: Deploy = field(default_factory=Deploy)
     calendar: CalendarConfig = field(default_factory=CalendarConfig)
+    new_commits: NewCommits = field(default_factory=NewCommits)
 
     def lane(self, repo: str) -> str:
         """One release at a time per lane: the repository and its deployment environment."""
@@ -664,6 +674,7 @@ def _build(data: Mapping[str, Any]) -> RepoConfig:
         for f in data.get("freezes", ())
     )
     notify, deploy, calendar = data.get("notify", {}), data.get("deploy", {}), data.get("calendar", {})
+    new_commits = data.get("new_commits", {})
     return RepoConfig(
         label=data.get("label", base.label),
         timezone=zone,
@@ -695,6 +706,11 @@ def _build(data: Mapping[str, Any]) -> RepoConfig:
             id=calendar.get("id"),
             freeze_calendars=tuple(calendar.get("freeze_calendars", ())),
             requester_busy=calendar.get("requester_busy", True),
+        ),
+        new_commits=NewCommits(
+            action=new_commits.get("action", "next_slot"),
+            wait=timedelta(minutes=int(new_commits.get("wait_minutes", 20))),
+            test_workflow=new_commits.get("test_workflow"),
         ),
     )
 

@@ -59,8 +59,10 @@ from .release import (
     State,
     UnholdRequested,
     decide,
+    escape_text,
     missed_slot,
     permission_reaches,
+    waiting_for_checks,
 )
 from .repo_config import CONFIG_PATH, DEFAULT_CONFIG, ConfigError, RepoConfig, parse_config
 from .secrets import SecretBox, Vault
@@ -181,6 +183,8 @@ class GitHubReader:
             commits=tuple(listed[-250:]),
             author=(data.get("user") or {}).get("login", ""),
             mergeable=data.get("mergeable"),
+            head_ref=data["head"].get("ref", ""),
+            head_repo=((data["head"].get("repo") or {}).get("full_name") or ""),
         )
 
     async def new_commits(self, gh: GitHubAPI, repo: str, base: str, head: str) -> tuple[Commit, ...]:
@@ -279,6 +283,7 @@ _DESCRIPTION_DELAY = timedelta(seconds=30)  # a description-only calendar change
 # Jobs the service runs itself (the effect executor runs the GitHub writes).
 SERVICE_JOBS = frozenset({"calendar", "tminus", "release", "merge", "deploy", "deploy-watch"})
 _LOCK_SECONDS = 3600.0  # the environment lock outlives any merge; a crashed holder's lapses
+_WAIT_RECHECK = timedelta(minutes=1)  # how often a release waiting for new commits' checks looks again
 _LOCK_RETRY = timedelta(minutes=1)
 _LOCK_MARGIN = timedelta(minutes=30)  # the lock outlives the deploy timeout by this much
 _LOCK_PATIENCE = timedelta(minutes=15)  # how long a due release waits for the environment lock
@@ -427,6 +432,8 @@ class ReleaseService:
             due = max(now, release.slot.start - timedelta(minutes=release.lead_minutes))
             jobs.append(timer_job("tminus", release, release.slot.start, due))
         moved = before is None or before.slot != release.slot or before.state == State.HELD
+        # Waiting at its slot for the checks of new commits, and they passed: release now, not at the next look.
+        moved = moved or (before is not None and waiting_for_checks(before) and release.state == State.SCHEDULED)
         if timed and moved and release.slot is not None:
             start = release.slot.start
             jobs.append(timer_job("release", release, start, start, run_at=max(now, start)))
@@ -971,6 +978,8 @@ class ReleaseService:
                     config, ref.repo, release.requested_by, after=after, own=release
                 )
             late = now - due_at
+            rule = config.new_commits
+            wait_until = min(slot_start + rule.wait, release.slot.end) if rule.action == "wait" else None
             new_commits: tuple[Commit, ...] = ()
             verified = release.verified_sha or release.head_sha
             if pull.head_sha != verified:
@@ -991,9 +1000,17 @@ class ReleaseService:
                     late_by=late if late > timedelta(minutes=1) else None,
                     deploy_target=config.deploy.target if not config.deploy.playbook else None,
                     new_commits=new_commits,
+                    new_commits_action=rule.action,
+                    wait_until=wait_until,
                 ),
-                reply_key=f"release-due:{release.key}:{slot_start.isoformat()}",
+                # Per decision point: a retry after the save decides differently and says nothing twice.
+                reply_key=f"release-due:{release.key}:{slot_start.isoformat()}:{len(release.audit)}",
             )
+            if decision.release is not None and waiting_for_checks(decision.release):
+                if rule.test_workflow:
+                    await self.dispatch_tests(gh, ref, decision.release, pull, rule.test_workflow)
+                # Looked at again each minute; checks turning green bring the next look forward.
+                await self.set_timer("release", release, slot_start, due_at, run_at=now + _WAIT_RECHECK)
             handed_off = decision.release is not None and decision.release.state == State.RELEASING
             if handed_off:
                 # Held through the merge and the deploy: as long as the deploy may take, and a margin.
@@ -1004,6 +1021,33 @@ class ReleaseService:
             if not handed_off:  # the merge (and deploy) now hold the environment until they end
                 await self.store.release_lease(lock, release.key)
         return decision
+
+    async def dispatch_tests(
+        self, gh: GitHubAPI, ref: PullRef, release: Release, pull: PullSnapshot, workflow: str
+    ) -> None:
+        """The repository's test workflow on the PR's branch, once per head, when a release waits for the
+        checks of new commits (for tests that do not run on every push)."""
+        marker = f"tests:{release.key}:{pull.head_sha}"
+        if await self.store.get_value(marker):
+            return
+        if pull.head_repo and pull.head_repo != ref.repo:
+            log.info("%s: not dispatching %s on a fork's branch", release.key, workflow)
+            return
+        try:
+            path = f"/repos/{ref.repo}/actions/workflows/{quote(workflow, safe='')}/dispatches"
+            await gh.post(path, data={"ref": pull.head_ref})
+        except gidgethub.BadRequest as exc:
+            if exc.status_code in (401, 403, 429) or exc.status_code >= 500:
+                raise
+            detail = exc.args[0] if exc.args else ""
+            await self.reply(
+                ref,
+                f"@{release.requested_by} new_commits.test_workflow `{escape_text(workflow)}` could not be started "
+                f"({exc.status_code}: {escape_text(str(detail))}); the release still waits for the checks that run "
+                "on their own.",
+                key=f"tests-refused:{marker}",
+            )
+        await self.store.set_value(marker, "dispatched", now=self.clock())
 
     async def merge(self, gh: GitHubAPI, ref: PullRef, number: int, *, sha: str, method: str) -> Decision | None:
         """The SHA-pinned merge, exactly once: noted before the request, and after a crash (or a 405

@@ -18,7 +18,7 @@ from bot.calendar import DONE_PREFIX
 from bot.config import Settings
 from bot.release import State
 from tests.fakes.github import FakeGitHub
-from tests.scenario import REPO, Clock, Scenario, deployment_status, workflow_run
+from tests.scenario import REPO, Clock, Scenario, deployment_status, suite_completed, workflow_run
 
 ClientFactory = Callable[[web.Application], Awaitable[TestClient]]
 HEAD = "a" * 40
@@ -479,9 +479,80 @@ async def test_commits_pushed_after_the_last_check_are_named_at_the_slot(scenari
         "repos/compare-commits"
     )
     assert compare.path.endswith(f"/compare/{HEAD}...{'b' * 40}")
-    said = scenario.answers(7)[-1]
+    said = scenario.answers(7)[-1].replace("\\", "")  # as Markdown shows it
     assert f"the head moved to bbbbbbb since {HEAD[:7]} was verified" in said and "1 new commit: bbbbbbb " in said
-    assert "it waits for their checks and a new slot" in said and "`/ship 2026-11-27 15:30`" in said
+    assert "moves such a release to a new slot (new_commits: next_slot)" in said
+    assert "`/ship 2026-11-27 15:30`" in said
+
+
+NEW = "b" * 40
+WAIT = "new_commits:\n  action: wait\n  wait_minutes: 20\n  test_workflow: ci.yml\n"
+
+
+async def pushed_before_the_slot(scenario: Scenario) -> None:
+    """A fix pushed after the T-15 check; its webhook never arrived, its checks run only on dispatch."""
+    await deploy_config(scenario, WAIT)
+    await booked(scenario)
+    await at(scenario, T_MINUS_15)
+    scenario.fake.push_to_pull(REPO, 7, NEW)
+    scenario.fake.add_check_run(REPO, NEW, "ci/build", status="in_progress", conclusion=None)
+
+
+async def test_new_commits_at_the_slot_wait_for_their_checks_and_then_release_the_new_head(
+    scenario: Scenario,
+) -> None:
+    await pushed_before_the_slot(scenario)
+    await at(scenario, T)
+    assert scenario.fake.calls("pulls/merge") == []
+    waiting = await scenario.store.get_active_release(REPO, 7)
+    assert waiting is not None and waiting.state is State.VERIFYING and waiting.slot is not None
+    said = scenario.answers(7)[-1]
+    assert "waits: the head moved to bbbbbbb" in said and "until 15:20" in said, said
+    # The test workflow runs on the PR's branch, once, however often the release looks again.
+    assert scenario.fake.workflow_dispatches == [
+        {"repo": REPO, "workflow_id": "ci.yml", "ref": "feature-7", "inputs": {}}
+    ]
+    await at(scenario, T + timedelta(minutes=3))
+    assert len(scenario.fake.workflow_dispatches) == 1 and scenario.answers(7)[-1] == said
+    assert "waiting for the checks until 15:20" in scenario.sticky(7)["body"]
+    # The checks pass at 15:05: the release does not wait for its next look, it merges the new head.
+    scenario.fake.add_check_run(REPO, NEW, "ci/build", status="completed", conclusion="success")
+    scenario.clock.now = T + timedelta(minutes=5)
+    await scenario.deliver("check_suite", suite_completed(NEW))
+    [merge] = scenario.fake.calls("pulls/merge")
+    assert merge.json is not None and merge.json["sha"] == NEW
+    released = await scenario.store.get_latest_release(REPO, 7)
+    assert released is not None and released.state is State.RELEASED
+    reasons = [t.reason for t in released.audit]
+    assert any("waiting for the checks until 15:20 (new_commits: wait)" in r for r in reasons), reasons
+    assert any(r.startswith(f"merging {NEW[:7]}") for r in reasons), reasons
+
+
+async def test_new_commits_whose_checks_do_not_finish_in_time_move_to_the_next_slot(scenario: Scenario) -> None:
+    await pushed_before_the_slot(scenario)
+    await at(scenario, T)
+    await at(scenario, T + timedelta(minutes=10))
+    assert (await scenario.store.get_active_release(REPO, 7)).state is State.VERIFYING  # type: ignore[union-attr]
+    await at(scenario, T + timedelta(minutes=21))
+    assert scenario.fake.calls("pulls/merge") == []
+    blocked = await scenario.store.get_active_release(REPO, 7)
+    assert blocked is not None and blocked.state is State.BLOCKED
+    said = scenario.answers(7)[-1].replace("\\", "")  # as Markdown shows it
+    assert "the bot waited until 15:20 for their checks, which did not pass in time (new_commits: wait)" in said
+    assert "The next free slot is" in said
+
+
+async def test_new_commits_whose_checks_fail_while_waiting_block_the_release(scenario: Scenario) -> None:
+    await pushed_before_the_slot(scenario)
+    await at(scenario, T)
+    scenario.fake.add_check_run(REPO, NEW, "ci/build", status="completed", conclusion="failure")
+    scenario.clock.now = T + timedelta(minutes=4)
+    await scenario.deliver("check_suite", suite_completed(NEW, conclusion="failure"))
+    await at(scenario, T + timedelta(minutes=5))
+    assert scenario.fake.calls("pulls/merge") == []
+    blocked = await scenario.store.get_active_release(REPO, 7)
+    assert blocked is not None and blocked.state is State.BLOCKED
+    assert "ci/build is failing" in scenario.sticky(7)["body"]
 
 
 async def test_the_environment_lock_lasts_as_long_as_the_deploy_may(scenario: Scenario) -> None:
@@ -495,3 +566,18 @@ async def test_the_environment_lock_lasts_as_long_as_the_deploy_may(scenario: Sc
     assert not await scenario.store.acquire_lease(
         f"env:{lane}", "octo-org/widgets#8/1", now=T + timedelta(minutes=150), seconds=60
     )
+
+
+async def test_new_commits_already_green_at_the_slot_release_at_once_when_the_repo_waits(scenario: Scenario) -> None:
+    await deploy_config(scenario, WAIT)
+    await booked(scenario)
+    await at(scenario, T_MINUS_15)
+    scenario.fake.push_to_pull(REPO, 7, NEW)  # its webhook never arrived; its checks passed by 15:00
+    scenario.fake.add_check_run(REPO, NEW, "ci/build", status="completed", conclusion="success")
+    await at(scenario, T)
+    [merge] = scenario.fake.calls("pulls/merge")
+    assert merge.json is not None and merge.json["sha"] == NEW
+    assert scenario.fake.workflow_dispatches == []  # nothing to wait for, no tests to start
+    released = await scenario.store.get_latest_release(REPO, 7)
+    assert released is not None and released.state is State.RELEASED
+    assert any("whose checks passed (new_commits: wait)" in t.reason for t in released.audit)

@@ -26,6 +26,7 @@ from bot.repo_config import (
     ConfigProblem,
     Deploy,
     MergeMethod,
+    NewCommits,
     Notify,
     Permission,
     RepoConfig,
@@ -83,7 +84,7 @@ def _objects(schema: Any, where: str = "#") -> Iterator[tuple[str, dict[str, Any
 
 def test_every_object_is_closed_and_every_key_documented() -> None:
     objects = list(_objects(SCHEMA))
-    assert len(objects) == 6  # the file, notify, deploy, calendar, a window, a freeze
+    assert len(objects) == 7  # the file, notify, deploy, calendar, new_commits, a window, a freeze
     for where, schema in objects:
         assert schema.get("additionalProperties") is False, where
         for key, prop in schema.get("properties", {}).items():
@@ -109,6 +110,7 @@ def test_schema_keys_and_defaults_are_the_dataclass_defaults() -> None:
         "notify",
         "deploy",
         "calendar",
+        "new_commits",
     ]
     defaults = {key: prop["default"] for key, prop in SCHEMA["properties"].items()}
     assert set(defaults) == set(KEYS)
@@ -183,6 +185,7 @@ def test_example_round_trips_to_the_documented_values() -> None:
             freeze_calendars=("freezes@group.calendar.google.com",),
             requester_busy=True,
         ),
+        new_commits=NewCommits(action="wait", wait=timedelta(minutes=20), test_workflow="ci.yml"),
     )
     assert config(EXAMPLE) == expected
     policy = expected.policy()
