@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 from zoneinfo import ZoneInfo
 
 import cachetools
@@ -1192,9 +1192,19 @@ class ReleaseService:
                 "description": f"Release of {release.repo}#{release.pr} by Release Secretary",
                 "payload": {"release": release.key, "pull_request": release.pr},
             }
-            await self.store.set_value(marker, f"creating {merge_sha}", now=self.clock())
-            deployment = await gh.post(f"/repos/{ref.repo}/deployments", data=body)
-            deployment_id = str(deployment["id"])
+            deployment_id = None
+            if noted == f"creating {merge_sha}":
+                # Sent before a crash, perhaps: GitHub has it if so (our payload names the release).
+                query = urlencode({"sha": merge_sha, "environment": name, "per_page": 30})
+                async for found in gh.getiter(f"/repos/{ref.repo}/deployments?{query}"):
+                    payload = found.get("payload")
+                    if isinstance(payload, dict) and payload.get("release") == release.key:
+                        deployment_id = str(found["id"])
+                        break
+            if deployment_id is None:
+                await self.store.set_value(marker, f"creating {merge_sha}", now=self.clock())
+                deployment = await gh.post(f"/repos/{ref.repo}/deployments", data=body)
+                deployment_id = str(deployment["id"])
             await self.store.set_value(marker, f"created {merge_sha} {deployment_id}", now=self.clock())
             return await self.apply(
                 ref,

@@ -303,6 +303,9 @@ async def test_every_operation_answers_in_its_documented_shape(
 
     deployment = await gh.post(f"{r}/deployments", data={"ref": "main"}, oauth_token=token)
     await gh.post(deployment["statuses_url"], data={"state": "success"}, oauth_token=token)
+    listed = [d async for d in gh.getiter(f"{r}/deployments?environment=production", oauth_token=token)]
+    assert [d["id"] for d in listed] == [deployment["id"]]
+    assert [d async for d in gh.getiter(f"{r}/deployments?environment=staging", oauth_token=token)] == []
     await gh.post(f"{r}/actions/workflows/deploy.yml/dispatches", data={"ref": "main"}, oauth_token=token)
     assert world.workflow_dispatches[0]["workflow_id"] == "deploy.yml"
     workflow_runs = gh.getiter(f"{r}/actions/runs", oauth_token=token, iterable_key="workflow_runs")

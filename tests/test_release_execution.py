@@ -259,6 +259,27 @@ async def test_a_github_deployment_is_created_and_its_statuses_followed(scenario
     assert scenario.fake.violations == []
 
 
+async def test_a_deployment_whose_answer_was_lost_is_adopted_not_created_twice(scenario: Scenario) -> None:
+    await deploy_config(scenario, "deploy:\n  environment: production\n  deployment: true\n")
+    await booked(scenario)
+    # GitHub creates the deployment, but its answer never reaches the bot (a 502 from a proxy).
+    scenario.fake.fail_next("POST", r"/deployments$", 502, after_serving=True)
+    await at(scenario, T)
+    await at(scenario, T + timedelta(seconds=30))  # the deploy job's retry
+    assert len(scenario.fake.calls("repos/create-deployment")) == 1
+    assert len(scenario.fake.deployments) == 1
+    [listed] = scenario.fake.calls("repos/list-deployments")
+    release = await scenario.store.get_active_release(REPO, 7)
+    assert release is not None and release.merge_sha
+    assert listed.query["sha"] == release.merge_sha and listed.query["environment"] == "production"
+    [deployment_id] = scenario.fake.deployments
+    assert release.deploy_id == str(deployment_id)
+    await scenario.deliver("deployment_status", deployment_status(deployment_id, release.merge_sha, state="success"))
+    done = await scenario.store.get_latest_release(REPO, 7)
+    assert done is not None and done.state is State.RELEASED
+    assert scenario.fake.violations == []
+
+
 async def test_a_playbook_deploy_without_the_dev_agent_is_not_merged(scenario: Scenario) -> None:
     await deploy_config(scenario, "deploy:\n  playbook: deploy-web\n")
     await booked(scenario)

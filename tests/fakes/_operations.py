@@ -588,6 +588,16 @@ class Operations(Rendering):
         self.deployments[deployment_id] = node
         return Reply(201, node)
 
+    def _op_repos_list_deployments(self, call: Call) -> Page:
+        repo = self._repo(call)
+        prefix = f"{self.url}/repos/{repo.full_name}/"
+        found = [d for d in self.deployments.values() if d["url"].startswith(prefix)]
+        for name in ("sha", "ref", "task", "environment"):
+            if name in call.query:
+                found = [d for d in found if d[name] == call.query[name]]
+        found.sort(key=lambda d: -int(d["id"]))
+        return Page(found)
+
     def _op_repos_create_deployment_status(self, call: Call) -> Reply:
         repo = self._repo(call)
         deployment = self.deployments.get(int(call.params["deployment_id"]))

@@ -59,6 +59,7 @@ class _Fault:
     headers: dict[str, str]
     body: Any
     times: int
+    after: bool = False  # served first, then the answer lost (a proxy's 502 after the write went through)
 
 
 class FakeGitHub(LocalServer, OAuthWebFlow, Operations):
@@ -107,10 +108,13 @@ class FakeGitHub(LocalServer, OAuthWebFlow, Operations):
         headers: dict[str, str] | None = None,
         body: Any = None,
         times: int = 1,
+        after_serving: bool = False,
     ) -> None:
         """Answer the next `times` requests whose method matches (`"*"`: any) and whose path
-        `re.search`es `path_regex` with `status`, `headers` and `body` instead of serving them."""
-        self._faults.append(_Fault(method.upper(), re.compile(path_regex), status, headers or {}, body, times))
+        `re.search`es `path_regex` with `status`, `headers` and `body` instead of serving them; with
+        `after_serving`, the request is carried out and only its answer is replaced (it got lost)."""
+        fault = _Fault(method.upper(), re.compile(path_regex), status, headers or {}, body, times, after_serving)
+        self._faults.append(fault)
 
     def calls(self, operation_id: str) -> list[RecordedRequest]:
         """The requests matched to an operation (either id of a compare, see `Spec.SAME_URLS`)."""
@@ -179,7 +183,7 @@ class FakeGitHub(LocalServer, OAuthWebFlow, Operations):
         record.params = params
 
         fault = self._take_fault(request)
-        if fault is not None:
+        if fault is not None and not fault.after:
             fault_body = fault.body if fault.body is not None else {"message": f"fault {fault.status}"}
             return self._send(record, principal, fault.status, fault_body, fault.headers)
 
@@ -204,6 +208,8 @@ class FakeGitHub(LocalServer, OAuthWebFlow, Operations):
             self.violations.append(why)
             reply = Reply(500, {"message": "fake GitHub bug", "fake_github_error": why})
         counted = reply.status != 401 and op.operation_id != "rate-limit/get"
+        if fault is not None:  # served, and the answer lost on its way back
+            reply = Reply(fault.status, fault.body if fault.body is not None else {"message": "lost"}, fault.headers)
         return self._send(record, principal, reply.status, reply.body, reply.headers, counted)
 
     def _handle_web(self, request: web.Request, record: RecordedRequest, raw: bytes) -> web.Response:
