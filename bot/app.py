@@ -17,6 +17,9 @@ from gidgethub import ValidationFailure, sansio
 
 from handlers.routes import compose
 
+from .a2a.runner import DevAgents
+from .a2a.web import AGENTS
+from .a2a.web import add_routes as add_a2a_routes
 from .calendar.feed import AHEAD as FEED_AHEAD
 from .calendar.feed import ALL as ALL_SCOPE
 from .calendar.feed import PAST as FEED_PAST
@@ -253,6 +256,7 @@ def make_app(
     app.router.add_post("/webhooks/github", github_webhook)
     app.router.add_get("/calendar.ics", calendar_feed)
     add_google_routes(app)
+    add_a2a_routes(app)
 
     async def store_ctx(app: web.Application) -> AsyncIterator[None]:
         owned = store is None
@@ -262,6 +266,7 @@ def make_app(
         if settings.secrets_keys:
             vault = Vault(app[STORE], SecretBox(settings.secrets_keys))
             app[GOOGLE_LINKS] = GoogleLinks(settings, app[STORE], vault, clock)
+            app[AGENTS] = DevAgents(app[STORE], settings, clock, vault)
         yield
         if owned:
             await app[STORE].close()

@@ -149,6 +149,7 @@ class Release:
     forced: bool = False  # `/ship now --force`: the windows and freezes do not apply to this slot
     rollback_id: str | None = None  # the rollback workflow run, once `/ship rollback` started one
     rollback_url: str | None = None
+    deploy_log: tuple[str, ...] = ()  # the last lines a dev agent's playbook printed
     version: int = 0
 
     @property
@@ -307,6 +308,7 @@ class DeployProgress(EventBase):
     ok: bool = False
     detail: str = ""  # the failing step or the status description
     summary: str = ""
+    log: tuple[str, ...] = ()  # a dev agent's latest lines
 
 
 @dataclass(frozen=True, slots=True)
@@ -982,7 +984,10 @@ def _deploy_progress(release: Release | None, event: DeployProgress, now: dateti
     if release is None or release.state != State.RELEASING or release.merge_sha != event.merge_sha:
         return Decision(release)
     tracked = replace(
-        release, deploy_id=event.deploy_id or release.deploy_id, deploy_url=event.url or release.deploy_url
+        release,
+        deploy_id=event.deploy_id or release.deploy_id,
+        deploy_url=event.url or release.deploy_url,
+        deploy_log=event.log or release.deploy_log,
     )
     if not event.done:
         if tracked == release:
@@ -1076,6 +1081,13 @@ def verdict_from_doc(doc: dict[str, Any]) -> ChecksVerdict:
     )
 
 
+def parse_release_key(key: str) -> tuple[str, int, int]:
+    """`owner/repo#7/1` -> ("owner/repo", 7, 1), the inverse of Release.key."""
+    repo, _, rest = key.rpartition("#")
+    pr, _, number = rest.partition("/")
+    return repo, int(pr), int(number)
+
+
 def release_to_doc(release: Release) -> dict[str, Any]:
     return {
         "repo": release.repo,
@@ -1131,6 +1143,7 @@ def release_to_doc(release: Release) -> dict[str, Any]:
         "forced": release.forced,
         "rollback_id": release.rollback_id,
         "rollback_url": release.rollback_url,
+        "deploy_log": list(release.deploy_log),
     }
 
 
@@ -1197,6 +1210,7 @@ def release_from_doc(doc: dict[str, Any], version: int) -> Release:
         forced=bool(doc.get("forced")),
         rollback_id=doc.get("rollback_id"),
         rollback_url=doc.get("rollback_url"),
+        deploy_log=tuple(doc.get("deploy_log") or ()),
         version=version,
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
@@ -102,6 +103,8 @@ def render_sticky(release: Release | None, tz: ZoneInfo, *, config_problems: tup
         *_delivery_rows(release),
         "",
     ]
+    if release.state in (State.RELEASING, State.FAILED):
+        lines += deploy_log_block(release.deploy_log)
     if release.checks is not None and release.checks.items:
         lines += ["**Required checks**", "", render_table(release.checks), ""]
     elif release.checks is not None:
@@ -146,6 +149,14 @@ def _delivery_rows(release: Release) -> list[str]:
         url = safe_url(release.rollback_url)
         rows.append("| **Rollback** | " + (f"[run]({url})" if url else release.rollback_id) + " |")
     return rows
+
+
+def deploy_log_block(lines: tuple[str, ...]) -> list[str]:
+    """A dev agent's latest lines, verbatim in a fence that no line can close."""
+    if not lines:
+        return []
+    fence = "`" * max(3, 1 + max((len(run) for line in lines for run in re.findall(r"`+", line)), default=0))
+    return ["**Deploy log** (latest lines)", "", fence + "text", *lines, fence, ""]
 
 
 def _window(release: Release, tz: ZoneInfo) -> str:

@@ -67,6 +67,8 @@ class Deploy:
     deployment: bool = False  # a GitHub Deployment of the merge commit, followed through its statuses
     rollback_workflow: str | None = None  # what `/ship rollback` dispatches
     timeout: timedelta = timedelta(minutes=60)  # a deploy with no result by then has failed
+    # The playbook's parameters; {merge_sha}, {sha}, {repo}, {pr} and {environment} are filled in.
+    parameters: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def target(self) -> str | None:
@@ -99,6 +101,8 @@ class CalendarConfig:
 
 
 DEFAULT_ENVIRONMENT = "production"
+# What a dev agent playbook's parameters may use, filled in by the bot at release time.
+PLAYBOOK_PLACEHOLDERS = ("merge_sha", "sha", "repo", "pr", "environment")
 
 _UTC = ZoneInfo("UTC")
 
@@ -550,6 +554,20 @@ def _meaning_problems(data: Mapping[str, Any]) -> Iterator[tuple[tuple[str | int
             ),
         )
 
+    parameters = deploy.get("parameters") if isinstance(deploy, dict) else None
+    for name, value in parameters.items() if isinstance(parameters, dict) else ():
+        if not isinstance(value, str):
+            continue
+        try:
+            value.format_map(dict.fromkeys(PLAYBOOK_PLACEHOLDERS, ""))
+        except (KeyError, ValueError, IndexError) as exc:
+            known = ", ".join("{" + p + "}" for p in PLAYBOOK_PLACEHOLDERS)
+            yield (
+                ("deploy", "parameters", name),
+                f"deploy.parameters.{name} uses a placeholder the bot does not know ({exc}); it knows {known} "
+                "(write {{ and }} for literal braces)",
+            )
+
     windows = data.get("windows")
     for i, window in enumerate(windows if isinstance(windows, list) else ()):
         if not isinstance(window, dict):
@@ -701,6 +719,7 @@ def _build(data: Mapping[str, Any]) -> RepoConfig:
             deployment=bool(deploy.get("deployment", False)),
             rollback_workflow=deploy.get("rollback_workflow"),
             timeout=timedelta(minutes=int(deploy.get("timeout_minutes", 60))),
+            parameters={str(k): str(v) for k, v in (deploy.get("parameters") or {}).items()},
         ),
         calendar=CalendarConfig(
             id=calendar.get("id"),

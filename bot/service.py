@@ -17,8 +17,13 @@ from zoneinfo import ZoneInfo
 
 import cachetools
 import gidgethub
+from a2a.types import StreamResponse
 from gidgethub.abc import GitHubAPI
+from google.protobuf.json_format import ParseDict
 
+from .a2a.client import Update, updates
+from .a2a.registry import AgentError, Session
+from .a2a.runner import FINAL_STATES, SKILL_RUN, DevAgents
 from .calendar import CalendarError, CalendarEvent
 from .calendar.feed import FeedTokens
 from .calendar.oauth import GoogleLinks, LinkNotConfigured
@@ -61,10 +66,11 @@ from .release import (
     decide,
     escape_text,
     missed_slot,
+    parse_release_key,
     permission_reaches,
     waiting_for_checks,
 )
-from .repo_config import CONFIG_PATH, DEFAULT_CONFIG, ConfigError, RepoConfig, parse_config
+from .repo_config import CONFIG_PATH, DEFAULT_CONFIG, DEFAULT_ENVIRONMENT, ConfigError, RepoConfig, parse_config
 from .secrets import SecretBox, Vault
 from .store import JobSpec, Store, VersionConflict
 from .store.base import Job
@@ -283,6 +289,7 @@ _DESCRIPTION_DELAY = timedelta(seconds=30)  # a description-only calendar change
 # Jobs the service runs itself (the effect executor runs the GitHub writes).
 SERVICE_JOBS = frozenset({"calendar", "tminus", "release", "merge", "deploy", "deploy-watch"})
 _LOCK_SECONDS = 3600.0  # the environment lock outlives any merge; a crashed holder's lapses
+_AGENT_LOG_EVERY = 2.0  # seconds between progress comment updates from a dev agent's lines
 _WAIT_RECHECK = timedelta(minutes=1)  # how often a release waiting for new commits' checks looks again
 _LOCK_RETRY = timedelta(minutes=1)
 _LOCK_MARGIN = timedelta(minutes=30)  # the lock outlives the deploy timeout by this much
@@ -306,6 +313,8 @@ class ReleaseService:
         feed = FeedTokens(self.vault, clock) if self.vault is not None else None
         self.links = GoogleLinks(settings, store, self.vault, clock) if self.vault is not None else None
         self.calendars = calendars or Calendars(store, settings, clock, feed=feed, links=self.links, vault=self.vault)
+        self.agents = DevAgents(store, settings, clock, self.vault) if self.vault is not None else None
+        self._agent_rendered: dict[str, datetime] = {}  # when each agent session last updated its release
 
     @contextlib.asynccontextmanager
     async def lane_lock(self, name: str) -> AsyncIterator[None]:
@@ -964,12 +973,10 @@ class ReleaseService:
                     if exc.retry:
                         raise
                     conflicts += (f"the calendar could not be checked: {exc.message}",)
-            if config.deploy.playbook and not config.deploy.workflow:
-                # Merging without the deploy the repository asked for would leave prod half-released.
-                conflicts += (
-                    f"deploy.playbook ({config.deploy.playbook}) needs the dev agent, which this bot cannot "
-                    "reach yet: it will not merge without the deploy it was told to run",
-                )
+            if config.deploy.playbook:
+                # Merging without the deploy the repository asked for would leave prod half-released:
+                # the agent must be there, and able to run playbooks, before anything merges.
+                conflicts += await self.agent_problems(ref.repo, SKILL_RUN)
             proposal = None
             stale = pull.head_sha != (release.verified_sha or release.head_sha)
             if conflicts or verdict.state != "green" or stale or missed_slot(release, now):
@@ -998,7 +1005,7 @@ class ReleaseService:
                     mergeable=pull.mergeable,
                     proposal=proposal,
                     late_by=late if late > timedelta(minutes=1) else None,
-                    deploy_target=config.deploy.target if not config.deploy.playbook else None,
+                    deploy_target=config.deploy.target,
                     new_commits=new_commits,
                     new_commits_action=rule.action,
                     wait_until=wait_until,
@@ -1148,6 +1155,119 @@ class ReleaseService:
         await self.store.release_lease(f"env:{release.lane}", release.key)
         return decision
 
+    async def agent_problems(self, repo: str, skill: str) -> tuple[str, ...]:
+        """Why the repository's dev agent cannot run `skill` now (none: it can)."""
+        if self.agents is None:
+            return ("the dev agent needs SECRETS_KEY (its signing key is stored encrypted); nothing was merged",)
+        try:
+            await self.agents.agent_for(repo, skill)
+        except AgentError as exc:
+            return (f"{exc.message}; nothing was merged",)
+        return ()
+
+    async def _agent_deploy(
+        self, gh: GitHubAPI, ref: PullRef, release: Release, playbook: str, merge_sha: str, marker: str, noted: str
+    ) -> Decision | None:
+        """The playbook on the dev agent, followed to its end: lines reach the progress comment (at most
+        one update every few seconds), the outcome the release. A retry after a crash follows the
+        session the first attempt stored instead of starting the playbook again."""
+        assert self.agents is not None
+        config = (await self.read.config(gh, ref.repo)).config
+        values = {
+            "merge_sha": merge_sha,
+            "sha": release.verified_sha or release.head_sha,
+            "repo": ref.repo,
+            "pr": str(ref.pr),
+            "environment": config.deploy.environment or DEFAULT_ENVIRONMENT,
+        }
+        parameters = {k: v.format_map(values) for k, v in config.deploy.parameters.items()}
+        previous = None
+        if noted.startswith(f"agent {merge_sha} "):
+            previous = await self.agents.registry.session(noted.split(" ", 2)[2])
+
+        async def started(session: Session) -> None:
+            await self.store.set_value(marker, f"agent {merge_sha} {session.key}", now=self.clock())
+
+        try:
+            session = await self.agents.run(
+                previous,
+                repo=ref.repo,
+                release=release.key,
+                skill=SKILL_RUN,
+                playbook=playbook,
+                parameters=parameters,
+                requested_by=release.requested_by,
+                on_start=started,
+                on_update=self.agent_update,
+            )
+        except AgentError as exc:
+            if exc.retry:
+                raise
+            return await self.deploy_failed(ref, release, merge_sha, exc.message)
+        log.info("dev agent session %s of %s ended %s", session.id, release.key, session.state)
+        return None
+
+    async def agent_update(self, session: Session, update: Update) -> None:
+        """A dev agent session moved: its release's progress comment follows (lines at most every few
+        seconds), and its final state ends the deploy."""
+        repo, pr, number = parse_release_key(session.release)
+        release = await self.release_for(repo, pr, number)
+        if release is None or release.state != State.RELEASING or release.merge_sha is None:
+            return
+        ref = PullRef(repo, pr, release.installation_id)
+        key = release.key
+
+        def match(candidate: Release) -> bool:
+            return candidate.key == key
+
+        if session.state in FINAL_STATES:
+            ok = session.state == "completed"
+            detail = (
+                "" if ok else f"{session.playbook} on the dev agent {session.state}: {session.result or 'no result'}"
+            )
+            if not ok and session.log:
+                detail += " · last lines: " + " / ".join(session.log[-5:])
+            await self.deploy_progress(
+                ref,
+                merge_sha=release.merge_sha,
+                deploy_id=session.task_id,
+                url=None,
+                done=True,
+                ok=ok,
+                detail=detail[:1500],
+                delivery=None,
+                match=match,
+                lines=tuple(session.log[-8:]),
+            )
+            return
+        last = self._agent_rendered.get(session.id)
+        now = self.clock()
+        if update.line is not None and last is not None and (now - last).total_seconds() < _AGENT_LOG_EVERY:
+            return  # lines come fast; the progress comment takes a batch at a time
+        self._agent_rendered[session.id] = now
+        await self.deploy_progress(
+            ref,
+            merge_sha=release.merge_sha,
+            deploy_id=session.task_id,
+            url=None,
+            done=False,
+            ok=False,
+            detail="",
+            delivery=None,
+            match=match,
+            lines=tuple(session.log[-8:]),
+        )
+
+    async def agent_push(self, body: dict[str, Any]) -> None:
+        """A verified push notification from a dev agent (queued by the web process)."""
+        assert self.agents is not None
+        response = ParseDict(body["event"], StreamResponse(), ignore_unknown_fields=True)
+        session = await self.agents.registry.session(body["session"])
+        if session is None:
+            return
+        for update in updates(response):
+            await self.agents.absorb(session, update, self.agent_update)
+
     async def _start_deploy(
         self,
         gh: GitHubAPI,
@@ -1159,6 +1279,8 @@ class ReleaseService:
         marker: str,
         noted: str,
     ) -> Decision | None:
+        if kind == "playbook":
+            return await self._agent_deploy(gh, ref, release, name, merge_sha, marker, noted)
         if kind == "workflow":
             if noted == f"dispatching {merge_sha}":
                 runs = await gh.getitem(
@@ -1226,8 +1348,10 @@ class ReleaseService:
         detail: str,
         delivery: str | None,
         match: Callable[[Release], bool],
+        lines: tuple[str, ...] = (),
     ) -> int:
-        """A workflow run or deployment status reported on: the releasing releases it belongs to follow."""
+        """A workflow run, deployment status or dev agent reported on: the releasing releases it belongs to
+        follow."""
         count = 0
         for release in await self.store.find_releases(repo=ref.repo):
             if release.state != State.RELEASING or not release.merge_sha or not match(release):
@@ -1252,6 +1376,7 @@ class ReleaseService:
                     ok=ok,
                     detail=detail,
                     summary=summary,
+                    log=lines,
                 ),
                 reply_key=f"deploy:{release.key}:{'done' if done else 'progress'}",
             )

@@ -276,6 +276,8 @@ class Worker:
                     assert self.github is not None
                     gh = self.github.installation_client(int(job.payload["installation_id"]))
                     await self.service.run_job(job, gh)
+                elif job.kind == "agent-push":
+                    await self.service.agent_push(job.payload)
                 else:
                     await self.executor.run(job)
             except NotYet as exc:

@@ -280,12 +280,13 @@ async def test_a_deployment_whose_answer_was_lost_is_adopted_not_created_twice(s
     assert scenario.fake.violations == []
 
 
-async def test_a_playbook_deploy_without_the_dev_agent_is_not_merged(scenario: Scenario) -> None:
+async def test_a_playbook_deploy_without_a_registered_dev_agent_is_not_merged(scenario: Scenario) -> None:
     await deploy_config(scenario, "deploy:\n  playbook: deploy-web\n")
     await booked(scenario)
     await at(scenario, T)
     assert scenario.fake.calls("pulls/merge") == []
-    assert "needs the dev agent" in scenario.answers(7)[-1]
+    said = scenario.answers(7)[-1].replace("\\", "")
+    assert "no dev agent is registered for octo-org/widgets" in said and "python -m bot agent add" in said
 
 
 async def test_ship_now_inside_a_window_releases_right_away(scenario: Scenario) -> None:

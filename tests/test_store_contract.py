@@ -457,3 +457,12 @@ async def test_leftovers_of_a_release_go_out_before_its_next_jobs(
     (job,) = await store.claim_jobs("w1", now=T0, lease_seconds=30, limit=10)
     assert job.payload == {"n": 2}  # the older leftover did not overwrite the newer timer
     assert await store.recover_outbox() == 0
+
+
+async def test_values_are_listed_by_prefix_greatest_key_first(store: Store) -> None:
+    for key in ("a2a:session:2026-11-25T10:00:1", "a2a:session:2026-11-25T11:00:2", "a2a:sessionx", "a2a:task:1"):
+        await store.set_value(key, key[-1], now=T0)
+    listed = await store.list_values("a2a:session:")
+    assert listed == [("a2a:session:2026-11-25T11:00:2", "2"), ("a2a:session:2026-11-25T10:00:1", "1")]
+    assert await store.list_values("a2a:session:", limit=1) == [listed[0]]
+    assert await store.list_values("nothing:") == []

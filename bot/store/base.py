@@ -275,6 +275,9 @@ class Store(Protocol):
     async def delete_value(self, key: str) -> bool:
         """Remove a value; False when there was none."""
 
+    async def list_values(self, prefix: str, *, limit: int = 100) -> list[tuple[str, str]]:
+        """The values whose keys start with `prefix`, greatest key first."""
+
     # Encrypted secrets: the store keeps opaque ciphertext; bot.secrets does the crypto.
     async def put_secret(self, name: str, ciphertext: bytes, *, now: datetime) -> None: ...
 

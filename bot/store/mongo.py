@@ -524,6 +524,11 @@ class MongoStore:
     async def delete_value(self, key: str) -> bool:
         return bool((await self._db.kv.delete_one({"_id": key})).deleted_count)
 
+    async def list_values(self, prefix: str, *, limit: int = 100) -> list[tuple[str, str]]:
+        query = {"_id": {"$gte": prefix, "$lt": prefix + "\U0010ffff"}}
+        cursor = self._db.kv.find(query).sort("_id", DESCENDING).limit(limit)
+        return [(str(doc["_id"]), str(doc["value"])) async for doc in cursor]
+
     # Secrets.
 
     async def delete_secret(self, name: str) -> bool:

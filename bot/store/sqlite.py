@@ -733,6 +733,14 @@ class SqliteStore:
     async def delete_value(self, key: str) -> bool:
         return bool(await self._all("DELETE FROM kv WHERE key = ? RETURNING key", (key,)))
 
+    async def list_values(self, prefix: str, *, limit: int = 100) -> list[tuple[str, str]]:
+        # A range on the primary key: the prefix and everything sorting after it that still starts with it.
+        rows = await self._all(
+            "SELECT key, value FROM kv WHERE key >= ? AND key < ? ORDER BY key DESC LIMIT ?",
+            (prefix, prefix + "\U0010ffff", limit),
+        )
+        return [(str(k), str(v)) for k, v in rows]
+
     # Secrets.
 
     async def delete_secret(self, name: str) -> bool:
