@@ -42,6 +42,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/slot_search.py
 	$(BIN)/python bench/booking.py
 	$(BIN)/python bench/api_calls.py
+	$(BIN)/python bench/a2a_roundtrip.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -190,6 +190,47 @@ async def _calendar_feed(settings: Settings, repo: str | None, *, rotate: bool =
     return 0
 
 
+async def _agent(settings: Settings, args: argparse.Namespace) -> int:
+    from .a2a.registry import AgentError
+    from .a2a.runner import DevAgents, session_summary
+    from .context import utcnow
+    from .secrets import SecretBox, Vault
+    from .store import make_store
+
+    if not settings.secrets_keys:
+        print("set SECRETS_KEY (python -m bot keygen): the signing keys are stored encrypted", file=sys.stderr)
+        return 2
+    store = make_store(settings)
+    await store.open()
+    try:
+        agents = DevAgents(store, settings, utcnow, Vault(store, SecretBox(settings.secrets_keys)))
+        command = args.agent_command
+        if command == "add":
+            agent = await agents.registry.add(args.scope, args.url)
+            try:
+                card = await agents.registry.card(agent, fresh=True)
+            except AgentError as exc:
+                print(f"registered, but {exc.message}", file=sys.stderr)
+                return 1
+            skills = ", ".join(s.id for s in card.skills) or "none"
+            print(f"{agent.scope}: {agent.url} ({card.name}; skills: {skills})")
+        elif command == "remove":
+            gone = await agents.registry.remove(args.scope)
+            print(f"removed the agent of {args.scope}" if gone else f"no agent was registered for {args.scope}")
+        elif command == "list":
+            for agent in await agents.registry.agents():
+                print(f"{agent.scope}\t{agent.url}")
+        elif command == "rotate-key":
+            keys = await agents.keys.rotate()
+            print(f"signing with {keys[0].kid}; still published: {', '.join(k.kid for k in keys[1:]) or 'none'}")
+        elif command == "sessions":
+            for session in await agents.registry.sessions(limit=args.limit):
+                print(json.dumps(session_summary(session)))
+    finally:
+        await store.close()
+    return 0
+
+
 def _read_service_account(path: str) -> str | None:
     from .config import service_account_problem
 
@@ -233,7 +274,7 @@ async def _google_service_account(settings: Settings, text: str | None) -> int:
 
 
 # Commands that read or write encrypted data: on SQLite they create the local key if it is missing.
-_KEYED_COMMANDS = ("serve", "web", "worker", "calendar-feed", "google-service-account")
+_KEYED_COMMANDS = ("serve", "web", "worker", "calendar-feed", "google-service-account", "agent")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -260,6 +301,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     google.add_argument("key_file", nargs="?", help="the JSON key file from Google Cloud")
     google.add_argument("--remove", action="store_true", help="forget the stored key")
+    agent = sub.add_parser("agent", help="dev agents: register, list, rotate the signing key, read the audit log")
+    agent_sub = agent.add_subparsers(dest="agent_command", required=True)
+    add = agent_sub.add_parser("add", help="register a dev agent (its Agent Card is fetched to check it)")
+    add.add_argument("url", help="the agent's URL, as its Agent Card and tokens name it")
+    add.add_argument("--scope", default="*", help="owner/repo, an owner, or * for every repository (default)")
+    remove = agent_sub.add_parser("remove", help="forget the agent of a scope")
+    remove.add_argument("--scope", default="*")
+    agent_sub.add_parser("list", help="the registered agents")
+    agent_sub.add_parser("rotate-key", help="a new signing key; the previous one stays published for tokens in flight")
+    sessions = agent_sub.add_parser("sessions", help="the audit log of dev agent sessions, newest first (JSON lines)")
+    sessions.add_argument("--limit", type=int, default=20)
     return parser
 
 
@@ -295,6 +347,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if text is None and not args.remove:
             return 2
         return asyncio.run(_google_service_account(settings, text))
+    elif args.command == "agent":
+        return asyncio.run(_agent(settings, args))
     elif args.command == "calendar-feed":
         return asyncio.run(_calendar_feed(settings, args.repo, rotate=args.rotate))
     elif args.command == "requeue":

@@ -66,6 +66,7 @@ class Deploy:
     environment: str | None = None
     deployment: bool = False  # a GitHub Deployment of the merge commit, followed through its statuses
     rollback_workflow: str | None = None  # what `/ship rollback` dispatches
+    rollback_playbook: str | None = None  # or runs on the dev agent (skill rollback_release)
     timeout: timedelta = timedelta(minutes=60)  # a deploy with no result by then has failed
     # The playbook's parameters; {merge_sha}, {sha}, {repo}, {pr} and {environment} are filled in.
     parameters: Mapping[str, str] = field(default_factory=dict)
@@ -718,6 +719,7 @@ def _build(data: Mapping[str, Any]) -> RepoConfig:
             environment=deploy.get("environment"),
             deployment=bool(deploy.get("deployment", False)),
             rollback_workflow=deploy.get("rollback_workflow"),
+            rollback_playbook=deploy.get("rollback_playbook"),
             timeout=timedelta(minutes=int(deploy.get("timeout_minutes", 60))),
             parameters={str(k): str(v) for k, v in (deploy.get("parameters") or {}).items()},
         ),

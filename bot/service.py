@@ -8,6 +8,7 @@ import base64
 import contextlib
 import logging
 import secrets
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -23,7 +24,7 @@ from google.protobuf.json_format import ParseDict
 
 from .a2a.client import Update, updates
 from .a2a.registry import AgentError, Session
-from .a2a.runner import FINAL_STATES, SKILL_RUN, DevAgents
+from .a2a.runner import FINAL_STATES, SKILL_ROLLBACK, SKILL_RUN, DevAgents
 from .calendar import CalendarError, CalendarEvent
 from .calendar.feed import FeedTokens
 from .calendar.oauth import GoogleLinks, LinkNotConfigured
@@ -287,7 +288,7 @@ _LANE_LEASE_SECONDS = 60.0  # renewed every third of it while a booking decision
 _RECHECK = timedelta(minutes=5)  # a release blocked before its slot is checked again this often
 _DESCRIPTION_DELAY = timedelta(seconds=30)  # a description-only calendar change waits this long (a burst: one write)
 # Jobs the service runs itself (the effect executor runs the GitHub writes).
-SERVICE_JOBS = frozenset({"calendar", "tminus", "release", "merge", "deploy", "deploy-watch"})
+SERVICE_JOBS = frozenset({"calendar", "tminus", "release", "merge", "deploy", "deploy-watch", "agent-rollback"})
 _LOCK_SECONDS = 3600.0  # the environment lock outlives any merge; a crashed holder's lapses
 _AGENT_LOG_EVERY = 2.0  # seconds between progress comment updates from a dev agent's lines
 _WAIT_RECHECK = timedelta(minutes=1)  # how often a release waiting for new commits' checks looks again
@@ -314,7 +315,7 @@ class ReleaseService:
         self.links = GoogleLinks(settings, store, self.vault, clock) if self.vault is not None else None
         self.calendars = calendars or Calendars(store, settings, clock, feed=feed, links=self.links, vault=self.vault)
         self.agents = DevAgents(store, settings, clock, self.vault) if self.vault is not None else None
-        self._agent_rendered: dict[str, datetime] = {}  # when each agent session last updated its release
+        self._agent_rendered: dict[str, float] = {}  # when each agent session last updated its release
 
     @contextlib.asynccontextmanager
     async def lane_lock(self, name: str) -> AsyncIterator[None]:
@@ -709,13 +710,25 @@ class ReleaseService:
         if release is None or release.state not in (State.RELEASED, State.FAILED) or not release.merge_sha:
             return f"@{login} there is no merged release on this PR to roll back."
         workflow = config.deploy.rollback_workflow
-        if not workflow:
+        playbook = config.deploy.rollback_playbook
+        if not workflow and not playbook:
             return (
                 f"@{login} this repository has no rollback configured: set `deploy.rollback_workflow` in "
-                "`.github/release-secretary.yml` to a workflow with a `workflow_dispatch` trigger."
+                "`.github/release-secretary.yml` to a workflow with a `workflow_dispatch` trigger, or "
+                "`deploy.rollback_playbook` to a dev agent playbook."
             )
         if release.rollback_id is not None:
             return f"@{login} a rollback is already running or done: {release.rollback_url or release.rollback_id}."
+        if not workflow:
+            assert playbook is not None
+            problems = await self.agent_problems(ref.repo, SKILL_ROLLBACK)
+            if problems:
+                return f"@{login} the rollback cannot start: {problems[0].removesuffix('; nothing was merged')}."
+            payload = job_payload(release, playbook=playbook, requested_by=login, delivery=delivery)
+            await self.store.schedule_job(
+                f"agent-rollback:{release.key}", "agent-rollback", payload, due_at=self.clock(), once=True
+            )
+            return None
         marker = f"rollback:{release.key}"
         if await self.store.get_value(marker) is not None:
             return None  # this request (a retried delivery) already dispatched it
@@ -860,6 +873,8 @@ class ReleaseService:
                     # The check itself keeps failing (GitHub down?): a release nobody could verify
                     # must not go ahead quietly. Block it and tell the requester.
                     await self.precheck_failed(ref, slot_start, f"{type(exc).__name__}: {exc}"[:200])
+            case "agent-rollback":
+                await self.agent_rollback(gh, ref, job.payload)
             case "release" | "merge" | "deploy" | "deploy-watch":
                 try:
                     await self._release_step(job, gh, ref)
@@ -882,6 +897,7 @@ class ReleaseService:
             return None
         timeout = (await self.read.config(gh, ref.repo)).config.deploy.timeout
         minutes = int(timeout.total_seconds() // 60)
+        await self._cancel_agent_deploy(release)
         return await self.deploy_failed(
             ref, release, merge_sha, f"no result from {release.deploy_target} after {minutes} minutes"
         )
@@ -1155,6 +1171,19 @@ class ReleaseService:
         await self.store.release_lease(f"env:{release.lane}", release.key)
         return decision
 
+    async def _cancel_agent_deploy(self, release: Release) -> None:
+        """A playbook past the deploy's timeout is stopped on the agent (its process group killed)."""
+        noted = await self.store.get_value(f"deploy:{release.key}") or ""
+        if self.agents is None or not noted.startswith("agent "):
+            return
+        session = await self.agents.registry.session(noted.split(" ", 2)[2])
+        if session is None:
+            return
+        try:
+            await self.agents.cancel(session)
+        except Exception as exc:  # noqa: BLE001 - the release fails either way; the agent's own timeout still applies
+            log.warning("cancelling dev agent task %s failed: %s", session.task_id, exc)
+
     async def agent_problems(self, repo: str, skill: str) -> tuple[str, ...]:
         """Why the repository's dev agent cannot run `skill` now (none: it can)."""
         if self.agents is None:
@@ -1173,14 +1202,7 @@ class ReleaseService:
         session the first attempt stored instead of starting the playbook again."""
         assert self.agents is not None
         config = (await self.read.config(gh, ref.repo)).config
-        values = {
-            "merge_sha": merge_sha,
-            "sha": release.verified_sha or release.head_sha,
-            "repo": ref.repo,
-            "pr": str(ref.pr),
-            "environment": config.deploy.environment or DEFAULT_ENVIRONMENT,
-        }
-        parameters = {k: v.format_map(values) for k, v in config.deploy.parameters.items()}
+        parameters = self.playbook_parameters(config, release, merge_sha)
         previous = None
         if noted.startswith(f"agent {merge_sha} "):
             previous = await self.agents.registry.session(noted.split(" ", 2)[2])
@@ -1207,11 +1229,72 @@ class ReleaseService:
         log.info("dev agent session %s of %s ended %s", session.id, release.key, session.state)
         return None
 
+    async def agent_rollback(self, gh: GitHubAPI, ref: PullRef, payload: dict[str, Any]) -> None:
+        """`/ship rollback` on the dev agent: the rollback playbook with the release's parameters."""
+        assert self.agents is not None
+        release = await self.release_for(ref.repo, ref.pr, int(payload["number"]))
+        if release is None or not release.merge_sha:
+            return
+        config = (await self.read.config(gh, ref.repo)).config
+        parameters = self.playbook_parameters(config, release, release.merge_sha)
+        marker = f"rollback:{release.key}"
+        noted = await self.store.get_value(marker) or ""
+        previous = await self.agents.registry.session(noted.split(" ", 1)[1]) if noted.startswith("agent ") else None
+
+        async def started(session: Session) -> None:
+            await self.store.set_value(marker, f"agent {session.key}", now=self.clock())
+            actor = Actor(payload["requested_by"])
+            run_id = f"agent:{session.id}"
+            await self.apply(
+                ref,
+                lambda _: RollbackProgress(actor, Source.COMMENT, payload.get("delivery"), run_id=run_id),
+                reply_key=f"rollback-start:{release.key}",
+            )
+
+        try:
+            await self.agents.run(
+                previous,
+                repo=ref.repo,
+                release=release.key,
+                skill=SKILL_ROLLBACK,
+                playbook=payload["playbook"],
+                parameters=parameters,
+                requested_by=payload["requested_by"],
+                on_start=started,
+                on_update=self.agent_update,
+            )
+        except AgentError as exc:
+            if exc.retry:
+                raise
+            await self.reply(ref, f"@{payload['requested_by']} the rollback failed: {exc.message}.", key=marker)
+
+    def playbook_parameters(self, config: RepoConfig, release: Release, merge_sha: str) -> dict[str, str]:
+        values = {
+            "merge_sha": merge_sha,
+            "sha": release.verified_sha or release.head_sha,
+            "repo": release.repo,
+            "pr": str(release.pr),
+            "environment": config.deploy.environment or DEFAULT_ENVIRONMENT,
+        }
+        return {k: v.format_map(values) for k, v in config.deploy.parameters.items()}
+
     async def agent_update(self, session: Session, update: Update) -> None:
         """A dev agent session moved: its release's progress comment follows (lines at most every few
         seconds), and its final state ends the deploy."""
         repo, pr, number = parse_release_key(session.release)
         release = await self.release_for(repo, pr, number)
+        if release is not None and session.skill == SKILL_ROLLBACK:
+            if session.state in FINAL_STATES:
+                ok = session.state == "completed"
+                last = " / ".join(session.log[-5:])
+                detail = f"{session.playbook} {session.state}: {session.result}" + (
+                    f" · last lines: {last}" if last else ""
+                )
+                ref = PullRef(repo, pr, release.installation_id)
+                await self.rollback_progress(
+                    ref, run_id=f"agent:{session.id}", url=None, ok=ok, detail=detail, delivery=None
+                )
+            return
         if release is None or release.state != State.RELEASING or release.merge_sha is None:
             return
         ref = PullRef(repo, pr, release.installation_id)
@@ -1240,10 +1323,12 @@ class ReleaseService:
                 lines=tuple(session.log[-8:]),
             )
             return
-        last = self._agent_rendered.get(session.id)
-        now = self.clock()
-        if update.line is not None and last is not None and (now - last).total_seconds() < _AGENT_LOG_EVERY:
-            return  # lines come fast; the progress comment takes a batch at a time
+        # Wall-clock spacing (GitHub's write pacing is in real seconds): lines come fast, and the progress
+        # comment takes a batch at a time.
+        rendered = self._agent_rendered.get(session.id)
+        now = time.monotonic()
+        if update.line is not None and rendered is not None and now - rendered < _AGENT_LOG_EVERY:
+            return
         self._agent_rendered[session.id] = now
         await self.deploy_progress(
             ref,

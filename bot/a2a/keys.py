@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -87,7 +88,8 @@ class AgentKeys:
         """One token for one request: `aud` the agent's URL, 60 s, a fresh `jti`, scoped to the skill,
         the repository and the release."""
         key = (await self.keys())[0]
-        now = int(self.clock().timestamp())
+        # Wall-clock time, not the bot's (injectable) clock: the agent checks it against its own.
+        now = int(time.time())
         claims = {
             "iss": issuer,
             "aud": audience,
