@@ -290,7 +290,7 @@ _DESCRIPTION_DELAY = timedelta(seconds=30)  # a description-only calendar change
 # Jobs the service runs itself (the effect executor runs the GitHub writes).
 SERVICE_JOBS = frozenset({"calendar", "tminus", "release", "merge", "deploy", "deploy-watch", "agent-rollback"})
 _LOCK_SECONDS = 3600.0  # the environment lock outlives any merge; a crashed holder's lapses
-_AGENT_LOG_EVERY = 2.0  # seconds between progress comment updates from a dev agent's lines
+_AGENT_LOG_EVERY = 1.0  # seconds between progress comment updates from a dev agent's lines
 _WAIT_RECHECK = timedelta(minutes=1)  # how often a release waiting for new commits' checks looks again
 _LOCK_RETRY = timedelta(minutes=1)
 _LOCK_MARGIN = timedelta(minutes=30)  # the lock outlives the deploy timeout by this much
@@ -315,7 +315,9 @@ class ReleaseService:
         self.links = GoogleLinks(settings, store, self.vault, clock) if self.vault is not None else None
         self.calendars = calendars or Calendars(store, settings, clock, feed=feed, links=self.links, vault=self.vault)
         self.agents = DevAgents(store, settings, clock, self.vault) if self.vault is not None else None
-        self._agent_rendered: dict[str, float] = {}  # when each agent session last updated its release
+        # When each running agent session last updated its release, and its pending flush of lines.
+        self._agent_rendered: dict[str, float] = {}
+        self._agent_flushes: dict[str, asyncio.Task[None]] = {}
 
     @contextlib.asynccontextmanager
     async def lane_lock(self, name: str) -> AsyncIterator[None]:
@@ -1304,6 +1306,8 @@ class ReleaseService:
             return candidate.key == key
 
         if session.state in FINAL_STATES:
+            self._agent_rendered.pop(session.id, None)
+            self._agent_flushes.pop(session.id, None)
             ok = session.state == "completed"
             detail = (
                 "" if ok else f"{session.playbook} on the dev agent {session.state}: {session.result or 'no result'}"
@@ -1323,11 +1327,16 @@ class ReleaseService:
                 lines=tuple(session.log[-8:]),
             )
             return
-        # Wall-clock spacing (GitHub's write pacing is in real seconds): lines come fast, and the progress
-        # comment takes a batch at a time.
+        # Wall-clock spacing (GitHub's write pacing is in real seconds): lines come fast, and the release
+        # takes them a batch at a time; lines held back are flushed when the interval is over, so the
+        # last ones before a quiet spell still show.
         rendered = self._agent_rendered.get(session.id)
         now = time.monotonic()
         if update.line is not None and rendered is not None and now - rendered < _AGENT_LOG_EVERY:
+            flush = self._agent_flushes.get(session.id)
+            if flush is None or flush.done():
+                delay = _AGENT_LOG_EVERY - (now - rendered)
+                self._agent_flushes[session.id] = asyncio.create_task(self._flush_agent_lines(session.key, delay))
             return
         self._agent_rendered[session.id] = now
         await self.deploy_progress(
@@ -1342,6 +1351,18 @@ class ReleaseService:
             match=match,
             lines=tuple(session.log[-8:]),
         )
+
+    async def _flush_agent_lines(self, session_key: str, delay: float) -> None:
+        await asyncio.sleep(delay)
+        assert self.agents is not None
+        session = await self.agents.registry.session(session_key)
+        if session is None or session.state in FINAL_STATES:
+            return  # the final update showed them
+        self._agent_rendered.pop(session.id, None)
+        try:
+            await self.agent_update(session, Update(task_id=session.task_id or "", state=session.state))
+        except Exception as exc:  # noqa: BLE001 - the next line or the final state shows them anyway
+            log.warning("showing the lines of agent session %s failed: %s", session.id, exc)
 
     async def agent_push(self, body: dict[str, Any]) -> None:
         """A verified push notification from a dev agent (queued by the web process)."""

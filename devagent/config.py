@@ -36,7 +36,6 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class Parameter:
-    name: str
     pattern: re.Pattern[str]
     required: bool
     default: str
@@ -207,7 +206,7 @@ def _parameters(value: object, where: str, problems: list[str]) -> dict[str, Par
             problems.append(f"{here}.required: must be true or false")
         if not isinstance(default, str):
             problems.append(f"{here}.default: must be a string (quote it)")
-        parameters[name] = Parameter(name=name, pattern=pattern, required=required is True, default=str(default))
+        parameters[name] = Parameter(pattern=pattern, required=required is True, default=str(default))
     return parameters
 
 

@@ -4,15 +4,17 @@ sees it, a task is touched only with a token for its skill and repo, and every r
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
-from typing import Any, NoReturn, TypeVar
+from typing import NoReturn, TypeVar
 
+from a2a.server.agent_execution import AgentExecutor
 from a2a.server.context import ServerCallContext
 from a2a.server.events import Event
 from a2a.server.request_handlers import DefaultRequestHandler, validate_request_params
-from a2a.server.tasks import TaskStore
+from a2a.server.tasks import PushNotificationConfigStore, PushNotificationSender, TaskStore
 from a2a.types import (
+    AgentCard,
     CancelTaskRequest,
     DeleteTaskPushNotificationConfigRequest,
     GetTaskPushNotificationConfigRequest,
@@ -54,8 +56,25 @@ def authorized_plan(context: ServerCallContext) -> RunPlan:
 
 
 class GuardedRequestHandler(DefaultRequestHandler):
-    def __init__(self, *, config: AgentConfig, task_store: TaskStore, **kwargs: Any) -> None:
-        super().__init__(task_store=task_store, **kwargs)
+    def __init__(
+        self,
+        *,
+        config: AgentConfig,
+        agent_executor: AgentExecutor,
+        task_store: TaskStore,
+        agent_card: AgentCard,
+        push_config_store: PushNotificationConfigStore,
+        push_sender: PushNotificationSender,
+        push_url_validator: Callable[[str], Awaitable[bool]],
+    ) -> None:
+        super().__init__(
+            agent_executor=agent_executor,
+            task_store=task_store,
+            agent_card=agent_card,
+            push_config_store=push_config_store,
+            push_sender=push_sender,
+            push_url_validator=push_url_validator,
+        )
         self.config = config
         self._tasks = task_store
 
@@ -97,9 +116,18 @@ class GuardedRequestHandler(DefaultRequestHandler):
 
     @validate_request_params
     async def on_list_tasks(self, params: ListTasksRequest, context: ServerCallContext) -> ListTasksResponse:
-        # A token is scoped to one repo and skill; a listing across tasks has no such scope.
-        reason = "ListTasks is not offered: ask for one task with GetTask"
-        self._refuse(context, reason, UnsupportedOperationError)
+        """One session's tasks (the bot looks for the task it started before a crash), those of the token's
+        skill and repo only. The context id keeps the listing to a page, so leaving out the others does not
+        break the paging."""
+        if not params.context_id:
+            self._refuse(context, "ListTasks needs a context_id: a token lists one session's tasks", InvalidParamsError)
+        page: ListTasksResponse = await super().on_list_tasks(params, context)
+        scope = _scope(context)
+        mine = [task for task in page.tasks if _in_scope(scope, task)]
+        page.total_size -= len(page.tasks) - len(mine)
+        del page.tasks[:]
+        page.tasks.extend(mine)
+        return page
 
     @validate_request_params
     async def on_create_task_push_notification_config(
@@ -154,8 +182,7 @@ class GuardedRequestHandler(DefaultRequestHandler):
     async def _authorize_task(self, task_id: str, context: ServerCallContext) -> None:
         task = await self._tasks.get(task_id, context)
         if task is not None:  # else the SDK answers TaskNotFound
-            metadata = MessageToDict(task.metadata)
-            self._check(context, lambda: check_task_scope(_scope(context), task_id, metadata))
+            self._check(context, lambda: check_task_scope(_scope(context), task_id, MessageToDict(task.metadata)))
 
     def _check(self, context: ServerCallContext, check: Callable[[], T]) -> T:
         try:
@@ -170,6 +197,14 @@ class GuardedRequestHandler(DefaultRequestHandler):
         scope = _scope(context)
         log_refusal(str(context.state.get("method", "?")), reason, repo=scope.repo, skill=scope.skill)
         raise error(message=reason)
+
+
+def _in_scope(scope: Scope, task: Task) -> bool:
+    try:
+        check_task_scope(scope, task.id, MessageToDict(task.metadata))
+    except Refusal:
+        return False
+    return True
 
 
 def _scope(context: ServerCallContext) -> Scope:

@@ -4,6 +4,7 @@ whole group stopped on timeout, on cancel and when the playbook exits leaving ch
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -16,6 +17,7 @@ from .policy import RunPlan
 INHERITED_ENV = ("PATH", "HOME", "LANG")
 MAX_LINE_CHARS = 4000
 KILL_GRACE_SECONDS = 5.0  # between SIGTERM and SIGKILL
+DRAIN_SECONDS = 5.0  # for the last output once the group is gone
 _CHUNK = 65536
 _MAX_PENDING = 65536  # a line longer than this is passed on in pieces
 _POLL_SECONDS = 0.05
@@ -50,9 +52,6 @@ class PlaybookProcess:
 
     async def run(self, on_line: LineHandler) -> Outcome:
         started = time.monotonic()
-        if self._canceled:
-            self._finished.set()
-            return Outcome(None, 0.0, canceled=True)
         try:
             proc = await asyncio.create_subprocess_exec(
                 *self.plan.argv,
@@ -79,7 +78,7 @@ class PlaybookProcess:
             await stop_group(proc)
             # Output still in the pipes is read to the end; only a process that left the group can hold
             # a pipe open now, and it must not hold the task open with it.
-            done, _ = await asyncio.wait({pump}, timeout=KILL_GRACE_SECONDS)
+            done, _ = await asyncio.wait({pump}, timeout=DRAIN_SECONDS)
             if done:
                 pump.result()  # a failure to hand a line on is the run's failure
         finally:
@@ -114,10 +113,12 @@ async def stop_group(proc: asyncio.subprocess.Process) -> None:
         await proc.wait()
         return
     _signal_group(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + KILL_GRACE_SECONDS
-    while group_alive(pgid) and time.monotonic() < deadline:
+    # Polled: nothing signals the end of a grandchild.
+    for _ in range(round(KILL_GRACE_SECONDS / _POLL_SECONDS)):
         await asyncio.sleep(_POLL_SECONDS)
-    if group_alive(pgid):
+        if not group_alive(pgid):
+            break
+    else:
         _signal_group(pgid, signal.SIGKILL)
     await proc.wait()
 
@@ -146,10 +147,8 @@ def group_alive(pgid: int) -> bool:
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass
 
 
 async def _pump(proc: asyncio.subprocess.Process, on_line: LineHandler) -> None:

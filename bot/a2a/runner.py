@@ -153,7 +153,10 @@ class DevAgents:
         elif update.final and session.state not in FINAL_STATES:
             session.result = update.text
             changed = self.registry.note(session, update.state, update.text)
-        elif not update.final and update.state not in (session.state, "submitted"):
+        elif (
+            not update.final and update.state not in (session.state, "submitted") and session.state not in FINAL_STATES
+        ):
+            # A late snapshot (a queued push notification) does not bring a finished task back.
             changed = self.registry.note(session, update.state, update.text)
         if changed:
             await self.registry.save(session)
