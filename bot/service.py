@@ -725,7 +725,7 @@ class ReleaseService:
             assert playbook is not None
             problems = await self.agent_problems(ref.repo, SKILL_ROLLBACK)
             if problems:
-                return f"@{login} the rollback cannot start: {problems[0].removesuffix('; nothing was merged')}."
+                return f"@{login} the rollback cannot start: {problems[0]}."
             payload = job_payload(release, playbook=playbook, requested_by=login, delivery=delivery)
             await self.store.schedule_job(
                 f"agent-rollback:{release.key}", "agent-rollback", payload, due_at=self.clock(), once=True
@@ -1189,11 +1189,11 @@ class ReleaseService:
     async def agent_problems(self, repo: str, skill: str) -> tuple[str, ...]:
         """Why the repository's dev agent cannot run `skill` now (none: it can)."""
         if self.agents is None:
-            return ("the dev agent needs SECRETS_KEY (its signing key is stored encrypted); nothing was merged",)
+            return ("the dev agent needs SECRETS_KEY (the bot's signing key for it is stored encrypted)",)
         try:
             await self.agents.agent_for(repo, skill)
         except AgentError as exc:
-            return (f"{exc.message}; nothing was merged",)
+            return (exc.message,)
         return ()
 
     async def _agent_deploy(
@@ -1602,6 +1602,8 @@ class ReleaseService:
             if exc.retry and not last_try:
                 raise  # an outage is retried, not taken for a conflict
             conflicts = (f"the calendar could not be checked: {exc.message}",)
+        if config.deploy.playbook:  # found missing now, not at the slot: there is time to fix it
+            conflicts += await self.agent_problems(ref.repo, SKILL_RUN)
         now = self.clock()
         proposal = None
         if conflicts or verdict.state != "green" or pull.head_sha != (release.verified_sha or release.head_sha):

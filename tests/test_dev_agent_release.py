@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -143,12 +143,14 @@ async def world(tmp_path: Path, app_settings: Settings, fake_github: FakeGitHub)
         await client.close()
 
 
-async def ship_at_t(world: World, playbook: str) -> None:
+async def ship_at_t(world: World, playbook: str | None) -> None:
+    """Book with that playbook and move to the slot (None: the release is booked already)."""
     scenario = world.scenario
-    scenario.fake.set_file(REPO, ".github/release-secretary.yml", CONFIG.format(playbook=playbook))
-    await scenario.deliver("issue_comment", scenario.comment(7, "/ship friday 3pm", sender="alice"))
-    release = await scenario.store.get_active_release(REPO, 7)
-    assert release is not None and release.state is State.SCHEDULED, release
+    if playbook is not None:
+        scenario.fake.set_file(REPO, ".github/release-secretary.yml", CONFIG.format(playbook=playbook))
+        await scenario.deliver("issue_comment", scenario.comment(7, "/ship friday 3pm", sender="alice"))
+        release = await scenario.store.get_active_release(REPO, 7)
+        assert release is not None and release.state is State.SCHEDULED, release
     scenario.clock.now = T
     await scenario.settle()
 
@@ -229,7 +231,7 @@ async def test_a_release_whose_agent_cannot_be_reached_is_not_merged(world: Worl
     await ship_at_t(world, "deploy-ok")
     assert scenario.fake.calls("pulls/merge") == []
     said = scenario.answers(7)[-1].replace("\\", "")
-    assert "the dev agent at http://127.0.0.1:9 could not be reached" in said and "nothing was merged" in said
+    assert "did not go ahead" in said and "the dev agent at http://127.0.0.1:9 could not be reached" in said
 
 
 async def test_push_notifications_need_the_bot_token_and_the_task_secret(world: World) -> None:
@@ -309,3 +311,23 @@ async def test_a_restarted_worker_resumes_the_task_when_the_push_notifications_w
     assert session.log == ["starting production", "finished"]
     assert len(scenario.fake.calls("pulls/merge")) == 1
     assert [c["state"] for c in session.changes] == ["sending", "working", "completed"]
+
+
+async def test_a_missing_agent_is_reported_at_t_minus_15_and_the_release_goes_ahead_once_it_is_back(
+    world: World,
+) -> None:
+    scenario = world.scenario
+    agents = scenario.worker.service.agents
+    assert agents is not None
+    scenario.fake.set_file(REPO, ".github/release-secretary.yml", CONFIG.format(playbook="deploy-ok"))
+    await scenario.deliver("issue_comment", scenario.comment(7, "/ship friday 3pm", sender="alice"))
+    await agents.registry.add(REPO, "http://127.0.0.1:9")  # a wrong address for this repository
+    scenario.clock.now = T - timedelta(minutes=15)
+    await scenario.settle()
+    blocked = await scenario.store.get_active_release(REPO, 7)
+    assert blocked is not None and blocked.state is State.BLOCKED
+    assert "the dev agent at http://127.0.0.1:9 could not be reached" in scenario.sticky(7)["body"].replace("\\", "")
+    assert await agents.registry.remove(REPO)  # fixed: the organisation's agent serves it again
+    await ship_at_t(world, None)
+    released = await scenario.store.get_latest_release(REPO, 7)
+    assert released is not None and released.state is State.RELEASED, released
