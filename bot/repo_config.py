@@ -67,6 +67,7 @@ class Deploy:
     deployment: bool = False  # a GitHub Deployment of the merge commit, followed through its statuses
     rollback_workflow: str | None = None  # what `/ship rollback` dispatches
     rollback_playbook: str | None = None  # or runs on the dev agent (skill rollback_release)
+    merge_by: str = "bot"  # or "agent": the playbook merges (pinned to {sha}) as well as deploying
     timeout: timedelta = timedelta(minutes=60)  # a deploy with no result by then has failed
     # The playbook's parameters; {merge_sha}, {sha}, {repo}, {pr} and {environment} are filled in.
     parameters: Mapping[str, str] = field(default_factory=dict)
@@ -555,6 +556,12 @@ def _meaning_problems(data: Mapping[str, Any]) -> Iterator[tuple[tuple[str | int
             ),
         )
 
+    if isinstance(deploy, dict) and deploy.get("merge_by") == "agent" and not deploy.get("playbook"):
+        yield (
+            ("deploy", "merge_by"),
+            "deploy.merge_by: agent needs deploy.playbook: the playbook on the dev agent is what merges",
+        )
+
     parameters = deploy.get("parameters") if isinstance(deploy, dict) else None
     for name, value in parameters.items() if isinstance(parameters, dict) else ():
         if not isinstance(value, str):
@@ -720,6 +727,7 @@ def _build(data: Mapping[str, Any]) -> RepoConfig:
             deployment=bool(deploy.get("deployment", False)),
             rollback_workflow=deploy.get("rollback_workflow"),
             rollback_playbook=deploy.get("rollback_playbook"),
+            merge_by=deploy.get("merge_by", "bot"),
             timeout=timedelta(minutes=int(deploy.get("timeout_minutes", 60))),
             parameters={str(k): str(v) for k, v in (deploy.get("parameters") or {}).items()},
         ),

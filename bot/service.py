@@ -1085,6 +1085,9 @@ class ReleaseService:
         data: dict[str, Any] | None = None
         refused: tuple[int, str] | None = None
         noted = await self.store.get_value(marker) or ""
+        config = (await self.read.config(gh, ref.repo)).config
+        if config.deploy.merge_by == "agent" and config.deploy.playbook and not noted.startswith("merged "):
+            return await self._agent_merge(gh, ref, release, sha, config, marker, noted)
         if noted.startswith("merged ") or noted == f"started {sha}":
             data = await self._adopted_merge(gh, ref, sha)
         if data is None:
@@ -1123,6 +1126,73 @@ class ReleaseService:
         await self.store.set_value(marker, f"merged {merge_sha}", now=self.clock())
         if not release.deploy_target:
             await self.store.release_lease(f"env:{release.lane}", release.key)
+        return decision
+
+    async def _agent_merge(
+        self, gh: GitHubAPI, ref: PullRef, release: Release, sha: str, config: RepoConfig, marker: str, noted: str
+    ) -> Decision | None:
+        """`deploy.merge_by: agent`: the playbook merges (pinned to {sha}, the verified SHA) and deploys;
+        the bot then asks the PR what was merged. Its deploy step reports the same session's outcome."""
+        assert self.agents is not None and config.deploy.playbook is not None
+        previous = None
+        if noted.startswith(f"agent {sha} "):
+            previous = await self.agents.registry.session(noted.split(" ", 2)[2])
+
+        async def started(session: Session) -> None:
+            await self.store.set_value(marker, f"agent {sha} {session.key}", now=self.clock())
+
+        session: Session | None = None
+        failure = ""
+        try:
+            session = await self.agents.run(
+                previous,
+                repo=ref.repo,
+                release=release.key,
+                skill=SKILL_RUN,
+                playbook=config.deploy.playbook,
+                parameters=self.playbook_parameters(config, release, ""),
+                requested_by=release.requested_by,
+                on_start=started,
+                on_update=self.agent_update,
+            )
+        except AgentError as exc:
+            if exc.retry:
+                raise
+            failure = exc.message
+        if session is not None:
+            tail = " / ".join(session.log[-5:])
+            failure = f"{session.playbook} on the dev agent {session.state} without merging: {session.result}"
+            failure += f" · last lines: {tail}" if tail else ""
+        pull = await gh.getitem(f"/repos/{ref.repo}/pulls/{ref.pr}")
+        head = (pull.get("head") or {}).get("sha")
+        if not pull.get("merged") or not pull.get("merge_commit_sha"):
+            await self.store.set_value(marker, f"refused {sha}", now=self.clock())
+            decision = await self.apply(
+                ref,
+                lambda _: MergeFinished(
+                    Actor("dev-agent"), Source.TIMER, None, sha=sha, merged=False, message=failure[:1500]
+                ),
+                reply_key=f"merge-refused:{release.key}:{sha}:{len(release.audit)}",
+            )
+            await self.store.release_lease(f"env:{release.lane}", release.key)
+            return decision
+        merge_sha = str(pull["merge_commit_sha"])
+        await self.store.set_value(marker, f"merged {merge_sha}", now=self.clock())
+        if head != sha:
+            log.error("%s: the dev agent merged %s, not the verified %s", release.key, str(head)[:12], sha[:12])
+        decision = await self.apply(
+            ref,
+            lambda _: MergeFinished(Actor("dev-agent"), Source.TIMER, None, sha=sha, merged=True, merge_sha=merge_sha),
+            reply_key=f"summary:{release.key}",
+        )
+        if session is not None:
+            # Its deploy step (the same playbook, finished) reports the session's outcome.
+            await self.store.set_value(f"deploy:{release.key}", f"agent {merge_sha} {session.key}", now=self.clock())
+        if head != sha:
+            # Merged, but not what was verified: the release must not count as a success.
+            merged = await self.release_for(ref.repo, ref.pr, release.number) or release
+            detail = f"the dev agent merged {str(head)[:7]}, not the verified {sha[:7]}: check what shipped"
+            return await self.deploy_failed(ref, merged, merge_sha, detail)
         return decision
 
     async def _adopted_merge(self, gh: GitHubAPI, ref: PullRef, sha: str) -> dict[str, Any] | None:
@@ -1208,6 +1278,10 @@ class ReleaseService:
         previous = None
         if noted.startswith(f"agent {merge_sha} "):
             previous = await self.agents.registry.session(noted.split(" ", 2)[2])
+            if previous is not None and previous.state in FINAL_STATES:
+                # It ran already (merge_by: agent merged and deployed in one go): its outcome is the deploy's.
+                await self.agent_update(previous, Update(task_id=previous.task_id or "", state=previous.state))
+                return None
 
         async def started(session: Session) -> None:
             await self.store.set_value(marker, f"agent {merge_sha} {session.key}", now=self.clock())
@@ -1272,7 +1346,7 @@ class ReleaseService:
 
     def playbook_parameters(self, config: RepoConfig, release: Release, merge_sha: str) -> dict[str, str]:
         values = {
-            "merge_sha": merge_sha,
+            "merge_sha": merge_sha,  # empty when the agent merges (deploy.merge_by: agent)
             "sha": release.verified_sha or release.head_sha,
             "repo": release.repo,
             "pr": str(release.pr),

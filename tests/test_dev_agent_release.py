@@ -48,6 +48,25 @@ SCRIPTS = {
     "deploy-bad.sh": '#!/bin/sh\necho "migrating $1"\necho "error: migration 42 failed" >&2\nexit 1\n',
     "deploy-slow.sh": '#!/bin/sh\necho "starting $1"\nsleep 3\necho "finished"\n',
 }
+# A playbook that merges the PR itself (deploy.merge_by: agent), pinned to the SHA the bot verified.
+MERGE_AND_DEPLOY = """\
+import json, os, sys, time, urllib.request
+sha, pr = sys.argv[1], sys.argv[2]
+pinned = os.environ.get("PIN", "yes") == "yes"
+if not pinned:
+    print("waiting", flush=True)
+    time.sleep(1)
+request = urllib.request.Request(
+    f"{os.environ['GITHUB_API']}/repos/{os.environ['REPO']}/pulls/{pr}/merge",
+    data=json.dumps({"sha": sha, "merge_method": "squash"} if pinned else {"merge_method": "squash"}).encode(),
+    method="PUT",
+    headers={"Authorization": f"token {os.environ['GITHUB_TOKEN']}", "Accept": "application/vnd.github+json",
+             "Content-Type": "application/json"},
+)
+merged = json.load(urllib.request.urlopen(request))
+print(f"merged {sha[:7]} as {merged['sha'][:7]}", flush=True)
+print("deployed", flush=True)
+"""
 
 
 def free_port() -> int:
@@ -76,7 +95,7 @@ async def wait_for(url: str, process: subprocess.Popen[bytes], log: Path) -> Non
     raise AssertionError(f"{url} never answered: {log.read_text()}")
 
 
-def agent_config(tmp_path: Path, agent_url: str, bot_url: str) -> Path:
+def agent_config(tmp_path: Path, agent_url: str, bot_url: str, github: dict[str, str]) -> Path:
     scripts = tmp_path / "playbooks"
     scripts.mkdir()
     for name, text in SCRIPTS.items():
@@ -96,6 +115,19 @@ def agent_config(tmp_path: Path, agent_url: str, bot_url: str) -> Path:
         }
         for name in SCRIPTS
     }
+    (scripts / "merge_and_deploy.py").write_text(MERGE_AND_DEPLOY)
+    playbooks["merge-and-deploy"] = {
+        "argv": [sys.executable, str(scripts / "merge_and_deploy.py"), "{sha}", "{pr}"],
+        "env": github,
+        "timeout_seconds": 30,
+        "repos": ["octo-org/*"],
+        "parameters": {
+            "sha": {"pattern": "^[0-9a-f]{40}$", "required": True},
+            "pr": {"pattern": "^[0-9]+$", "required": True},
+        },
+    }
+    # The same, careless: it merges whatever the head is by then (no sha).
+    playbooks["merge-unpinned"] = {**playbooks["merge-and-deploy"], "env": {**github, "PIN": "no"}}
     config = {
         "url": agent_url,
         "bot": {"issuer": bot_url, "jwks_url": f"{bot_url}/.well-known/jwks.json"},
@@ -131,7 +163,9 @@ async def world(tmp_path: Path, app_settings: Settings, fake_github: FakeGitHub)
     client: TestClient = TestClient(TestServer(make_app(settings, clock=clock), host="127.0.0.1", port=bot_port))  # type: ignore[type-arg]
     await client.start_server()
     log = tmp_path / "devagent.log"
-    process = spawn_agent(agent_config(tmp_path, agent_url, bot_url), tmp_path, log)
+    # The agent's own credentials (in real life a deploy key or token of its own): an installation token.
+    github = {"GITHUB_API": fake_github.url, "GITHUB_TOKEN": fake_github.issue_token(99), "REPO": REPO}
+    process = spawn_agent(agent_config(tmp_path, agent_url, bot_url, github), tmp_path, log)
     try:
         await wait_for(f"{agent_url}/.well-known/agent-card.json", process, log)
         scenario = Scenario(client, settings, fake_github, clock)
@@ -331,3 +365,51 @@ async def test_a_missing_agent_is_reported_at_t_minus_15_and_the_release_goes_ah
     await ship_at_t(world, None)
     released = await scenario.store.get_latest_release(REPO, 7)
     assert released is not None and released.state is State.RELEASED, released
+
+
+async def test_merge_by_the_agent_merges_the_verified_sha_and_deploys_in_one_run(world: World) -> None:
+    scenario = world.scenario
+    config = CONFIG.format(playbook="merge-and-deploy").replace(
+        '  parameters:\n    environment: "{environment}"\n    sha: "{merge_sha}"\n',
+        '  merge_by: agent\n  parameters:\n    sha: "{sha}"\n    pr: "{pr}"\n',
+    )
+    assert "merge_by: agent" in config
+    scenario.fake.set_file(REPO, ".github/release-secretary.yml", config)
+    await scenario.deliver("issue_comment", scenario.comment(7, "/ship friday 3pm", sender="alice"))
+    await ship_at_t(world, None)
+    [merge] = scenario.fake.calls("pulls/merge")
+    assert merge.json is not None and merge.json["sha"] == HEAD  # the agent's merge, pinned by the bot's {sha}
+    assert merge.headers["user-agent"].startswith("Python-urllib")  # sent by the playbook, not by the bot
+    released = await scenario.store.get_latest_release(REPO, 7)
+    assert released is not None and released.state is State.RELEASED, (released, world.agent_log.read_text()[-1500:])
+    assert released.merge_sha == scenario.fake.pull(REPO, 7)["merge_commit_sha"]
+    agents = scenario.worker.service.agents
+    assert agents is not None
+    [session] = await agents.registry.sessions()  # one run: merged and deployed, not run again to deploy
+    assert session.log == [f"merged {HEAD[:7]} as {released.merge_sha[:7]}", "deployed"]
+
+
+async def test_an_agent_that_merged_another_head_fails_the_release(world: World) -> None:
+    scenario = world.scenario
+    config = CONFIG.format(playbook="merge-unpinned").replace(
+        '  parameters:\n    environment: "{environment}"\n    sha: "{merge_sha}"\n',
+        '  merge_by: agent\n  parameters:\n    sha: "{sha}"\n    pr: "{pr}"\n',
+    )
+    scenario.fake.set_file(REPO, ".github/release-secretary.yml", config)
+    await scenario.deliver("issue_comment", scenario.comment(7, "/ship friday 3pm", sender="alice"))
+    scenario.clock.now = T
+    running = asyncio.create_task(scenario.settle())
+    agents = scenario.worker.service.agents
+    assert agents is not None
+    for _ in range(100):  # the playbook started, and waits a second before it merges
+        sessions = await agents.registry.sessions()
+        if sessions and sessions[0].log:
+            break
+        await asyncio.sleep(0.05)
+    scenario.fake.push_to_pull(REPO, 7, "c" * 40)  # someone pushes meanwhile (green, so GitHub lets it merge)
+    scenario.fake.add_check_run(REPO, "c" * 40, "ci/build", status="completed", conclusion="success")
+    await running
+    failed = await scenario.store.get_latest_release(REPO, 7)
+    assert failed is not None and failed.state is State.FAILED, failed
+    said = scenario.answers(7)[-1]
+    assert f"the dev agent merged ccccccc, not the verified {HEAD[:7]}" in said
