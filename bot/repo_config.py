@@ -105,6 +105,24 @@ class CalendarConfig:
 DEFAULT_ENVIRONMENT = "production"
 # What a dev agent playbook's parameters may use, filled in by the bot at release time.
 PLAYBOOK_PLACEHOLDERS = ("merge_sha", "sha", "repo", "pr", "environment")
+_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
+
+
+def fill_placeholders(template: str, values: Mapping[str, str]) -> str:
+    """`{name}` replaced by its value, `{{`/`}}` by a brace; nothing else (no format specs: a repository's
+    config must not make the bot build huge strings)."""
+
+    def one(match: re.Match[str]) -> str:
+        token = match.group(0)
+        if token in ("{{", "}}"):
+            return token[0]
+        name = match.group(1)
+        if name is None or name not in values:
+            raise ValueError(f"uses {token!r}, which is not a placeholder the bot fills in")
+        return values[name]
+
+    return _PLACEHOLDER.sub(one, template)
+
 
 _UTC = ZoneInfo("UTC")
 
@@ -567,13 +585,12 @@ def _meaning_problems(data: Mapping[str, Any]) -> Iterator[tuple[tuple[str | int
         if not isinstance(value, str):
             continue
         try:
-            value.format_map(dict.fromkeys(PLAYBOOK_PLACEHOLDERS, ""))
-        except (KeyError, ValueError, IndexError) as exc:
+            fill_placeholders(value, dict.fromkeys(PLAYBOOK_PLACEHOLDERS, ""))
+        except ValueError as exc:
             known = ", ".join("{" + p + "}" for p in PLAYBOOK_PLACEHOLDERS)
             yield (
                 ("deploy", "parameters", name),
-                f"deploy.parameters.{name} uses a placeholder the bot does not know ({exc}); it knows {known} "
-                "(write {{ and }} for literal braces)",
+                f"deploy.parameters.{name} {exc}; the bot fills in {known} (write {{{{ and }}}} for literal braces)",
             )
 
     windows = data.get("windows")

@@ -71,7 +71,15 @@ from .release import (
     permission_reaches,
     waiting_for_checks,
 )
-from .repo_config import CONFIG_PATH, DEFAULT_CONFIG, DEFAULT_ENVIRONMENT, ConfigError, RepoConfig, parse_config
+from .repo_config import (
+    CONFIG_PATH,
+    DEFAULT_CONFIG,
+    DEFAULT_ENVIRONMENT,
+    ConfigError,
+    RepoConfig,
+    fill_placeholders,
+    parse_config,
+)
 from .secrets import SecretBox, Vault
 from .store import JobSpec, Store, VersionConflict
 from .store.base import Job
@@ -799,6 +807,8 @@ class ReleaseService:
 
     async def _reconcile_deploy(self, gh: GitHubAPI, ref: PullRef, release: Release) -> str | None:
         kind, _, name = (release.deploy_target or "").partition(" ")
+        if kind == "playbook":
+            return await self._reconcile_agent_deploy(release)
         if kind != "workflow" or not release.merge_sha:
             return None
         if release.deploy_id is not None:
@@ -1243,6 +1253,24 @@ class ReleaseService:
         await self.store.release_lease(f"env:{release.lane}", release.key)
         return decision
 
+    async def _reconcile_agent_deploy(self, release: Release) -> str | None:
+        """A playbook deploy nobody follows (its worker died, its pushes lost): ask the agent."""
+        noted = await self.store.get_value(f"deploy:{release.key}") or ""
+        if self.agents is None or not noted.startswith("agent "):
+            return None
+        session = await self.agents.registry.session(noted.split(" ", 2)[2])
+        if session is None or not session.task_id:
+            return None
+        if session.state not in FINAL_STATES:
+            try:
+                await self.agents.refresh(session, self.agent_update)
+            except AgentError as exc:
+                log.warning("asking the dev agent about %s failed: %s", release.key, exc.message)
+                return None
+        else:
+            await self.agent_update(session, Update(task_id=session.task_id, state=session.state, final=True))
+        return "deployed" if session.state in FINAL_STATES else None
+
     async def _cancel_agent_deploy(self, release: Release) -> None:
         """A playbook past the deploy's timeout is stopped on the agent (its process group killed)."""
         noted = await self.store.get_value(f"deploy:{release.key}") or ""
@@ -1277,11 +1305,8 @@ class ReleaseService:
         parameters = self.playbook_parameters(config, release, merge_sha)
         previous = None
         if noted.startswith(f"agent {merge_sha} "):
+            # A session that ended already (merge_by: agent merged and deployed in one run) reports its end.
             previous = await self.agents.registry.session(noted.split(" ", 2)[2])
-            if previous is not None and previous.state in FINAL_STATES:
-                # It ran already (merge_by: agent merged and deployed in one go): its outcome is the deploy's.
-                await self.agent_update(previous, Update(task_id=previous.task_id or "", state=previous.state))
-                return None
 
         async def started(session: Session) -> None:
             await self.store.set_value(marker, f"agent {merge_sha} {session.key}", now=self.clock())
@@ -1319,6 +1344,10 @@ class ReleaseService:
 
         async def started(session: Session) -> None:
             await self.store.set_value(marker, f"agent {session.key}", now=self.clock())
+            await mark(session)
+
+        async def mark(session: Session) -> None:
+            """The release knows its rollback (again on a retry: the first attempt may have died first)."""
             actor = Actor(payload["requested_by"])
             run_id = f"agent:{session.id}"
             await self.apply(
@@ -1327,6 +1356,8 @@ class ReleaseService:
                 reply_key=f"rollback-start:{release.key}",
             )
 
+        if previous is not None:
+            await mark(previous)
         try:
             await self.agents.run(
                 previous,
@@ -1352,11 +1383,14 @@ class ReleaseService:
             "pr": str(release.pr),
             "environment": config.deploy.environment or DEFAULT_ENVIRONMENT,
         }
-        return {k: v.format_map(values) for k, v in config.deploy.parameters.items()}
+        return {k: fill_placeholders(v, values) for k, v in config.deploy.parameters.items()}
 
     async def agent_update(self, session: Session, update: Update) -> None:
         """A dev agent session moved: its release's progress comment follows (lines at most every few
         seconds), and its final state ends the deploy."""
+        if session.state in FINAL_STATES:
+            self._agent_rendered.pop(session.id, None)
+            self._agent_flushes.pop(session.id, None)
         repo, pr, number = parse_release_key(session.release)
         release = await self.release_for(repo, pr, number)
         if release is not None and session.skill == SKILL_ROLLBACK:
@@ -1380,8 +1414,6 @@ class ReleaseService:
             return candidate.key == key
 
         if session.state in FINAL_STATES:
-            self._agent_rendered.pop(session.id, None)
-            self._agent_flushes.pop(session.id, None)
             ok = session.state == "completed"
             detail = (
                 "" if ok else f"{session.playbook} on the dev agent {session.state}: {session.result or 'no result'}"

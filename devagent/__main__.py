@@ -14,7 +14,9 @@ from .config import ConfigError, load_config
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 SHUTDOWN_GRACE_SECONDS = 5
-QUIET_LOGGERS = ("httpx", "a2a.server.tasks.base_push_notification_sender")
+# httpx and the push sender would log every output line twice; the JSON-RPC dispatcher logs request
+# bodies at DEBUG, and a body carries the task's push secret and the bot's push token.
+QUIET_LOGGERS = ("httpx", "a2a.server.tasks.base_push_notification_sender", "a2a.server.routes.jsonrpc_dispatcher")
 
 
 def main(argv: list[str] | None = None) -> int:

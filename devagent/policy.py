@@ -59,7 +59,7 @@ def plan_run(config: AgentConfig, scope: Scope, data: Mapping[str, Any]) -> RunP
     skill = _field(data, "skill")
     name = _field(data, "playbook")
     repo = _field(data, "repo")
-    _field(data, "release")
+    release = _field(data, "release")
     parameters = data.get("parameters", {})
     if not isinstance(parameters, Mapping):
         raise Refusal("data.parameters must be a JSON object of parameter names to string values")
@@ -67,6 +67,8 @@ def plan_run(config: AgentConfig, scope: Scope, data: Mapping[str, Any]) -> RunP
         raise Refusal(f"the token's skill claim is {scope.skill!r} but the request asks for skill {skill!r}")
     if repo != scope.repo:
         raise Refusal(f"the token's repo claim is {scope.repo!r} but the request is for repo {repo!r}")
+    if release != scope.release:
+        raise Refusal(f"the token's release claim is {scope.release!r} but the request is for release {release!r}")
     if skill not in config.skills:
         offered = ", ".join(config.skills)
         raise Refusal(f"this agent has no skill {skill!r} (it offers: {offered})", unsupported=True)
@@ -89,12 +91,14 @@ def plan_run(config: AgentConfig, scope: Scope, data: Mapping[str, Any]) -> RunP
 
 
 def check_task_scope(scope: Scope, task_id: str, task_metadata: Mapping[str, Any]) -> None:
-    """A task is touched only with a token for its own skill and repo. The refusal names the token's claim,
-    never the task's: a caller learns nothing about a task it may not see."""
+    """A task is touched only with a token for its own skill, repo and release. The refusal names the
+    token's claim, never the task's: a caller learns nothing about a task it may not see."""
     if task_metadata.get("skill") != scope.skill:
         raise Refusal(f"task {task_id} was not started for the token's skill claim {scope.skill!r}")
     if task_metadata.get("repo") != scope.repo:
         raise Refusal(f"task {task_id} was not started for the token's repo claim {scope.repo!r}")
+    if task_metadata.get("release") != scope.release:
+        raise Refusal(f"task {task_id} was not started for the token's release claim {scope.release!r}")
 
 
 def check_push_url(url: str, allowed: Sequence[str]) -> None:

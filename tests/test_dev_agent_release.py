@@ -317,10 +317,14 @@ async def test_the_outcome_reaches_the_release_through_a_push_when_the_worker_di
     assert done is not None and done.state is State.RELEASED, (done, world.agent_log.read_text()[-2000:])
 
 
-async def test_a_restarted_worker_resumes_the_task_when_the_push_notifications_were_lost(world: World) -> None:
+@pytest.mark.parametrize("over", [False, True], ids=["still-running", "over-by-then"])
+async def test_a_restarted_worker_resumes_the_task_when_the_push_notifications_were_lost(
+    world: World, over: bool
+) -> None:
     """The worker following the stream dies mid-deploy and the agent's pushes never arrive (the bot's
     push token changed under them); the deploy job, taken over when its lease lapses, finds the session
-    it started and follows the same task to its end (SubscribeToTask, or GetTask once it is over)."""
+    it started and follows the same task to its end: SubscribeToTask while it runs, GetTask when it is
+    over by then (the agent refuses to subscribe to a finished task)."""
     scenario = world.scenario
     scenario.fake.set_file(REPO, ".github/release-secretary.yml", CONFIG.format(playbook="deploy-slow"))
     await scenario.deliver("issue_comment", scenario.comment(7, "/ship friday 3pm", sender="alice"))
@@ -337,6 +341,8 @@ async def test_a_restarted_worker_resumes_the_task_when_the_push_notifications_w
     following.cancel()
     await asyncio.gather(following, return_exceptions=True)
     assert (await scenario.store.get_active_release(REPO, 7)).state is State.RELEASING  # type: ignore[union-attr]
+    if over:
+        await asyncio.sleep(3.5)  # the playbook ends while no worker follows it
     scenario.clock.advance(seconds=scenario.settings.worker_lease_seconds + 1)  # the dead worker's lease lapses
     await scenario.settle()
     done = await scenario.store.get_latest_release(REPO, 7)
@@ -413,3 +419,42 @@ async def test_an_agent_that_merged_another_head_fails_the_release(world: World)
     assert failed is not None and failed.state is State.FAILED, failed
     said = scenario.answers(7)[-1]
     assert f"the dev agent merged ccccccc, not the verified {HEAD[:7]}" in said
+
+
+async def test_push_notifications_are_checked_against_the_session_they_name(world: World) -> None:
+    """A real session's task: a wrong secret, another session's secret, then the right one."""
+    scenario = world.scenario
+    agents = scenario.worker.service.agents
+    assert agents is not None
+    agent = await agents.registry.for_repo(REPO)
+    assert agent is not None
+    sessions = []
+    for n, secret in enumerate(("secret-a", "secret-b")):
+        session = await agents.registry.open_session(
+            agent,
+            skill="run_playbook",
+            playbook="deploy-ok",
+            parameters={},
+            repo=REPO,
+            release=f"{REPO}#7/{n + 1}",
+            requested_by="alice",
+            push_secret=secret,
+        )
+        session.task_id = f"task-{n}"
+        await agents.registry.save(session)
+        sessions.append(session)
+    token = await agents.push_token()
+    event = {
+        "statusUpdate": {"taskId": "task-0", "contextId": sessions[0].id, "status": {"state": "TASK_STATE_WORKING"}}
+    }
+
+    async def push(secret: str) -> int:
+        headers = {"Authorization": f"Bearer {token}", "X-A2A-Notification-Token": secret}
+        return (await scenario.client.post("/a2a/push", json=event, headers=headers)).status
+
+    assert await push("wrong") == 401
+    assert await push("secret-b") == 401  # session B's secret does not open session A's task
+    assert await scenario.store.claim_jobs("t", now=scenario.clock.now, lease_seconds=5, limit=50) == []
+    assert await push("secret-a") == 200
+    [job] = await scenario.store.claim_jobs("t", now=scenario.clock.now, lease_seconds=5, limit=50)
+    assert job.kind == "agent-push" and job.payload["session"] == sessions[0].key

@@ -548,11 +548,18 @@ REQUEST_REFUSALS = [
         id="missing-parameter",
     ),
     pytest.param(
-        {"repo": "evil-org/webshop"},
+        {"repo": "evil-org/webshop", "release": "evil-org/webshop#7/1"},
         run_request("deploy-web", {"environment": "production"}, repo="evil-org/webshop"),
         INVALID_PARAMS,
         "repo 'evil-org/webshop' may not run playbook 'deploy-web'",
         id="repo-not-allowed",
+    ),
+    pytest.param(
+        {"release": "octo-org/webshop#8/1"},
+        run_request("deploy-web", {"environment": "production"}),
+        INVALID_PARAMS,
+        "the token's release claim is 'octo-org/webshop#8/1' but the request is for release 'octo-org/webshop#7/1'",
+        id="release-claim-mismatch",
     ),
     pytest.param(
         {"skill": "tail_logs"},
@@ -588,7 +595,7 @@ async def test_a_request_off_the_allowlist_is_refused_with_the_reason(
     error = response.json()["error"]
     assert (error["code"], error["message"]) == (code, reason)
     claimed = {"repo": WEBSHOP, "skill": "run_playbook", **claims}
-    agent.assert_refusal_logged("SendMessage", reason, **claimed)
+    agent.assert_refusal_logged("SendMessage", reason, repo=claimed["repo"], skill=claimed["skill"])
     assert token not in agent.log()
 
 
@@ -616,6 +623,10 @@ async def test_a_task_is_touched_only_with_a_token_for_its_repo_and_skill(
     agent.assert_refusal_logged("GetTask", other_repo, repo="octo-org/other")
     agent.assert_refusal_logged("CancelTask", other_skill, skill="tail_logs")
     agent.assert_refusal_logged("SubscribeToTask", other_repo, repo="octo-org/other")
+    # Another release of the same repository may not touch it either.
+    other_release = f"task {task_id} was not started for the token's release claim 'octo-org/webshop#8/1'"
+    with pytest.raises(InvalidParamsError, match=re.escape(other_release)):
+        await client.cancel_task(CancelTaskRequest(id=task_id), context=as_bot(key, release="octo-org/webshop#8/1"))
     assert (await client.get_task(GetTaskRequest(id=task_id), context=as_bot(key))).id == task_id
 
 

@@ -535,3 +535,21 @@ windows_config = st.fixed_dictionaries(
 def test_arbitrary_yaml_never_raises(value: Any) -> None:
     text = yaml.safe_dump(value, allow_unicode=True)
     check_problems(parse_config(text), text)
+
+
+def test_playbook_parameters_may_only_use_the_bots_placeholders() -> None:
+    found = problems(
+        'deploy:\n  playbook: deploy-web\n  parameters:\n    sha: "{sha:>400000000}"\n    ok: "{merge_sha}"\n'
+    )
+    assert [(p.path, p.message.split(";")[0]) for p in found] == [
+        (
+            "deploy.parameters.sha",
+            "deploy.parameters.sha uses '{sha:>400000000}', which is not a placeholder the bot fills in",
+        )
+    ]
+    assert "{merge_sha}, {sha}, {repo}, {pr}, {environment}" in found[0].message
+
+
+def test_merge_by_agent_needs_a_playbook() -> None:
+    [found] = problems("deploy:\n  workflow: deploy.yml\n  merge_by: agent\n")
+    assert found.message.startswith("deploy.merge_by: agent needs deploy.playbook")

@@ -7,6 +7,8 @@ context before it would send it again. Progress comes as `StreamResponse`s, turn
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Generator
 from dataclasses import dataclass, field
 from typing import Any
@@ -138,7 +140,12 @@ def open_call(
     auth = AgentAuth(keys, issuer=issuer, audience=audience, skill=skill, repo=repo, release=release)
     # Reads of an SSE stream may be far apart (a quiet playbook): no read timeout on the stream.
     http = httpx.AsyncClient(auth=auth, timeout=httpx.Timeout(timeout, read=None))
-    client = ClientFactory(ClientConfig(streaming=True, httpx_client=http)).create(card)
+    try:
+        client = ClientFactory(ClientConfig(streaming=True, httpx_client=http)).create(card)
+    except BaseException:
+        # A card the SDK cannot use (no JSON-RPC interface, say): the client must not leak.
+        _close_later(http)
+        raise
     push = None
     if push_url and push_secret and push_token:
         push = TaskPushNotificationConfig(
@@ -149,10 +156,20 @@ def open_call(
     return Call(client=client, http=http, card=card, push=push)
 
 
+def _close_later(http: httpx.AsyncClient) -> None:
+    with contextlib.suppress(RuntimeError):  # no running loop: nothing was opened yet either
+        task = asyncio.get_running_loop().create_task(http.aclose())
+        _CLOSING.add(task)
+        task.add_done_callback(_CLOSING.discard)
+
+
+_CLOSING: set[asyncio.Task[None]] = set()
+
+
 def updates(response: StreamResponse) -> list[Update]:
     """A stream (or push) event as updates: a task snapshot gives its state and its final text."""
     if response.HasField("task"):
-        return [task_update(response.task)]
+        return task_updates(response.task)
     if response.HasField("status_update"):
         event = response.status_update
         return [_status_update(event.task_id, event.status, MessageToDict(event.metadata))]
@@ -161,8 +178,16 @@ def updates(response: StreamResponse) -> list[Update]:
     return []
 
 
-def task_update(task: Task) -> Update:
-    return _status_update(task.id, task.status, {})
+def task_updates(task: Task) -> list[Update]:
+    """A task snapshot (GetTask, or the first event of a stream): the numbered lines of its artifacts
+    (the agent's log; lines a lost stream or lost pushes never delivered), then its state."""
+    lines = []
+    for artifact in task.artifacts:
+        for part in artifact.parts:
+            seq = MessageToDict(part.metadata).get("seq")
+            if part.text and seq is not None:
+                lines.append(Update(task_id=task.id, state="working", line=part.text, seq=int(seq)))
+    return [*lines, _status_update(task.id, task.status, {})]
 
 
 def _status_update(task_id: str, status: TaskStatus, metadata: dict[str, Any]) -> Update:

@@ -26,6 +26,7 @@ from ..secrets import Vault
 SECRET_NAME = "a2a:signing-keys"  # noqa: S105 - the name of a stored secret, not one
 TOKEN_SECONDS = 60  # the agent refuses anything longer-lived
 KEPT_KEYS = 2  # the current key and the one before it
+CACHE_SECONDS = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +54,13 @@ class AgentKeys:
         self.vault = vault
         self.clock = clock
         self._cached: list[SigningKey] | None = None
+        self._cached_at = 0.0
 
-    async def keys(self) -> list[SigningKey]:
+    async def keys(self, *, fresh: bool = False) -> list[SigningKey]:
+        """Read again every minute: another process (`agent rotate-key`, the web or the worker) may have
+        rotated them. The JWKS reads them fresh, so it never lags behind a signer."""
+        if self._cached is not None and (fresh or time.monotonic() - self._cached_at > CACHE_SECONDS):
+            self._cached = None
         if self._cached is None:
             stored = await self.vault.get(SECRET_NAME)
             if stored is None:
@@ -67,6 +73,7 @@ class AgentKeys:
                 )
                 for k in json.loads(stored)
             ]
+            self._cached_at = time.monotonic()
         return self._cached
 
     async def rotate(self) -> list[SigningKey]:
@@ -82,7 +89,7 @@ class AgentKeys:
         return await self.keys()
 
     async def jwks(self) -> dict[str, Any]:
-        return {"keys": [key.public_jwk() for key in await self.keys()]}
+        return {"keys": [key.public_jwk() for key in await self.keys(fresh=True)]}
 
     async def mint(self, *, issuer: str, audience: str, skill: str, repo: str, release: str) -> str:
         """One token for one request: `aud` the agent's URL, 60 s, a fresh `jti`, scoped to the skill,

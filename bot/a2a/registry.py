@@ -11,9 +11,10 @@ import hashlib
 import json
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from a2a.client import A2ACardResolver
@@ -29,6 +30,7 @@ _SESSION = "a2a:session:"
 _TASK = "a2a:task:"
 _CONTEXT = "a2a:context:"
 MAX_LOG_LINES = 40  # kept per session: the failure message quotes the last of them
+MAX_CHANGES = 200
 
 
 class AgentError(Exception):
@@ -64,15 +66,36 @@ class Session:
     state: str = "sending"
     result: str = ""
     changes: list[dict[str, str]] = field(default_factory=list)  # each state change, with its time
-    log: list[str] = field(default_factory=list)  # the last lines the playbook printed
-    seq: int = 0  # lines seen so far (stream and push notifications both carry them)
+    # The last lines the playbook printed, by sequence number (as text: a JSON object's keys): the stream
+    # and the push notifications both carry them, in whatever order they are applied.
+    lines: dict[str, str] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
         return f"{_SESSION}{self.started_at}:{self.id}"
 
-    def secret_matches(self, token: str) -> bool:
-        return hashlib.sha256(token.encode()).hexdigest() == self.token_hash
+    @property
+    def log(self) -> list[str]:
+        return [self.lines[k] for k in sorted(self.lines, key=int)]
+
+    def add_line(self, seq: int, line: str) -> bool:
+        """Keep a line (the latest MAX_LOG_LINES by number); False when it was kept already or is too old."""
+        key = str(seq)
+        if key in self.lines:
+            return False
+        numbers = sorted(int(k) for k in self.lines)
+        if len(numbers) >= MAX_LOG_LINES and seq < numbers[0]:
+            return False
+        self.lines[key] = line
+        for old in numbers[: max(0, len(numbers) + 1 - MAX_LOG_LINES)]:
+            del self.lines[str(old)]
+        return True
+
+    @classmethod
+    def from_json(cls, value: str) -> Session:
+        doc = json.loads(value)
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in doc.items() if k in known})
 
 
 class Registry:
@@ -114,7 +137,9 @@ class Registry:
             async with _client(self.http) as http:
                 card = await A2ACardResolver(http, agent.url).get_agent_card()
         except Exception as exc:  # unreachable, refused, not a card: all the same to a release
-            raise AgentError(f"the dev agent at {agent.url} could not be reached: {_why(exc)}", retry=True) from exc
+            raise AgentError(
+                f"the dev agent at {shown(agent.url)} could not be reached: {_why(exc)}", retry=True
+            ) from exc
         doc = {"fetched_at": now.isoformat(), "card": MessageToDict(card)}
         await self.store.set_value(_CARD + agent.url, json.dumps(doc), now=now)
         return card
@@ -125,7 +150,7 @@ class Registry:
             card = await self.card(agent, fresh=True)  # it may have been given the skill since
             if not any(s.id == skill for s in card.skills):
                 have = ", ".join(s.id for s in card.skills) or "none"
-                raise AgentError(f"the dev agent at {agent.url} has no skill {skill} (its skills: {have})")
+                raise AgentError(f"the dev agent at {shown(agent.url)} has no skill {skill} (its skills: {have})")
         return card
 
     # Sessions.
@@ -166,7 +191,7 @@ class Registry:
 
     async def session(self, key: str) -> Session | None:
         value = await self.store.get_value(key)
-        return Session(**json.loads(value)) if value else None
+        return Session.from_json(value) if value else None
 
     async def session_for_task(self, task_id: str) -> Session | None:
         key = await self.store.get_value(_TASK + task_id)
@@ -179,7 +204,7 @@ class Registry:
 
     async def sessions(self, *, limit: int = 50) -> list[Session]:
         rows = await self.store.list_values(_SESSION, limit=limit)
-        return [Session(**json.loads(value)) for _, value in rows]
+        return [Session.from_json(value) for _, value in rows]
 
     def note(self, session: Session, state: str, text: str = "") -> bool:
         """Record a state change (not a repeat of the last one); True when it was one."""
@@ -188,6 +213,7 @@ class Registry:
             return False
         session.state = state
         session.changes.append({"at": self.clock().isoformat(), "state": state, "text": text[:500]})
+        del session.changes[:-MAX_CHANGES]  # an agent that chatters in status texts cannot grow it for ever
         return True
 
 
@@ -207,6 +233,16 @@ class _Borrowed:
 
     async def __aexit__(self, *exc: object) -> None:
         return None
+
+
+def shown(url: str) -> str:
+    """An agent URL as PR comments may show it: no user name or password."""
+    parts = urlsplit(url)
+    return (
+        urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")))
+        if parts.hostname
+        else url
+    )
 
 
 def _why(exc: BaseException) -> str:

@@ -8,21 +8,25 @@ so the outcome reaches the release even when the worker that started it died."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hashlib
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import fields
 from datetime import datetime
 from typing import Any
 
 import httpx
-from a2a.client import A2AClientError
+from a2a.utils.errors import A2AError, InternalError
 
 from ..config import Settings
 from ..secrets import Vault
 from ..store import Store
-from .client import Update, open_call, task_update
+from .client import Call, Update, open_call, task_updates
 from .keys import AgentKeys
-from .registry import MAX_LOG_LINES, Agent, AgentError, Registry, Session
+from .registry import Agent, AgentError, Registry, Session, shown
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +86,10 @@ class DevAgents:
         on_update: OnUpdate,
     ) -> Session:
         """Run (or, given the session of an earlier attempt, follow) the skill to its final state.
-        `on_start` is called once the session is stored, before anything is sent."""
+        `on_start` is called once the session is stored, before anything is sent; a session that ended
+        already gets its final update again (what followed it may have died before passing it on)."""
         agent = Agent(scope="", url=session.agent_url) if session else await self.agent_for(repo, skill)
-        card = await self.registry.require_skill(agent, skill)
-        secret = secrets.token_urlsafe(24)
+        opened = session is None
         if session is None:
             session = await self.registry.open_session(
                 agent,
@@ -95,79 +99,139 @@ class DevAgents:
                 repo=repo,
                 release=release,
                 requested_by=requested_by,
-                push_secret=secret,
+                push_secret=secrets.token_urlsafe(24),  # replaced (and sent) when the task is sent
             )
             await on_start(session)
-            fresh = True
-        else:
-            fresh = False
-        call = open_call(
-            self.keys,
-            card,
-            issuer=self.issuer,
-            audience=agent.url,
-            skill=skill,
-            repo=repo,
-            release=release,
-            # A resumed session's push config is the one its first send registered (its secret is hashed).
-            push_url=f"{self.issuer}/a2a/push" if fresh else None,
-            push_secret=secret if fresh else None,
-            push_token=await self.push_token() if fresh else None,
-        )
+        if session.state in FINAL_STATES:
+            await on_update(session, Update(task_id=session.task_id or "", state=session.state, final=True))
+            return session
+        card = await self.registry.require_skill(agent, skill)
+
+        def connect(secret: str | None = None, token: str | None = None) -> Call:
+            push = f"{self.issuer}/a2a/push" if secret else None
+            return open_call(
+                self.keys,
+                card,
+                issuer=self.issuer,
+                audience=agent.url,
+                skill=skill,
+                repo=repo,
+                release=release,
+                push_url=push,
+                push_secret=secret,
+                push_token=token,
+            )
+
+        call = connect()
         try:
-            if session.state in FINAL_STATES:
-                return session
             task_id = session.task_id
-            if task_id is None and not fresh:
-                found = await call.find(session.id)
+            if task_id is None and not opened:
+                found = await call.find(session.id)  # sent before a crash, perhaps
                 task_id = found.id if found else None
-            data = {"skill": skill, "playbook": playbook, "parameters": parameters, "repo": repo, "release": release}
-            stream = call.resume(task_id) if task_id else call.send(session.id, data)
+            if task_id is None:
+                await call.close()
+                # Sent now: with a new push secret (only its hash is kept), so pushes can be checked.
+                secret = secrets.token_urlsafe(24)
+                session.token_hash = hashlib.sha256(secret.encode()).hexdigest()
+                await self.registry.save(session)
+                call = connect(secret, await self.push_token())
+                data = {"skill": skill, "playbook": playbook, "parameters": parameters}
+                stream = call.send(session.id, {**data, "repo": repo, "release": release})
+            else:
+                stream = call.resume(task_id)
             try:
                 async for update in stream:
                     await self.absorb(session, update, on_update)
                     if session.state in FINAL_STATES:
                         break
-            except (httpx.HTTPError, A2AClientError) as exc:
-                if session.task_id is None:
-                    raise AgentError(f"the dev agent at {agent.url} failed: {_why(exc)}", retry=True) from exc
-                log.warning("the stream of task %s dropped (%s); reading the task", session.task_id, _why(exc))
-            if session.state not in FINAL_STATES and session.task_id:
-                await self.absorb(session, task_update(await call.get(session.task_id)), on_update)
+            except (httpx.HTTPError, A2AError) as exc:
+                if session.task_id is None and task_id is None:
+                    # Refused (off the allowlist, a bad token) or unreachable before any task existed.
+                    retry = not isinstance(exc, A2AError) or _transient(exc)
+                    raise AgentError(
+                        f"the dev agent at {shown(agent.url)} refused or failed: {_why(exc)}", retry=retry
+                    ) from exc
+                log.warning("following task %s stopped (%s); reading the task", session.task_id or task_id, _why(exc))
+            if session.state not in FINAL_STATES:
+                followed = session.task_id or task_id
+                assert followed is not None
+                try:
+                    task = await call.get(followed)
+                except A2AError as exc:
+                    if _transient(exc):
+                        raise AgentError(
+                            f"the dev agent could not be asked about its task: {_why(exc)}", retry=True
+                        ) from exc
+                    raise AgentError(f"the dev agent no longer knows task {followed}: {_why(exc)}") from exc
+                for update in task_updates(task):
+                    await self.absorb(session, update, on_update)
+            if session.state not in FINAL_STATES:
+                # Still running and no stream to follow it: the job comes back to it later.
+                raise AgentError(f"task {session.task_id} is still {session.state}", retry=True)
             return session
         finally:
             await call.close()
 
     async def absorb(self, session: Session, update: Update, on_update: OnUpdate) -> None:
-        """One update from the stream or a push notification, applied once (lines by sequence number)."""
-        changed = False
-        if session.task_id is None:
-            session.task_id = update.task_id
-            changed = self.registry.note(session, "working", f"task {update.task_id}")
-        if update.line is not None and update.seq is not None:
-            if update.seq <= session.seq:
-                return  # seen already (the stream and the push notification both carry it)
-            session.seq = update.seq
-            session.log = [*session.log, update.line][-MAX_LOG_LINES:]
-            changed = True
-        elif update.final and session.state not in FINAL_STATES:
-            session.result = update.text
-            changed = self.registry.note(session, update.state, update.text)
-        elif (
-            not update.final and update.state not in (session.state, "submitted") and session.state not in FINAL_STATES
-        ):
-            # A late snapshot (a queued push notification) does not bring a finished task back.
-            changed = self.registry.note(session, update.state, update.text)
-        if changed:
-            await self.registry.save(session)
+        """One update from the stream or a push notification, applied once. Applies are serialised per
+        session across processes (a lease) and start from the stored session, so a stream and queued
+        pushes applied at once lose no line and never move a finished task back. A final update is
+        passed on every time: what follows it is idempotent, and it may have been missed after a crash."""
+        async with self._locked(session.id):
+            stored = await self.registry.session(session.key)
+            if stored is not None:
+                for f in fields(Session):
+                    setattr(session, f.name, getattr(stored, f.name))
+            changed = False
+            if session.task_id is None and update.task_id:
+                session.task_id = update.task_id
+                changed = self.registry.note(session, "working", f"task {update.task_id}")
+            if update.line is not None and update.seq is not None:
+                changed = session.add_line(update.seq, update.line) or changed
+            elif update.final and session.state not in FINAL_STATES:
+                session.result = update.text
+                changed = self.registry.note(session, update.state, update.text) or changed
+            elif (
+                not update.final
+                and update.state not in (session.state, "submitted")
+                and session.state not in FINAL_STATES  # a late snapshot does not bring a finished task back
+            ):
+                changed = self.registry.note(session, update.state, update.text) or changed
+            if changed:
+                await self.registry.save(session)
+        if changed or session.state in FINAL_STATES:
             await on_update(session, update)
 
-    async def cancel(self, session: Session) -> None:
-        """Ask the agent to stop the session's task (a deploy past its timeout)."""
-        if not session.task_id or session.state in FINAL_STATES:
-            return
+    @contextlib.asynccontextmanager
+    async def _locked(self, session_id: str) -> AsyncIterator[None]:
+        name, owner = f"a2a-session:{session_id}", secrets.token_hex(8)
+        for attempt in range(500):
+            if await self.registry.store.acquire_lease(name, owner, now=self.clock(), seconds=30):
+                break
+            await asyncio.sleep(min(0.005 * (attempt + 1), 0.1))
+        else:
+            raise AgentError(f"agent session {session_id} stayed locked", retry=True)
+        try:
+            yield
+        finally:
+            await self.registry.store.release_lease(name, owner)
+
+    async def refresh(self, session: Session, on_update: OnUpdate) -> None:
+        """Read the session's task (GetTask) and apply what it says."""
+        assert session.task_id is not None
+        call = await self._call_for(session)
+        try:
+            task = await call.get(session.task_id)
+        except (httpx.HTTPError, A2AError) as exc:
+            raise AgentError(f"the dev agent could not be asked about task {session.task_id}: {_why(exc)}") from exc
+        finally:
+            await call.close()
+        for update in task_updates(task):
+            await self.absorb(session, update, on_update)
+
+    async def _call_for(self, session: Session) -> Call:
         card = await self.registry.card(Agent(scope="", url=session.agent_url))
-        call = open_call(
+        return open_call(
             self.keys,
             card,
             issuer=self.issuer,
@@ -176,6 +240,12 @@ class DevAgents:
             repo=session.repo,
             release=session.release,
         )
+
+    async def cancel(self, session: Session) -> None:
+        """Ask the agent to stop the session's task (a deploy past its timeout)."""
+        if not session.task_id or session.state in FINAL_STATES:
+            return
+        call = await self._call_for(session)
         try:
             await call.cancel(session.task_id)
         finally:
@@ -183,7 +253,23 @@ class DevAgents:
 
 
 def _why(exc: BaseException) -> str:
-    return (str(exc) or type(exc).__name__)[:300]
+    """What went wrong, with the agent's own reason when it answered an HTTP error with one."""
+    text = str(exc) or type(exc).__name__
+    response = getattr(exc.__cause__, "response", None)
+    if isinstance(response, httpx.Response):
+        with contextlib.suppress(ValueError, AttributeError, httpx.ResponseNotRead):
+            error = response.json().get("error") or {}
+            if isinstance(error, dict) and error.get("message"):
+                text = f"{response.status_code}: {error['message']}"
+    return text[:300]
+
+
+def _transient(exc: BaseException) -> bool:
+    """An error worth retrying: the network, a 5xx, the agent's internal error; not a refusal."""
+    if isinstance(exc, httpx.HTTPError | InternalError):
+        return True
+    response = getattr(exc.__cause__, "response", None)
+    return (isinstance(response, httpx.Response) and response.status_code >= 500) or not isinstance(exc, A2AError)
 
 
 def session_summary(session: Session) -> dict[str, Any]:
