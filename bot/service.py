@@ -910,8 +910,9 @@ class ReleaseService:
         timeout = (await self.read.config(gh, ref.repo)).config.deploy.timeout
         minutes = int(timeout.total_seconds() // 60)
         await self._cancel_agent_deploy(release)
+        unit = "minute" if minutes == 1 else "minutes"
         return await self.deploy_failed(
-            ref, release, merge_sha, f"no result from {release.deploy_target} after {minutes} minutes"
+            ref, release, merge_sha, f"no result from {release.deploy_target} after {minutes} {unit}"
         )
 
     async def _release_step(self, job: Job, gh: GitHubAPI, ref: PullRef) -> None:

@@ -458,3 +458,39 @@ async def test_push_notifications_are_checked_against_the_session_they_name(worl
     assert await push("secret-a") == 200
     [job] = await scenario.store.claim_jobs("t", now=scenario.clock.now, lease_seconds=5, limit=50)
     assert job.kind == "agent-push" and job.payload["session"] == sessions[0].key
+
+
+async def test_a_playbook_past_the_deploy_timeout_is_cancelled_on_the_agent_and_fails_the_release(
+    world: World,
+) -> None:
+    scenario = world.scenario
+    config = CONFIG.format(playbook="deploy-slow").replace(
+        "  environment: production\n", "  environment: production\n  timeout_minutes: 1\n"
+    )
+    scenario.fake.set_file(REPO, ".github/release-secretary.yml", config)
+    await scenario.deliver("issue_comment", scenario.comment(7, "/ship friday 3pm", sender="alice"))
+    agents = scenario.worker.service.agents
+    assert agents is not None
+    scenario.clock.now = T
+    stop = asyncio.Event()
+    running = asyncio.create_task(scenario.worker.run(stop))
+    try:
+        for _ in range(100):
+            sessions = await agents.registry.sessions()
+            if sessions and sessions[0].log:
+                break
+            await asyncio.sleep(0.05)
+        scenario.clock.now = T + timedelta(minutes=2)  # the deploy's minute is up while it still runs
+        for _ in range(100):
+            failed = await scenario.store.get_latest_release(REPO, 7)
+            if failed is not None and failed.state is State.FAILED:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await running
+    failed = await scenario.store.get_latest_release(REPO, 7)
+    assert failed is not None and failed.state is State.FAILED, failed
+    assert "no result from playbook deploy-slow after 1 minute." in scenario.answers(7)[-1]
+    [session] = await agents.registry.sessions()
+    assert session.state == "canceled" and "finished" not in session.log  # stopped on the agent, not waited for
