@@ -1002,8 +1002,8 @@ def _deploy_progress(release: Release | None, event: DeployProgress, now: dateti
     log = f" Its log: {url}" if url else ""
     text = (
         f"@{release.requested_by} the release of {(release.merge_sha or '')[:7]} was merged but its deploy "
-        f"({escape_text(release.deploy_target or '')}) failed: {escape_text(detail)}.{log} The merge stays; "
-        "deploy again or roll back by hand."
+        f"({escape_text(release.deploy_target or '')}) failed: {escape_text(detail)}.{log} The merge stays: "
+        "comment `/ship rollback` to run the repository's rollback, or deploy again by hand."
     )
     return Decision(failed, (RenderProgress(), Reply(text)))
 
