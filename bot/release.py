@@ -150,6 +150,8 @@ class Release:
     rollback_id: str | None = None  # the rollback workflow run, once `/ship rollback` started one
     rollback_url: str | None = None
     deploy_log: tuple[str, ...] = ()  # the last lines a dev agent's playbook printed
+    # The checks an earlier head of the PR reported, kept across a push: new commits must pass them too.
+    expected_checks: tuple[str, ...] = ()
     version: int = 0
 
     @property
@@ -708,11 +710,13 @@ def _unhold(release: Release | None, event: UnholdRequested, now: datetime) -> D
 def _head_moved(release: Release | None, event: HeadMoved, now: datetime) -> Decision:
     if release is None or release.state not in OPEN or event.head_sha == release.head_sha:
         return Decision(release)
+    seen = tuple(sorted({item.name for item in release.checks.items})) if release.checks else ()
     moved = replace(
         release,
         head_sha=event.head_sha,
         verified_sha=None,
         checks=None,
+        expected_checks=seen or release.expected_checks,
         commits=event.pull.commits if event.pull and event.pull.commits else release.commits,
         title=event.pull.title if event.pull else release.title,
     )
@@ -898,8 +902,12 @@ def _release_due(release: Release | None, event: ReleaseDue, now: datetime) -> D
         problems.append("GitHub reports the pull request cannot be merged (conflicts, or a rule it does not meet)")
     if problems:
         blocked = evaluated if evaluated.state == State.BLOCKED else replace(evaluated, conflicts=tuple(problems))
+        # Said once per slot: a second look after this one blocked it (a retried job) says nothing new.
+        said = release.state == State.BLOCKED and release.audit and release.audit[-1].reason.startswith("release time")
         if blocked.state != State.BLOCKED:
             blocked = _note(blocked, event, State.BLOCKED, f"release time{late}; {problems[0]}", now)
+        if said:
+            return Decision(replace(blocked, blockers=tuple(problems)), (RenderProgress(),))
         text = f"@{release.requested_by} the release at **{format_slot(release.slot, tz)}** did not go ahead{late}:\n"
         text += "".join(f"- {escape_text(p)}\n" for p in problems)
         if event.proposal is not None:
@@ -1144,6 +1152,7 @@ def release_to_doc(release: Release) -> dict[str, Any]:
         "rollback_id": release.rollback_id,
         "rollback_url": release.rollback_url,
         "deploy_log": list(release.deploy_log),
+        "expected_checks": list(release.expected_checks),
     }
 
 
@@ -1211,6 +1220,7 @@ def release_from_doc(doc: dict[str, Any], version: int) -> Release:
         rollback_id=doc.get("rollback_id"),
         rollback_url=doc.get("rollback_url"),
         deploy_log=tuple(doc.get("deploy_log") or ()),
+        expected_checks=tuple(doc.get("expected_checks") or ()),
         version=version,
     )
 

@@ -994,7 +994,17 @@ class ReleaseService:
             pull = await self.read.pull(gh, ref, commits=False)
             if pull.state != "open":
                 return None  # merged or closed outside the release: the pull_request webhook says so
-            verdict = await self.read.checks(gh, ref.repo, pull.base, pull.head_sha, config)
+            rule = config.new_commits
+            checked_config = config
+            if rule.action == "wait":
+                # New commits (seen now, or pushed since the booking): the checks an earlier head
+                # reported must pass on them too. A head whose checks have not started yet is not
+                # "green because nothing is required".
+                earlier = set(release.expected_checks)
+                if release.checks and pull.head_sha != release.head_sha:
+                    earlier |= {item.name for item in release.checks.items}
+                checked_config = replace(config, required_checks=config.required_checks | earlier)
+            verdict = await self.read.checks(gh, ref.repo, pull.base, pull.head_sha, checked_config)
             if not locked:
                 try:
                     conflicts += tuple(await self.calendars.conflicts(release, config))
@@ -1013,8 +1023,9 @@ class ReleaseService:
                 proposal = await self.calendars.next_free(
                     config, ref.repo, release.requested_by, after=after, own=release
                 )
-            late = now - due_at
-            rule = config.new_commits
+            # Late only on the first look at this slot: the rechecks of a wait are not the workers being down.
+            looked = any(t.at >= slot_start and t.reason.startswith("release time") for t in release.audit)
+            late = timedelta(0) if looked else now - due_at
             wait_until = min(slot_start + rule.wait, release.slot.end) if rule.action == "wait" else None
             new_commits: tuple[Commit, ...] = ()
             verified = release.verified_sha or release.head_sha
@@ -1224,8 +1235,17 @@ class ReleaseService:
         kind, _, name = target.partition(" ")
         marker = f"deploy:{release.key}"
         noted = await self.store.get_value(marker) or ""
-        if noted in (f"dispatched {merge_sha}",) or noted.startswith(f"created {merge_sha} "):
-            return None  # sent before a crash; the run's or deployment's events tell the rest
+        if noted.startswith(f"created {merge_sha} "):
+            # Created before a crash, perhaps before the release learnt its id: its statuses match by id.
+            deployment_id = noted.split(" ", 2)[2]
+            return await self.apply(
+                ref,
+                lambda _: DeployProgress(
+                    Actor("github"), Source.TIMER, None, merge_sha=merge_sha, deploy_id=deployment_id
+                ),
+            )
+        if noted == f"dispatched {merge_sha}":
+            return None  # sent before a crash; the run's events (or the reconcile sweep) tell the rest
         # A deploy that never reports (no statuses, a lost run) must not hold the release and the
         # environment for ever: look at it when its time is up.
         timeout = (await self.read.config(gh, ref.repo)).config.deploy.timeout

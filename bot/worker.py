@@ -47,7 +47,7 @@ async def _after(previous: asyncio.Task[None], work: Coroutine[Any, Any, None]) 
     await work
 
 
-_OUTBOX_EVERY = timedelta(minutes=1)
+_OUTBOX_EVERY = timedelta(seconds=10)
 _PURGE_EVERY = timedelta(minutes=10)
 DELIVERY_RETENTION = timedelta(days=7)
 
@@ -475,7 +475,7 @@ class Worker:
             )
 
     async def _maybe_recover_outbox(self) -> None:
-        """At start and every minute: jobs a crashed process saved with a release but never queued."""
+        """At start and every 10 seconds: jobs a crashed process saved with a release but never queued."""
         now = self.clock()
         if self._last_outbox is not None and now - self._last_outbox < _OUTBOX_EVERY:
             return

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -18,7 +19,7 @@ from bot.calendar import DONE_PREFIX
 from bot.config import Settings
 from bot.release import State
 from tests.fakes.github import FakeGitHub
-from tests.scenario import REPO, Clock, Scenario, deployment_status, suite_completed, workflow_run
+from tests.scenario import REPO, Clock, Scenario, deployment_status, suite_completed, synchronize, workflow_run
 
 ClientFactory = Callable[[web.Application], Awaitable[TestClient]]
 HEAD = "a" * 40
@@ -603,3 +604,77 @@ async def test_new_commits_already_green_at_the_slot_release_at_once_when_the_re
     released = await scenario.store.get_latest_release(REPO, 7)
     assert released is not None and released.state is State.RELEASED
     assert any("whose checks passed (new_commits: wait)" in t.reason for t in released.audit)
+
+
+@pytest.mark.parametrize("webhook", [False, True], ids=["push-unseen", "push-seen"])
+async def test_new_commits_whose_checks_have_not_started_are_waited_for_when_nothing_is_required(
+    scenario: Scenario, webhook: bool
+) -> None:
+    """No required checks anywhere (every reported check counts): a new head with no checks yet is not
+    green; the checks the earlier head reported are expected on it, and the test workflow is started."""
+    scenario.fake.remove_branch_protection(REPO, "main")
+    await deploy_config(scenario, WAIT)
+    await booked(scenario)
+    await at(scenario, T_MINUS_15)
+    scenario.fake.push_to_pull(REPO, 7, NEW)  # its tests run only when dispatched
+    if webhook:
+        await scenario.deliver("pull_request", synchronize(7, NEW, sender="alice"))
+    await at(scenario, T)
+    assert scenario.fake.calls("pulls/merge") == []
+    waiting = await scenario.store.get_active_release(REPO, 7)
+    assert waiting is not None and waiting.state is State.VERIFYING
+    assert [d["workflow_id"] for d in scenario.fake.workflow_dispatches] == ["ci.yml"]
+    scenario.fake.add_check_run(REPO, NEW, "ci/build", status="completed", conclusion="success")
+    scenario.clock.now = T + timedelta(minutes=6)
+    await scenario.deliver("check_suite", suite_completed(NEW))
+    [merge] = scenario.fake.calls("pulls/merge")
+    assert merge.json is not None and merge.json["sha"] == NEW
+    reasons = [t.reason for t in (await scenario.store.get_latest_release(REPO, 7)).audit]  # type: ignore[union-attr]
+    assert not any("late by" in r for r in reasons), reasons  # the wait's rechecks are not the workers being down
+
+
+async def test_a_second_look_at_a_blocked_slot_says_nothing_twice(scenario: Scenario) -> None:
+    await booked(scenario)
+    await at(scenario, T_MINUS_15)  # all good then
+    scenario.fake.add_check_run(REPO, HEAD, "ci/build", status="completed", conclusion="failure")
+    await at(scenario, T)
+    said = scenario.answers(7)
+    assert "did not go ahead" in said[-1]
+    release = await scenario.store.get_active_release(REPO, 7)
+    assert release is not None and release.state is State.BLOCKED and release.slot is not None
+    # The release job runs again (its worker died after the save, before finishing the job).
+    await scenario.worker.service.set_timer("release", release, release.slot.start, release.slot.start)
+    await at(scenario, T + timedelta(minutes=1))
+    after = await scenario.store.get_active_release(REPO, 7)
+    assert scenario.answers(7) == said, (said, [(t.at, t.reason[:60]) for t in after.audit])  # type: ignore[union-attr]
+
+
+async def test_a_deployment_created_before_a_crash_is_followed_by_its_id(
+    scenario: Scenario, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker dies after noting the created deployment, before the release learnt its id."""
+    await deploy_config(scenario, "deploy:\n  environment: production\n  deployment: true\n")
+    await booked(scenario)
+    service = scenario.worker.service
+    real_apply = service.apply
+    died = []
+
+    async def dies_once(ref: Any, make_event: Any, **kwargs: Any) -> Any:
+        release = await scenario.store.get_active_release(REPO, 7)
+        if not died and release is not None and release.merge_sha and not release.deploy_id:
+            died.append(True)
+            raise ConnectionError("the worker died here")
+        return await real_apply(ref, make_event, **kwargs)
+
+    monkeypatch.setattr(service, "apply", dies_once)
+    await at(scenario, T)
+    await at(scenario, T + timedelta(minutes=1))  # the deploy job's retry
+    monkeypatch.undo()
+    assert died and len(scenario.fake.calls("repos/create-deployment")) == 1
+    release = await scenario.store.get_active_release(REPO, 7)
+    assert release is not None and release.deploy_id is not None
+    merge_sha = release.merge_sha
+    assert merge_sha is not None
+    await scenario.deliver("deployment_status", deployment_status(int(release.deploy_id), merge_sha, state="success"))
+    done = await scenario.store.get_latest_release(REPO, 7)
+    assert done is not None and done.state is State.RELEASED

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import zlib
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 import lz4.block
@@ -123,6 +123,10 @@ class JobSpec:
         )
 
 
+# recover_outbox leaves jobs younger than this to the save that wrote them (it is flushing them now).
+OUTBOX_RECOVERY_AGE = timedelta(seconds=10)
+
+
 class Store(Protocol):
     """Every operation the bot needs from its database. Times are aware UTC datetimes."""
 
@@ -184,8 +188,9 @@ class Store(Protocol):
         scheduled; a crash in between leaves them for recover_outbox, so a saved change never loses its
         effects and an unsaved one has none. Earlier leftovers of the release are scheduled first."""
 
-    async def recover_outbox(self) -> int:
-        """Schedule the jobs a crash left between a release's save and their scheduling; return how many."""
+    async def recover_outbox(self, *, older_than: timedelta = OUTBOX_RECOVERY_AGE) -> int:
+        """Schedule the jobs a crash left between a release's save and their scheduling (those older than
+        OUTBOX_RECOVERY_AGE); return how many."""
 
     async def find_releases(
         self,

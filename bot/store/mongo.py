@@ -17,6 +17,7 @@ from pymongo.errors import DuplicateKeyError
 from ..calendar import CalendarEvent
 from ..release import PullRecord, Release, release_from_doc, release_to_doc
 from .base import (
+    OUTBOX_RECOVERY_AGE,
     Delivery,
     DeliveryStatus,
     Installation,
@@ -228,7 +229,8 @@ class MongoStore:
             "version": release.version + 1,
         }
         # The outbox lives in the release's own document: one atomic write for the change and its jobs.
-        outbox = [{"id": uuid.uuid4().hex, **job.to_doc()} for job in jobs]
+        written = datetime.now(UTC)
+        outbox = [{"id": uuid.uuid4().hex, "written": written, **job.to_doc()} for job in jobs]
         try:
             if release.version == 0:
                 await self._db.releases.insert_one({"_id": release.key, **fields, "outbox": outbox})
@@ -248,10 +250,14 @@ class MongoStore:
             await self._flush_outbox(release.key, (found or {}).get("outbox") or [])
         return replace(release, version=release.version + 1)
 
-    async def recover_outbox(self) -> int:
+    async def recover_outbox(self, *, older_than: timedelta = OUTBOX_RECOVERY_AGE) -> int:
         flushed = 0
+        # Not entries of saves still in flight: scheduling those here could put an older timer over a newer one.
+        before = datetime.now(UTC) - older_than
+        oldest = datetime.min.replace(tzinfo=UTC)
         async for doc in self._db.releases.find({"outbox.id": {"$exists": True}}, {"outbox": 1}):
-            flushed += await self._flush_outbox(doc["_id"], doc.get("outbox") or [])
+            old = [e for e in doc.get("outbox") or [] if (_aware(e.get("written")) or oldest) < before]
+            flushed += await self._flush_outbox(doc["_id"], old)
         return flushed
 
     async def _flush_outbox(self, key: str, outbox: list[dict[str, Any]]) -> int:

@@ -11,7 +11,7 @@ import contextlib
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ import orjson
 from ..calendar import CalendarEvent
 from ..release import PullRecord, Release, release_from_doc, release_to_doc
 from .base import (
+    OUTBOX_RECOVERY_AGE,
     Delivery,
     DeliveryStatus,
     Installation,
@@ -134,15 +135,22 @@ _MIGRATIONS: tuple[str, ...] = (
     # triggers), so a crash before they are scheduled cannot lose them.
     """
     ALTER TABLE releases ADD COLUMN pending TEXT;
-    CREATE TABLE outbox (id INTEGER PRIMARY KEY, release_key TEXT NOT NULL, spec TEXT NOT NULL);
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY,
+        release_key TEXT NOT NULL,
+        spec TEXT NOT NULL,
+        created REAL NOT NULL DEFAULT (julianday('now'))
+    );
     CREATE INDEX outbox_by_release ON outbox (release_key);
     CREATE TRIGGER releases_outbox_insert AFTER INSERT ON releases WHEN NEW.pending IS NOT NULL
     BEGIN
         INSERT INTO outbox (release_key, spec) SELECT NEW.key, value FROM json_each(NEW.pending);
+        UPDATE releases SET pending = NULL WHERE key = NEW.key;
     END;
     CREATE TRIGGER releases_outbox_update AFTER UPDATE OF version ON releases WHEN NEW.pending IS NOT NULL
     BEGIN
         INSERT INTO outbox (release_key, spec) SELECT NEW.key, value FROM json_each(NEW.pending);
+        UPDATE releases SET pending = NULL WHERE key = NEW.key;
     END;
     """,
 )
@@ -467,8 +475,11 @@ class SqliteStore:
             await self._flush_outbox("WHERE release_key = ?", (release.key,))
         return replace(release, version=new_version)
 
-    async def recover_outbox(self) -> int:
-        return await self._flush_outbox("", ())
+    async def recover_outbox(self, *, older_than: timedelta = OUTBOX_RECOVERY_AGE) -> int:
+        # Not rows of saves still in flight (their own flush follows within milliseconds): scheduling
+        # those here could put an older timer over the newer one a later save just scheduled.
+        age = older_than.total_seconds() / 86400
+        return await self._flush_outbox("WHERE created < julianday('now') - ?", (age,))
 
     async def _flush_outbox(self, where: str, params: Sequence[Any]) -> int:
         rows = await self._all(f"SELECT id, spec FROM outbox {where} ORDER BY id", params)
