@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -467,3 +468,22 @@ async def test_values_are_listed_by_prefix_greatest_key_first(store: Store) -> N
     assert listed == [("a2a:session:2026-11-25T11:00:2", "2"), ("a2a:session:2026-11-25T10:00:1", "1")]
     assert await store.list_values("a2a:session:", limit=1) == [listed[0]]
     assert await store.list_values("nothing:") == []
+
+
+async def test_sqlite_checkpoints_the_wal_in_the_background(tmp_path: Path) -> None:
+    """Writes never run a checkpoint themselves (autocheckpoint is off: its fsync would stall the write
+    a request waits for); a background connection does, so the WAL starts over instead of growing."""
+    store = SqliteStore(tmp_path / "wal.db")
+    await store.open()
+    try:
+        for i in range(300):
+            await store.set_value(f"k{i}", "x" * 2000, now=T0)
+        await asyncio.sleep(1.5)  # a background checkpoint copies all of it
+        await store.set_value("after", "y", now=T0)  # the WAL restarts from its beginning
+        with sqlite3.connect(tmp_path / "wal.db") as raw:
+            busy, frames, _ = raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            (autocheckpoint,) = (await store.db.execute_fetchall("PRAGMA wal_autocheckpoint"))[0]
+    finally:
+        await store.close()
+    assert autocheckpoint == 0
+    assert busy == 0 and frames < 10, frames  # without the background checkpoint: hundreds of frames

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import replace
@@ -39,6 +40,9 @@ from .base import (
     pull_record_to_doc,
 )
 
+log = logging.getLogger(__name__)
+
+_CHECKPOINT_EVERY = 1.0  # seconds between background WAL checkpoints
 _BATCH_MAX = 400  # 8 columns a row stays far below SQLite's 32766 bound variables
 
 _MIGRATIONS: tuple[str, ...] = (
@@ -189,6 +193,7 @@ class SqliteStore:
         self._db: aiosqlite.Connection | None = None
         self._pending: list[tuple[NewDelivery, asyncio.Future[bool]]] = []
         self._writer: asyncio.Task[None] | None = None
+        self._checkpoints: asyncio.Task[None] | None = None
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -205,6 +210,11 @@ class SqliteStore:
         await self._db.execute("PRAGMA journal_mode=WAL")
         await self._db.execute("PRAGMA synchronous=NORMAL")
         await self._db.execute("PRAGMA busy_timeout=5000")
+        if self.path != ":memory:":
+            # WAL checkpoints (their fsync can take most of a second on a slow disk) run on a
+            # connection of their own, in the background: never inside a write someone waits for.
+            await self._db.execute("PRAGMA wal_autocheckpoint=0")
+            self._checkpoints = asyncio.create_task(self._checkpoint_loop())
         # Compression runs inside the INSERT, on aiosqlite's thread (zlib releases the GIL while it
         # deflates), so the event loop that acknowledges webhooks never pays for it.
         await self._db.create_function("rs_compress", 1, compress_body, deterministic=True)
@@ -228,7 +238,26 @@ class SqliteStore:
             raise
         await self.db.execute("COMMIT")
 
+    async def _checkpoint_loop(self) -> None:
+        """PASSIVE checkpoints once a second: they copy what they can without waiting for readers or
+        writers, so the WAL stays small and no request pays for the copy or its fsync."""
+        conn = await aiosqlite.connect(self.path, isolation_level=None)
+        try:
+            await conn.execute("PRAGMA busy_timeout=1000")
+            while True:
+                await asyncio.sleep(_CHECKPOINT_EVERY)
+                try:
+                    await conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error as exc:  # another process checkpointing: the next round catches up
+                    log.debug("WAL checkpoint skipped: %s", exc)
+        finally:
+            await conn.close()
+
     async def close(self) -> None:
+        if self._checkpoints is not None:
+            self._checkpoints.cancel()
+            await asyncio.gather(self._checkpoints, return_exceptions=True)
+            self._checkpoints = None
         if self._writer is not None:
             with contextlib.suppress(Exception):
                 await self._writer
