@@ -989,7 +989,11 @@ def _merge_finished(release: Release | None, event: MergeFinished, now: datetime
 
 
 def _deploy_progress(release: Release | None, event: DeployProgress, now: datetime) -> Decision:
-    if release is None or release.state != State.RELEASING or release.merge_sha != event.merge_sha:
+    if release is None or release.state != State.RELEASING:
+        return Decision(release)
+    # merge_sha "": lines of a dev agent that merges itself (deploy.merge_by: agent), before the merge.
+    merging = event.merge_sha == "" and release.merge_sha is None and not event.done
+    if release.merge_sha != event.merge_sha and not merging:
         return Decision(release)
     tracked = replace(
         release,

@@ -1426,10 +1426,18 @@ class ReleaseService:
                     ref, run_id=f"agent:{session.id}", url=None, ok=ok, detail=detail, delivery=None
                 )
             return
-        if release is None or release.state != State.RELEASING or release.merge_sha is None:
+        if release is None or release.state != State.RELEASING:
             return
         ref = PullRef(repo, pr, release.installation_id)
         key = release.key
+        if release.merge_sha is None:
+            # deploy.merge_by: agent, still merging: its lines show; its end is the merge job's to read.
+            if session.state not in FINAL_STATES and self._agent_lines_due(session, update):
+                lines = tuple(session.log[-8:])
+                await self.apply(
+                    ref, lambda _: DeployProgress(Actor("dev-agent"), Source.TIMER, None, merge_sha="", log=lines)
+                )
+            return
 
         def match(candidate: Release) -> bool:
             return candidate.key == key
@@ -1454,18 +1462,8 @@ class ReleaseService:
                 lines=tuple(session.log[-8:]),
             )
             return
-        # Wall-clock spacing (GitHub's write pacing is in real seconds): lines come fast, and the release
-        # takes them a batch at a time; lines held back are flushed when the interval is over, so the
-        # last ones before a quiet spell still show.
-        rendered = self._agent_rendered.get(session.id)
-        now = time.monotonic()
-        if update.line is not None and rendered is not None and now - rendered < _AGENT_LOG_EVERY:
-            flush = self._agent_flushes.get(session.id)
-            if flush is None or flush.done():
-                delay = _AGENT_LOG_EVERY - (now - rendered)
-                self._agent_flushes[session.id] = asyncio.create_task(self._flush_agent_lines(session.key, delay))
+        if not self._agent_lines_due(session, update):
             return
-        self._agent_rendered[session.id] = now
         await self.deploy_progress(
             ref,
             merge_sha=release.merge_sha,
@@ -1478,6 +1476,21 @@ class ReleaseService:
             match=match,
             lines=tuple(session.log[-8:]),
         )
+
+    def _agent_lines_due(self, session: Session, update: Update) -> bool:
+        """Wall-clock spacing (GitHub's write pacing is in real seconds): lines come fast, and the release
+        takes them a batch at a time; lines held back are flushed when the interval is over, so the
+        last ones before a quiet spell still show."""
+        rendered = self._agent_rendered.get(session.id)
+        now = time.monotonic()
+        if update.line is not None and rendered is not None and now - rendered < _AGENT_LOG_EVERY:
+            flush = self._agent_flushes.get(session.id)
+            if flush is None or flush.done():
+                delay = _AGENT_LOG_EVERY - (now - rendered)
+                self._agent_flushes[session.id] = asyncio.create_task(self._flush_agent_lines(session.key, delay))
+            return False
+        self._agent_rendered[session.id] = now
+        return True
 
     async def _flush_agent_lines(self, session_key: str, delay: float) -> None:
         await asyncio.sleep(delay)

@@ -65,6 +65,7 @@ request = urllib.request.Request(
 )
 merged = json.load(urllib.request.urlopen(request))
 print(f"merged {sha[:7]} as {merged['sha'][:7]}", flush=True)
+time.sleep(1.5)  # deploying
 print("deployed", flush=True)
 """
 
@@ -189,6 +190,23 @@ async def ship_at_t(world: World, playbook: str | None) -> None:
     await scenario.settle()
 
 
+async def run_worker_until(scenario: Scenario, state: State) -> None:
+    """The worker's own loop (a pool, renders running while a deploy job follows its agent) until the
+    release reaches `state`; then whatever is left due."""
+    stop = asyncio.Event()
+    running = asyncio.create_task(scenario.worker.run(stop))
+    try:
+        for _ in range(300):
+            release = await scenario.store.get_latest_release(REPO, 7)
+            if release is not None and release.state is state:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await running
+    await scenario.settle()
+
+
 def sticky_edits(scenario: Scenario) -> list[str]:
     return [
         str((r.json or {}).get("body", ""))
@@ -203,18 +221,7 @@ async def test_a_playbook_on_the_dev_agent_deploys_the_merge_and_its_lines_reach
     await scenario.deliver("issue_comment", scenario.comment(7, "/ship friday 3pm", sender="alice"))
     scenario.clock.now = T
     # The worker's own loop (a pool): the progress comment is edited while the playbook runs.
-    stop = asyncio.Event()
-    running = asyncio.create_task(scenario.worker.run(stop))
-    try:
-        for _ in range(300):
-            released = await scenario.store.get_latest_release(REPO, 7)
-            if released is not None and released.state is State.RELEASED:
-                break
-            await asyncio.sleep(0.05)
-    finally:
-        stop.set()
-        await running
-    await scenario.settle()
+    await run_worker_until(scenario, State.RELEASED)
     [merge] = scenario.fake.calls("pulls/merge")
     assert merge.json is not None and merge.json["sha"] == HEAD
     released = await scenario.store.get_latest_release(REPO, 7)
@@ -382,7 +389,8 @@ async def test_merge_by_the_agent_merges_the_verified_sha_and_deploys_in_one_run
     assert "merge_by: agent" in config
     scenario.fake.set_file(REPO, ".github/release-secretary.yml", config)
     await scenario.deliver("issue_comment", scenario.comment(7, "/ship friday 3pm", sender="alice"))
-    await ship_at_t(world, None)
+    scenario.clock.now = T
+    await run_worker_until(scenario, State.RELEASED)
     [merge] = scenario.fake.calls("pulls/merge")
     assert merge.json is not None and merge.json["sha"] == HEAD  # the agent's merge, pinned by the bot's {sha}
     assert merge.headers["user-agent"].startswith("Python-urllib")  # sent by the playbook, not by the bot
@@ -393,6 +401,8 @@ async def test_merge_by_the_agent_merges_the_verified_sha_and_deploys_in_one_run
     assert agents is not None
     [session] = await agents.registry.sessions()  # one run: merged and deployed, not run again to deploy
     assert session.log == [f"merged {HEAD[:7]} as {released.merge_sha[:7]}", "deployed"]
+    # Its lines showed while it ran, before the bot knew it had merged.
+    assert any(f"text\nmerged {HEAD[:7]} as" in body for body in sticky_edits(scenario))  # in the deploy log
 
 
 async def test_an_agent_that_merged_another_head_fails_the_release(world: World) -> None:
