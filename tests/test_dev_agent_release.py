@@ -196,7 +196,7 @@ async def run_worker_until(scenario: Scenario, state: State) -> None:
     stop = asyncio.Event()
     running = asyncio.create_task(scenario.worker.run(stop))
     try:
-        for _ in range(300):
+        for _ in range(600):
             release = await scenario.store.get_latest_release(REPO, 7)
             if release is not None and release.state is state:
                 break
@@ -304,7 +304,7 @@ async def test_the_outcome_reaches_the_release_through_a_push_when_the_worker_di
     following = asyncio.create_task(scenario.settle())
     agents = scenario.worker.service.agents
     assert agents is not None
-    for _ in range(100):  # until the playbook runs on the agent
+    for _ in range(400):  # until the playbook runs on the agent
         sessions = await agents.registry.sessions()
         if sessions and sessions[0].task_id and sessions[0].log:
             break
@@ -314,7 +314,7 @@ async def test_the_outcome_reaches_the_release_through_a_push_when_the_worker_di
     releasing = await scenario.store.get_active_release(REPO, 7)
     assert releasing is not None and releasing.state is State.RELEASING
     # The agent finishes on its own and pushes the final state to /a2a/push; a worker applies it.
-    for _ in range(100):
+    for _ in range(400):
         await scenario.settle()
         done = await scenario.store.get_latest_release(REPO, 7)
         if done is not None and done.state is State.RELEASED:
@@ -339,7 +339,7 @@ async def test_a_restarted_worker_resumes_the_task_when_the_push_notifications_w
     assert agents is not None
     scenario.clock.now = T
     following = asyncio.create_task(scenario.settle())
-    for _ in range(100):
+    for _ in range(400):
         sessions = await agents.registry.sessions()
         if sessions and sessions[0].task_id and sessions[0].log:
             break
@@ -417,7 +417,7 @@ async def test_an_agent_that_merged_another_head_fails_the_release(world: World)
     running = asyncio.create_task(scenario.settle())
     agents = scenario.worker.service.agents
     assert agents is not None
-    for _ in range(100):  # the playbook started, and waits a second before it merges
+    for _ in range(400):  # the playbook started, and waits a second before it merges
         sessions = await agents.registry.sessions()
         if sessions and sessions[0].log:
             break
@@ -485,13 +485,13 @@ async def test_a_playbook_past_the_deploy_timeout_is_cancelled_on_the_agent_and_
     stop = asyncio.Event()
     running = asyncio.create_task(scenario.worker.run(stop))
     try:
-        for _ in range(100):
+        for _ in range(400):
             sessions = await agents.registry.sessions()
             if sessions and sessions[0].log:
                 break
             await asyncio.sleep(0.05)
         scenario.clock.now = T + timedelta(minutes=2)  # the deploy's minute is up while it still runs
-        for _ in range(100):
+        for _ in range(400):
             failed = await scenario.store.get_latest_release(REPO, 7)
             if failed is not None and failed.state is State.FAILED:
                 break
