@@ -256,7 +256,7 @@ class MongoStore:
         before = datetime.now(UTC) - older_than
         oldest = datetime.min.replace(tzinfo=UTC)
         async for doc in self._db.releases.find({"outbox.id": {"$exists": True}}, {"outbox": 1}):
-            old = [e for e in doc.get("outbox") or [] if (_aware(e.get("written")) or oldest) < before]
+            old = [e for e in doc.get("outbox") or [] if (_aware(e.get("written")) or oldest) <= before]
             flushed += await self._flush_outbox(doc["_id"], old)
         return flushed
 

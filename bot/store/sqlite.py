@@ -508,7 +508,7 @@ class SqliteStore:
         # Not rows of saves still in flight (their own flush follows within milliseconds): scheduling
         # those here could put an older timer over the newer one a later save just scheduled.
         age = older_than.total_seconds() / 86400
-        return await self._flush_outbox("WHERE created < julianday('now') - ?", (age,))
+        return await self._flush_outbox("WHERE created <= julianday('now') - ?", (age,))
 
     async def _flush_outbox(self, where: str, params: Sequence[Any]) -> int:
         rows = await self._all(f"SELECT id, spec FROM outbox {where} ORDER BY id", params)
