@@ -499,8 +499,14 @@ async def test_a_playbook_past_the_deploy_timeout_is_cancelled_on_the_agent_and_
     finally:
         stop.set()
         await running
+    await scenario.settle()  # what the decision queued (the reply) goes out
     failed = await scenario.store.get_latest_release(REPO, 7)
     assert failed is not None and failed.state is State.FAILED, failed
     assert "no result from playbook deploy-slow after 1 minute." in scenario.answers(7)[-1]
-    [session] = await agents.registry.sessions()
+    for _ in range(100):  # the agent's word that it stopped: on the stream, or by push
+        [session] = await agents.registry.sessions()
+        if session.state == "canceled":
+            break
+        await asyncio.sleep(0.1)
+        await scenario.settle()
     assert session.state == "canceled" and "finished" not in session.log  # stopped on the agent, not waited for
