@@ -909,11 +909,12 @@ class ReleaseService:
             return None
         timeout = (await self.read.config(gh, ref.repo)).config.deploy.timeout
         minutes = int(timeout.total_seconds() // 60)
-        await self._cancel_agent_deploy(release)
         unit = "minute" if minutes == 1 else "minutes"
-        return await self.deploy_failed(
+        decision = await self.deploy_failed(
             ref, release, merge_sha, f"no result from {release.deploy_target} after {minutes} {unit}"
         )
+        await self._cancel_agent_deploy(release)  # after: its "canceled" must not be taken for the reason
+        return decision
 
     async def _release_step(self, job: Job, gh: GitHubAPI, ref: PullRef) -> None:
         payload = job.payload

@@ -159,8 +159,10 @@ async def test_a_bot_killed_while_the_agent_deploys_gets_the_outcome_after_resta
             bot = spawn([sys.executable, "-m", "bot", "serve"], env, tmp_path, tmp_path / "bot.log")
 
             async def released() -> bool:
+                """Released, and its summary out (the reply is queued with the change, sent after it)."""
                 release = await store.get_latest_release(REPO, 7)
-                return release is not None and release.state.value == "released"
+                summaries = [c for c in fake_github.comments_on(REPO, 7) if c["body"].startswith("### ✅ Released")]
+                return release is not None and release.state.value == "released" and bool(summaries)
 
             await until("the release to be released", released, seconds=60)
         sessions = await registry.sessions()

@@ -194,6 +194,7 @@ class SqliteStore:
         self._pending: list[tuple[NewDelivery, asyncio.Future[bool]]] = []
         self._writer: asyncio.Task[None] | None = None
         self._checkpoints: asyncio.Task[None] | None = None
+        self._checkpointer: aiosqlite.Connection | None = None
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -214,7 +215,11 @@ class SqliteStore:
             # WAL checkpoints (their fsync can take most of a second on a slow disk) run on a
             # connection of their own, in the background: never inside a write someone waits for.
             await self._db.execute("PRAGMA wal_autocheckpoint=0")
-            self._checkpoints = asyncio.create_task(self._checkpoint_loop())
+            # Opened here, not in the task: a task cancelled while connecting would leave aiosqlite's
+            # thread answering a loop that is gone.
+            self._checkpointer = await aiosqlite.connect(self.path, isolation_level=None)
+            await self._checkpointer.execute("PRAGMA busy_timeout=1000")
+            self._checkpoints = asyncio.create_task(self._checkpoint_loop(self._checkpointer))
         # Compression runs inside the INSERT, on aiosqlite's thread (zlib releases the GIL while it
         # deflates), so the event loop that acknowledges webhooks never pays for it.
         await self._db.create_function("rs_compress", 1, compress_body, deterministic=True)
@@ -238,26 +243,24 @@ class SqliteStore:
             raise
         await self.db.execute("COMMIT")
 
-    async def _checkpoint_loop(self) -> None:
+    async def _checkpoint_loop(self, conn: aiosqlite.Connection) -> None:
         """PASSIVE checkpoints once a second: they copy what they can without waiting for readers or
         writers, so the WAL stays small and no request pays for the copy or its fsync."""
-        conn = await aiosqlite.connect(self.path, isolation_level=None)
-        try:
-            await conn.execute("PRAGMA busy_timeout=1000")
-            while True:
-                await asyncio.sleep(_CHECKPOINT_EVERY)
-                try:
-                    await conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                except sqlite3.Error as exc:  # another process checkpointing: the next round catches up
-                    log.debug("WAL checkpoint skipped: %s", exc)
-        finally:
-            await conn.close()
+        while True:
+            await asyncio.sleep(_CHECKPOINT_EVERY)
+            try:
+                await conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except sqlite3.Error as exc:  # another process checkpointing: the next round catches up
+                log.debug("WAL checkpoint skipped: %s", exc)
 
     async def close(self) -> None:
         if self._checkpoints is not None:
             self._checkpoints.cancel()
             await asyncio.gather(self._checkpoints, return_exceptions=True)
             self._checkpoints = None
+        if self._checkpointer is not None:
+            await self._checkpointer.close()  # waits for its thread: nothing answers a closed loop later
+            self._checkpointer = None
         if self._writer is not None:
             with contextlib.suppress(Exception):
                 await self._writer
