@@ -717,6 +717,8 @@ class ReleaseService:
                 f"back; GitHub reports your access as **{actor.permission or 'none'}**."
             )
         release = await self.store.get_latest_release(ref.repo, ref.pr)
+        if release is not None and release.state == State.ROLLED_BACK:
+            return f"@{login} this release was rolled back already ({release.rollback_url or release.rollback_id})."
         if release is None or release.state not in (State.RELEASED, State.FAILED) or not release.merge_sha:
             return f"@{login} there is no merged release on this PR to roll back."
         workflow = config.deploy.rollback_workflow

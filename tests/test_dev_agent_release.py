@@ -47,6 +47,7 @@ SCRIPTS = {
     "deploy-ok.sh": '#!/bin/sh\nfor n in 1 2 3 4 5; do echo "deploying $1 step $n"; sleep 0.6; done\necho "done $2"\n',
     "deploy-bad.sh": '#!/bin/sh\necho "migrating $1"\necho "error: migration 42 failed" >&2\nexit 1\n',
     "deploy-slow.sh": '#!/bin/sh\necho "starting $1"\nsleep 3\necho "finished"\n',
+    "rollback-web.sh": '#!/bin/sh\necho "rolling back $1 from $2"\n',
 }
 # A playbook that merges the PR itself (deploy.merge_by: agent), pinned to the SHA the bot verified.
 MERGE_AND_DEPLOY = """\
@@ -116,6 +117,7 @@ def agent_config(tmp_path: Path, agent_url: str, bot_url: str, github: dict[str,
         }
         for name in SCRIPTS
     }
+    playbooks["rollback-web"]["skill"] = "rollback_release"
     (scripts / "merge_and_deploy.py").write_text(MERGE_AND_DEPLOY)
     playbooks["merge-and-deploy"] = {
         "argv": [sys.executable, str(scripts / "merge_and_deploy.py"), "{sha}", "{pr}"],
@@ -510,3 +512,29 @@ async def test_a_playbook_past_the_deploy_timeout_is_cancelled_on_the_agent_and_
         await asyncio.sleep(0.1)
         await scenario.settle()
     assert session.state == "canceled" and "finished" not in session.log  # stopped on the agent, not waited for
+
+
+async def test_ship_rollback_runs_the_rollback_playbook_on_the_agent(world: World) -> None:
+    scenario = world.scenario
+    config = CONFIG.format(playbook="deploy-ok").replace(
+        "  environment: production\n", "  environment: production\n  rollback_playbook: rollback-web\n"
+    )
+    scenario.fake.set_file(REPO, ".github/release-secretary.yml", config)
+    await scenario.deliver("issue_comment", scenario.comment(7, "/ship friday 3pm", sender="alice"))
+    await ship_at_t(world, None)
+    released = await scenario.store.get_latest_release(REPO, 7)
+    assert released is not None and released.state is State.RELEASED and released.merge_sha
+    await scenario.deliver("issue_comment", scenario.comment(7, "/ship rollback", sender="alice"))
+    rolled = await scenario.store.get_latest_release(REPO, 7)
+    assert rolled is not None and rolled.state is State.ROLLED_BACK, rolled
+    assert rolled.rollback_id and rolled.rollback_id.startswith("agent:")
+    agents = scenario.worker.service.agents
+    assert agents is not None
+    rollback = [s for s in await agents.registry.sessions() if s.skill == "rollback_release"]
+    assert [s.log for s in rollback] == [[f"rolling back production from {released.merge_sha}"]]
+    assert rollback[0].requested_by == "alice" and rollback[0].state == "completed"
+    assert "was rolled back" in scenario.answers(7)[-1]
+    # Asked again: it is done already, nothing runs twice.
+    await scenario.deliver("issue_comment", scenario.comment(7, "/ship rollback", sender="alice"))
+    assert "this release was rolled back already (agent:" in scenario.answers(7)[-1]
+    assert len([s for s in await agents.registry.sessions() if s.skill == "rollback_release"]) == 1
