@@ -9,7 +9,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -1112,7 +1112,7 @@ class ReleaseService:
         noted = await self.store.get_value(marker) or ""
         config = (await self.read.config(gh, ref.repo)).config
         if config.deploy.merge_by == "agent" and config.deploy.playbook and not noted.startswith("merged "):
-            return await self._agent_merge(gh, ref, release, sha, config, marker, noted)
+            return await self._agent_merge(gh, ref, release, sha, config, marker)
         if noted.startswith("merged ") or noted == f"started {sha}":
             data = await self._adopted_merge(gh, ref, sha)
         if data is None:
@@ -1154,40 +1154,29 @@ class ReleaseService:
         return decision
 
     async def _agent_merge(
-        self, gh: GitHubAPI, ref: PullRef, release: Release, sha: str, config: RepoConfig, marker: str, noted: str
+        self, gh: GitHubAPI, ref: PullRef, release: Release, sha: str, config: RepoConfig, marker: str
     ) -> Decision | None:
         """`deploy.merge_by: agent`: the playbook merges (pinned to {sha}, the verified SHA) and deploys;
         the bot then asks the PR what was merged. Its deploy step reports the same session's outcome."""
         assert self.agents is not None and config.deploy.playbook is not None
-        previous = None
-        if noted.startswith(f"agent {sha} "):
-            previous = await self.agents.registry.session(noted.split(" ", 2)[2])
-
-        async def started(session: Session) -> None:
-            await self.store.set_value(marker, f"agent {sha} {session.key}", now=self.clock())
-
         session: Session | None = None
         failure = ""
         try:
-            session = await self.agents.run(
-                previous,
-                repo=ref.repo,
-                release=release.key,
+            session = await self._follow_agent(
+                release,
+                marker,
+                sha,
                 skill=SKILL_RUN,
                 playbook=config.deploy.playbook,
                 parameters=self.playbook_parameters(config, release, ""),
                 requested_by=release.requested_by,
-                on_start=started,
-                on_update=self.agent_update,
             )
         except AgentError as exc:
             if exc.retry:
                 raise
             failure = exc.message
         if session is not None:
-            tail = " / ".join(session.log[-5:])
-            failure = f"{session.playbook} on the dev agent {session.state} without merging: {session.result}"
-            failure += f" · last lines: {tail}" if tail else ""
+            failure = session.outcome("without merging")
         pull = await gh.getitem(f"/repos/{ref.repo}/pulls/{ref.pr}")
         head = (pull.get("head") or {}).get("sha")
         if not pull.get("merged") or not pull.get("merge_commit_sha"):
@@ -1319,7 +1308,7 @@ class ReleaseService:
         return ()
 
     async def _agent_deploy(
-        self, gh: GitHubAPI, ref: PullRef, release: Release, playbook: str, merge_sha: str, marker: str, noted: str
+        self, gh: GitHubAPI, ref: PullRef, release: Release, playbook: str, merge_sha: str, marker: str
     ) -> Decision | None:
         """The playbook on the dev agent, followed to its end: lines reach the progress comment (at most
         one update every few seconds), the outcome the release. A retry after a crash follows the
@@ -1327,25 +1316,16 @@ class ReleaseService:
         assert self.agents is not None
         config = (await self.read.config(gh, ref.repo)).config
         parameters = self.playbook_parameters(config, release, merge_sha)
-        previous = None
-        if noted.startswith(f"agent {merge_sha} "):
-            # A session that ended already (merge_by: agent merged and deployed in one run) reports its end.
-            previous = await self.agents.registry.session(noted.split(" ", 2)[2])
-
-        async def started(session: Session) -> None:
-            await self.store.set_value(marker, f"agent {merge_sha} {session.key}", now=self.clock())
-
         try:
-            session = await self.agents.run(
-                previous,
-                repo=ref.repo,
-                release=release.key,
+            # A session that ended already (merge_by: agent merged and deployed in one run) reports its end.
+            session = await self._follow_agent(
+                release,
+                marker,
+                merge_sha,
                 skill=SKILL_RUN,
                 playbook=playbook,
                 parameters=parameters,
                 requested_by=release.requested_by,
-                on_start=started,
-                on_update=self.agent_update,
             )
         except AgentError as exc:
             if exc.retry:
@@ -1353,6 +1333,46 @@ class ReleaseService:
             return await self.deploy_failed(ref, release, merge_sha, exc.message)
         log.info("dev agent session %s of %s ended %s", session.id, release.key, session.state)
         return None
+
+    async def _follow_agent(
+        self,
+        release: Release,
+        marker: str,
+        sha: str,
+        *,
+        skill: str,
+        playbook: str,
+        parameters: dict[str, str],
+        requested_by: str,
+        on_session: Callable[[Session], Awaitable[None]] | None = None,
+    ) -> Session:
+        """Run a skill on the release's dev agent, or follow the session an earlier attempt noted under
+        `marker` (for `sha`) instead of starting it again. `on_session` runs once the session is known,
+        on every attempt (the attempt that started it may have died before it ran)."""
+        assert self.agents is not None
+        noted = await self.store.get_value(marker) or ""
+        previous = None
+        if noted.startswith(f"agent {sha} "):
+            previous = await self.agents.registry.session(noted.split(" ", 2)[2])
+        if previous is not None and on_session is not None:
+            await on_session(previous)
+
+        async def started(session: Session) -> None:
+            await self.store.set_value(marker, f"agent {sha} {session.key}", now=self.clock())
+            if on_session is not None:
+                await on_session(session)
+
+        return await self.agents.run(
+            previous,
+            repo=release.repo,
+            release=release.key,
+            skill=skill,
+            playbook=playbook,
+            parameters=parameters,
+            requested_by=requested_by,
+            on_start=started,
+            on_update=self.agent_update,
+        )
 
     async def agent_rollback(self, gh: GitHubAPI, ref: PullRef, payload: dict[str, Any]) -> None:
         """`/ship rollback` on the dev agent: the rollback playbook with the release's parameters."""
@@ -1363,15 +1383,9 @@ class ReleaseService:
         config = (await self.read.config(gh, ref.repo)).config
         parameters = self.playbook_parameters(config, release, release.merge_sha)
         marker = f"rollback:{release.key}"
-        noted = await self.store.get_value(marker) or ""
-        previous = await self.agents.registry.session(noted.split(" ", 1)[1]) if noted.startswith("agent ") else None
-
-        async def started(session: Session) -> None:
-            await self.store.set_value(marker, f"agent {session.key}", now=self.clock())
-            await mark(session)
 
         async def mark(session: Session) -> None:
-            """The release knows its rollback (again on a retry: the first attempt may have died first)."""
+            """The release knows its rollback."""
             actor = Actor(payload["requested_by"])
             run_id = f"agent:{session.id}"
             await self.apply(
@@ -1380,19 +1394,16 @@ class ReleaseService:
                 reply_key=f"rollback-start:{release.key}",
             )
 
-        if previous is not None:
-            await mark(previous)
         try:
-            await self.agents.run(
-                previous,
-                repo=ref.repo,
-                release=release.key,
+            await self._follow_agent(
+                release,
+                marker,
+                release.merge_sha,
                 skill=SKILL_ROLLBACK,
                 playbook=payload["playbook"],
                 parameters=parameters,
                 requested_by=payload["requested_by"],
-                on_start=started,
-                on_update=self.agent_update,
+                on_session=mark,
             )
         except AgentError as exc:
             if exc.retry:
@@ -1420,13 +1431,9 @@ class ReleaseService:
         if release is not None and session.skill == SKILL_ROLLBACK:
             if session.state in FINAL_STATES:
                 ok = session.state == "completed"
-                last = " / ".join(session.log[-5:])
-                detail = f"{session.playbook} {session.state}: {session.result}" + (
-                    f" · last lines: {last}" if last else ""
-                )
                 ref = PullRef(repo, pr, release.installation_id)
                 await self.rollback_progress(
-                    ref, run_id=f"agent:{session.id}", url=None, ok=ok, detail=detail, delivery=None
+                    ref, run_id=f"agent:{session.id}", url=None, ok=ok, detail=session.outcome(), delivery=None
                 )
             return
         if release is None or release.state != State.RELEASING:
@@ -1447,11 +1454,7 @@ class ReleaseService:
 
         if session.state in FINAL_STATES:
             ok = session.state == "completed"
-            detail = (
-                "" if ok else f"{session.playbook} on the dev agent {session.state}: {session.result or 'no result'}"
-            )
-            if not ok and session.log:
-                detail += " · last lines: " + " / ".join(session.log[-5:])
+            detail = "" if ok else session.outcome()
             await self.deploy_progress(
                 ref,
                 merge_sha=release.merge_sha,
@@ -1529,7 +1532,7 @@ class ReleaseService:
         noted: str,
     ) -> Decision | None:
         if kind == "playbook":
-            return await self._agent_deploy(gh, ref, release, name, merge_sha, marker, noted)
+            return await self._agent_deploy(gh, ref, release, name, merge_sha, marker)
         if kind == "workflow":
             if noted == f"dispatching {merge_sha}":
                 runs = await gh.getitem(

@@ -262,8 +262,8 @@ async def test_a_skill_missing_from_the_agent_card_is_named(world: World) -> Non
     assert agents is not None
     agent = await agents.registry.for_repo(REPO)
     assert agent is not None
-    with pytest.raises(AgentError, match=r"has no skill rollback_release \(its skills: run_playbook\)"):
-        await agents.registry.require_skill(agent, "rollback_release")
+    with pytest.raises(AgentError, match=r"has no skill tail_logs \(its skills: run_playbook, rollback_release\)"):
+        await agents.registry.require_skill(agent, "tail_logs")
 
 
 async def test_a_release_whose_agent_cannot_be_reached_is_not_merged(world: World) -> None:

@@ -74,6 +74,12 @@ class Session:
     def key(self) -> str:
         return f"{_SESSION}{self.started_at}:{self.id}"
 
+    def outcome(self, how: str = "") -> str:
+        """How it ended, for a person: `deploy-web on the dev agent failed: exit 1 after 0.3s · last lines: ...`."""
+        tail = " / ".join(self.log[-5:])
+        text = f"{self.playbook} on the dev agent {self.state}{f' {how}' if how else ''}: {self.result or 'no result'}"
+        return text + (f" · last lines: {tail}" if tail else "")
+
     @property
     def log(self) -> list[str]:
         return [self.lines[k] for k in sorted(self.lines, key=int)]
