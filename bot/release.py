@@ -282,9 +282,10 @@ class ReleaseDue(EventBase):
     late_by: timedelta | None = None
     deploy_target: str | None = None
     new_commits: tuple[Commit, ...] = ()  # since the verified SHA (the compare API), when the head moved
-    # The repository's `new_commits` rule: "next_slot", or "wait" for the new head's checks until then.
+    # The repository's `new_commits` rule: "next_slot", or "wait" this long into the slot for the new
+    # head's checks (never past the slot's end).
     new_commits_action: str = "next_slot"
-    wait_until: datetime | None = None
+    wait_for: timedelta | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -864,8 +865,11 @@ def _release_due(release: Release | None, event: ReleaseDue, now: datetime) -> D
         return Decision(release)  # held, already releasing, or finished
     tz = ZoneInfo(release.timezone)
     late = ""
-    if event.late_by is not None and event.late_by >= timedelta(minutes=1):
+    # Late only on the first look at this slot: the rechecks of a wait are not the workers being down.
+    looked = any(t.at >= release.slot.start and t.reason.startswith("release time") for t in release.audit)
+    if event.late_by is not None and event.late_by >= timedelta(minutes=1) and not looked:
         late = f" (late by {_minutes_text(event.late_by)}: the workers were down at the slot)"
+    wait_until = min(release.slot.start + event.wait_for, release.slot.end) if event.wait_for else None
     checked = replace(release, checks=event.checks, conflicts=event.conflicts, proposal=event.proposal)
     if event.head_sha != release.head_sha:
         checked = replace(checked, head_sha=event.head_sha, verified_sha=None)
@@ -880,8 +884,8 @@ def _release_due(release: Release | None, event: ReleaseDue, now: datetime) -> D
             noun = "commit" if len(event.new_commits) == 1 else "commits"
             moved += f" ({len(event.new_commits)} new {noun}: {shown}{more})"
     waits = event.new_commits_action == "wait"
-    if waits and evaluated.state == State.VERIFYING and event.wait_until is not None and now < event.wait_until:
-        return _wait_for_checks(release, evaluated, event, moved, late, now)
+    if waits and evaluated.state == State.VERIFYING and wait_until is not None and now < wait_until:
+        return _wait_for_checks(release, evaluated, event, moved, late, wait_until, now)
     if moved and not waits:
         problems.insert(0, f"{moved}; the repository moves such a release to a new slot (new_commits: next_slot)")
     elif moved and evaluated.state == State.SCHEDULED:
@@ -889,7 +893,7 @@ def _release_due(release: Release | None, event: ReleaseDue, now: datetime) -> D
     elif waits and evaluated.state != State.SCHEDULED and (moved or waiting_for_checks(release)):
         what = moved or f"new commits ({event.head_sha[:7]})"
         how = "are failing" if evaluated.state == State.BLOCKED and evaluated.checks else "did not pass in time"
-        until = f" until {event.wait_until.astimezone(tz):%H:%M}" if event.wait_until else ""
+        until = f" until {wait_until.astimezone(tz):%H:%M}" if wait_until else ""
         problems.insert(0, f"{what}: the bot waited{until} for their checks, which {how} (new_commits: wait)")
     if missed_slot(release, now):
         minutes = int((now - release.slot.end).total_seconds() // 60)
@@ -924,6 +928,15 @@ def _release_due(release: Release | None, event: ReleaseDue, now: datetime) -> D
     return Decision(releasing, (RenderProgress(), Merge(sha=sha, method=event.merge_method)))
 
 
+def expected_checks(release: Release, head_sha: str) -> frozenset[str]:
+    """The checks an earlier head of the PR reported, which new commits (`head_sha`) must pass too: a
+    head whose checks have not started is not "green because nothing is required"."""
+    names = set(release.expected_checks)
+    if release.checks and head_sha != release.head_sha:
+        names |= {item.name for item in release.checks.items}
+    return frozenset(names)
+
+
 def waiting_for_checks(release: Release) -> bool:
     """At its slot, the release is waiting for the checks of new commits (the `new_commits: wait` rule)."""
     return release.state == State.VERIFYING and bool(release.audit) and release.audit[-1].reason.endswith(_WAIT_RULE)
@@ -933,14 +946,20 @@ _WAIT_RULE = "(new_commits: wait)"
 
 
 def _wait_for_checks(
-    release: Release, evaluated: Release, event: ReleaseDue, moved: str, late: str, now: datetime
+    release: Release,
+    evaluated: Release,
+    event: ReleaseDue,
+    moved: str,
+    late: str,
+    wait_until: datetime,
+    now: datetime,
 ) -> Decision:
     """At the slot, the required checks of new commits are still running and the repository says wait:
     the release stays in its slot, VERIFYING, until they pass (then the next look merges) or the wait
     is over. Said once per head."""
-    assert event.wait_until is not None and release.slot is not None
+    assert release.slot is not None
     tz = ZoneInfo(release.timezone)
-    until = event.wait_until.astimezone(tz)
+    until = wait_until.astimezone(tz)
     what = moved or f"the required checks of {event.head_sha[:7]} are still running"
     waiting = f"{what}; waiting for the checks until {until:%H:%M} {_WAIT_RULE}"
     # One audit entry for the wait (not the evaluation's "waiting for required checks" as well).

@@ -66,6 +66,7 @@ from .release import (
     UnholdRequested,
     decide,
     escape_text,
+    expected_checks,
     missed_slot,
     parse_release_key,
     permission_reaches,
@@ -1000,13 +1001,8 @@ class ReleaseService:
             rule = config.new_commits
             checked_config = config
             if rule.action == "wait":
-                # New commits (seen now, or pushed since the booking): the checks an earlier head
-                # reported must pass on them too. A head whose checks have not started yet is not
-                # "green because nothing is required".
-                earlier = set(release.expected_checks)
-                if release.checks and pull.head_sha != release.head_sha:
-                    earlier |= {item.name for item in release.checks.items}
-                checked_config = replace(config, required_checks=config.required_checks | earlier)
+                expected = expected_checks(release, pull.head_sha)
+                checked_config = replace(config, required_checks=config.required_checks | expected)
             verdict = await self.read.checks(gh, ref.repo, pull.base, pull.head_sha, checked_config)
             if not locked:
                 try:
@@ -1027,9 +1023,7 @@ class ReleaseService:
                     config, ref.repo, release.requested_by, after=after, own=release
                 )
             # Late only on the first look at this slot: the rechecks of a wait are not the workers being down.
-            looked = any(t.at >= slot_start and t.reason.startswith("release time") for t in release.audit)
-            late = timedelta(0) if looked else now - due_at
-            wait_until = min(slot_start + rule.wait, release.slot.end) if rule.action == "wait" else None
+            late = now - due_at
             new_commits: tuple[Commit, ...] = ()
             verified = release.verified_sha or release.head_sha
             if pull.head_sha != verified:
@@ -1051,7 +1045,7 @@ class ReleaseService:
                     deploy_target=config.deploy.target,
                     new_commits=new_commits,
                     new_commits_action=rule.action,
-                    wait_until=wait_until,
+                    wait_for=rule.wait if rule.action == "wait" else None,
                 ),
                 # Per decision point: a retry after the save decides differently and says nothing twice.
                 reply_key=f"release-due:{release.key}:{slot_start.isoformat()}:{len(release.audit)}",
@@ -1129,16 +1123,7 @@ class ReleaseService:
         if data is None:
             assert refused is not None
             status, message = refused
-            await self.store.set_value(marker, f"refused {sha}", now=self.clock())
-            decision = await self.apply(
-                ref,
-                lambda _: MergeFinished(
-                    Actor("github"), Source.TIMER, None, sha=sha, merged=False, status=status, message=message
-                ),
-                reply_key=f"merge-refused:{release.key}:{sha}:{len(release.audit)}",
-            )
-            await self.store.release_lease(f"env:{release.lane}", release.key)
-            return decision
+            return await self._not_merged(ref, release, marker, sha, Actor("github"), message, status)
         merge_sha = str(data.get("sha") or "")
         summary = "" if release.deploy_target else self.summary(release, sha, merge_sha, method)
         decision = await self.apply(
@@ -1180,20 +1165,9 @@ class ReleaseService:
         pull = await gh.getitem(f"/repos/{ref.repo}/pulls/{ref.pr}")
         head = (pull.get("head") or {}).get("sha")
         if not pull.get("merged") or not pull.get("merge_commit_sha"):
-            await self.store.set_value(marker, f"refused {sha}", now=self.clock())
-            decision = await self.apply(
-                ref,
-                lambda _: MergeFinished(
-                    Actor("dev-agent"), Source.TIMER, None, sha=sha, merged=False, message=failure[:1500]
-                ),
-                reply_key=f"merge-refused:{release.key}:{sha}:{len(release.audit)}",
-            )
-            await self.store.release_lease(f"env:{release.lane}", release.key)
-            return decision
+            return await self._not_merged(ref, release, marker, sha, Actor("dev-agent"), failure[:1500])
         merge_sha = str(pull["merge_commit_sha"])
         await self.store.set_value(marker, f"merged {merge_sha}", now=self.clock())
-        if head != sha:
-            log.error("%s: the dev agent merged %s, not the verified %s", release.key, str(head)[:12], sha[:12])
         decision = await self.apply(
             ref,
             lambda _: MergeFinished(Actor("dev-agent"), Source.TIMER, None, sha=sha, merged=True, merge_sha=merge_sha),
@@ -1207,6 +1181,27 @@ class ReleaseService:
             merged = await self.release_for(ref.repo, ref.pr, release.number) or release
             detail = f"the dev agent merged {str(head)[:7]}, not the verified {sha[:7]}: check what shipped"
             return await self.deploy_failed(ref, merged, merge_sha, detail)
+        return decision
+
+    async def _not_merged(
+        self,
+        ref: PullRef,
+        release: Release,
+        marker: str,
+        sha: str,
+        actor: Actor,
+        message: str,
+        status: int | None = None,
+    ) -> Decision:
+        """The merge of `sha` did not happen (GitHub refused it, or the agent did not do it): noted, the
+        release blocked with the reason, the environment free again."""
+        await self.store.set_value(marker, f"refused {sha}", now=self.clock())
+        decision = await self.apply(
+            ref,
+            lambda _: MergeFinished(actor, Source.TIMER, None, sha=sha, merged=False, status=status, message=message),
+            reply_key=f"merge-refused:{release.key}:{sha}:{len(release.audit)}",
+        )
+        await self.store.release_lease(f"env:{release.lane}", release.key)
         return decision
 
     async def _adopted_merge(self, gh: GitHubAPI, ref: PullRef, sha: str) -> dict[str, Any] | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Generator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -90,7 +90,6 @@ class Call:
     http: httpx.AsyncClient
     card: AgentCard
     push: TaskPushNotificationConfig | None = None
-    seen: set[str] = field(default_factory=set)
 
     async def close(self) -> None:
         await self.client.close()

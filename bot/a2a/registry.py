@@ -8,12 +8,12 @@ state change and the result, kept in the store and readable with `python -m bot 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timedelta
-from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -80,6 +80,10 @@ class Session:
         text = f"{self.playbook} on the dev agent {self.state}{f' {how}' if how else ''}: {self.result or 'no result'}"
         return text + (f" · last lines: {tail}" if tail else "")
 
+    def secret_matches(self, token: str) -> bool:
+        """The per-task push secret, compared in constant time with its stored hash."""
+        return hmac.compare_digest(hashlib.sha256(token.encode()).hexdigest(), self.token_hash)
+
     @property
     def log(self) -> list[str]:
         return [self.lines[k] for k in sorted(self.lines, key=int)]
@@ -105,10 +109,9 @@ class Session:
 
 
 class Registry:
-    def __init__(self, store: Store, clock: Callable[[], datetime], http: httpx.AsyncClient | None = None) -> None:
+    def __init__(self, store: Store, clock: Callable[[], datetime]) -> None:
         self.store = store
         self.clock = clock
-        self.http = http
 
     # Agents.
 
@@ -140,7 +143,7 @@ class Registry:
             if now - datetime.fromisoformat(doc["fetched_at"]) < CARD_TTL:
                 return ParseDict(doc["card"], AgentCard(), ignore_unknown_fields=True)
         try:
-            async with _client(self.http) as http:
+            async with httpx.AsyncClient(timeout=10.0) as http:
                 card = await A2ACardResolver(http, agent.url).get_agent_card()
         except Exception as exc:  # unreachable, refused, not a card: all the same to a release
             raise AgentError(
@@ -221,24 +224,6 @@ class Registry:
         session.changes.append({"at": self.clock().isoformat(), "state": state, "text": text[:500]})
         del session.changes[:-MAX_CHANGES]  # an agent that chatters in status texts cannot grow it for ever
         return True
-
-
-def _client(http: httpx.AsyncClient | None) -> Any:
-    """A shared client when given one (tests, the worker's), else a short-lived one."""
-    if http is not None:
-        return _Borrowed(http)
-    return httpx.AsyncClient(timeout=10.0)
-
-
-class _Borrowed:
-    def __init__(self, http: httpx.AsyncClient) -> None:
-        self.http = http
-
-    async def __aenter__(self) -> httpx.AsyncClient:
-        return self.http
-
-    async def __aexit__(self, *exc: object) -> None:
-        return None
 
 
 def shown(url: str) -> str:

@@ -33,7 +33,6 @@ log = logging.getLogger(__name__)
 PUSH_TOKEN = "a2a:push-token"  # noqa: S105 - the name of a stored secret, not one
 FINAL_STATES = ("completed", "failed", "canceled", "rejected")
 SKILL_RUN = "run_playbook"
-SKILL_TAIL = "tail_logs"
 SKILL_ROLLBACK = "rollback_release"
 
 OnUpdate = Callable[[Session, Update], Awaitable[None]]

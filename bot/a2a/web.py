@@ -15,7 +15,6 @@ import logging
 
 from aiohttp import web
 
-from .registry import Session
 from .runner import DevAgents
 
 log = logging.getLogger(__name__)
@@ -73,7 +72,7 @@ async def push_page(request: web.Request) -> web.Response:
     session = await registry.session_for_task(task_id)
     if session is None and context_id:
         session = await registry.session_for_context(context_id)
-    if session is None or not _secret_ok(session, secret) or session.task_id not in (None, task_id):
+    if session is None or not session.secret_matches(secret) or session.task_id not in (None, task_id):
         log.warning("push notification refused: no session of this bot has task %s with that secret", task_id[:64])
         return _error(401, "no task of this bot has that id and notification token")
     digest = hashlib.sha256(raw).hexdigest()[:24]
@@ -98,8 +97,3 @@ def _ids(body: object) -> tuple[str, str]:
         if isinstance(event, dict):
             return str(event.get("taskId") or ""), str(event.get("contextId") or "")
     return "", ""
-
-
-def _secret_ok(session: Session, secret: str) -> bool:
-    digest = hashlib.sha256(secret.encode()).hexdigest()
-    return hmac.compare_digest(digest, session.token_hash)
