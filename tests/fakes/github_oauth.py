@@ -41,7 +41,10 @@ _AUTHORIZE_PARAMS = frozenset(
     {"client_id", "redirect_uri", "state", "login", "allow_signup", "prompt", "code_challenge", "code_challenge_method"}
 )
 _TOKEN_PARAMS = frozenset(
-    {"client_id", "client_secret", "code", "redirect_uri", "repository_id", "code_verifier", "grant_type"}
+    {
+        *("client_id", "client_secret", "code", "redirect_uri", "repository_id", "code_verifier", "grant_type"),
+        "refresh_token",
+    }
 )
 _AUTHORIZE_ERRORS = (
     "/apps/building-integrations/setting-up-and-registering-oauth-apps/troubleshooting-authorization-request-errors/"
@@ -63,6 +66,12 @@ REDIRECT_URI_MISMATCH = (
     "redirect_uri_mismatch",
     "The redirect_uri MUST match the registered callback URL for this application.",
     "/apps/managing-oauth-apps/troubleshooting-authorization-request-errors/#redirect-uri-mismatch2",
+)
+# "Refreshing user access tokens": an unknown, used or expired refresh token.
+BAD_REFRESH_TOKEN = (
+    "bad_refresh_token",
+    "The refresh token passed is incorrect or expired.",
+    "/apps/managing-oauth-apps/troubleshooting-oauth-app-access-token-request-errors/#bad-refresh-token",
 )
 BAD_VERIFICATION_CODE = (
     "bad_verification_code",
@@ -140,6 +149,8 @@ class OAuthWebFlow(State):
         self.oauth_apps: dict[str, OAuthClient] = {}
         self.oauth_grants: dict[str, OAuthGrant] = {}
         self.user_tokens: dict[str, UserToken] = {}
+        self.refresh_tokens: dict[str, tuple[str, str]] = {}  # refresh token -> (client_id, login)
+        self.refreshes = 0
 
     def add_oauth_app(
         self, client_id: str, client_secret: str, *redirect_uris: str, app_id: int | None = None
@@ -222,6 +233,8 @@ class OAuthWebFlow(State):
         redirect_uri = params.get("redirect_uri")
         if redirect_uri is not None and redirect_uri not in client.redirect_uris:
             return _token_answer(_error(REDIRECT_URI_MISMATCH), as_json)
+        if params.get("grant_type") == "refresh_token":
+            return self._refresh(client, params.get("refresh_token", ""), as_json)
         grant = self.oauth_grants.pop(params.get("code", ""), None)  # a code works once, right or wrong
         if grant is None or grant.client_id != client.client_id or grant.expires_at <= self.now():
             return _token_answer(_error(BAD_VERIFICATION_CODE), as_json)
@@ -231,16 +244,33 @@ class OAuthWebFlow(State):
             verifier = params.get("code_verifier", "")
             if not verifier or pkce_challenge(verifier) != grant.code_challenge:
                 return _token_answer(_error(BAD_VERIFICATION_CODE), as_json)
-        token = self.issue_user_token(client.client_id, grant.login)
-        answer = {
+        return _token_answer(self._tokens(client.client_id, grant.login), as_json)
+
+    def _tokens(self, client_id: str, login: str) -> dict[str, Any]:
+        token = self.issue_user_token(client_id, login)
+        refresh = "ghr_" + secrets.token_urlsafe(57)[:76]
+        self.refresh_tokens[refresh] = (client_id, login)
+        return {
             "access_token": token,
             "expires_in": int(self.user_token_ttl.total_seconds()),
-            "refresh_token": "ghr_" + secrets.token_urlsafe(57)[:76],
+            "refresh_token": refresh,
             "refresh_token_expires_in": int(REFRESH_TOKEN_TTL.total_seconds()),
             "scope": "",
             "token_type": "bearer",
         }
-        return _token_answer(answer, as_json)
+
+    def _refresh(self, client: OAuthClient, refresh_token: str, as_json: bool) -> WebReply:
+        """A refresh token works once: the answer carries a new one (GitHub rotates them)."""
+        owner = self.refresh_tokens.pop(refresh_token, None)
+        if owner is None or owner[0] != client.client_id:
+            return _token_answer(_error(BAD_REFRESH_TOKEN), as_json)
+        self.refreshes += 1
+        return _token_answer(self._tokens(client.client_id, owner[1]), as_json)
+
+    def revoke_authorization(self, login: str) -> None:
+        """The person revoked the App's authorization in their GitHub settings: their tokens stop working."""
+        self.refresh_tokens = {k: v for k, v in self.refresh_tokens.items() if v[1] != login}
+        self.user_tokens = {k: v for k, v in self.user_tokens.items() if v.login != login}
 
 
 def parse_form(content_type: str, raw: bytes) -> dict[str, str]:
