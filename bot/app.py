@@ -15,6 +15,9 @@ import orjson
 from aiohttp import web
 from gidgethub import ValidationFailure, sansio
 
+from chatops.identity import CHAT_LINKS
+from chatops.runtime import CHAT, Chat
+from chatops.runtime import add_routes as add_chat_routes
 from handlers.routes import compose
 
 from .a2a.runner import DevAgents
@@ -30,6 +33,7 @@ from .config import Settings
 from .context import utcnow
 from .github import GitHubApp
 from .secrets import SecretBox, Vault
+from .service import ReleaseService
 from .store import NewDelivery, Store, make_store
 from .worker import Worker
 
@@ -257,6 +261,7 @@ def make_app(
     app.router.add_get("/calendar.ics", calendar_feed)
     add_google_routes(app)
     add_a2a_routes(app)
+    add_chat_routes(app)
 
     async def store_ctx(app: web.Application) -> AsyncIterator[None]:
         owned = store is None
@@ -276,8 +281,22 @@ def make_app(
             app[GITHUB] = GitHubApp(settings, session)
             yield
 
+    async def chat_ctx(app: web.Application) -> AsyncIterator[None]:
+        """Slack and Telegram intake (routes, Socket Mode, polling) and, with the worker, their delivery."""
+        service = ReleaseService(app[STORE], settings, clock)
+        chat = Chat(app[STORE], settings, clock, service, app[GITHUB])
+        app[CHAT] = chat
+        if chat.links is not None:
+            app[CHAT_LINKS] = chat.links
+        await chat.start(intake=True)
+        yield
+        await chat.close()
+
     async def worker_ctx(app: web.Application) -> AsyncIterator[None]:
-        worker = Worker(app[STORE], settings, compose(), app[GITHUB], clock=clock)
+        chat = app.get(CHAT)
+        worker = Worker(app[STORE], settings, compose(), app[GITHUB], clock=clock, chat=chat)
+        if chat is not None:
+            chat.on_input(worker.notify)
         app[WORKER] = worker
         stop = asyncio.Event()
         task = asyncio.create_task(worker.run(stop))
@@ -290,6 +309,8 @@ def make_app(
 
     app.cleanup_ctx.append(store_ctx)
     app.cleanup_ctx.append(github_ctx)
+    if settings.chat_configured:
+        app.cleanup_ctx.append(chat_ctx)
     if run_worker:
         app.cleanup_ctx.append(worker_ctx)
     return app

@@ -18,6 +18,8 @@ DEFAULT_GITHUB_URL = "https://github.com"
 DEFAULT_GOOGLE_CALENDAR_API_URL = "https://www.googleapis.com"
 DEFAULT_GOOGLE_AUTH_URL = "https://accounts.google.com/o/oauth2/v2/auth"
 DEFAULT_GOOGLE_TOKEN_URL = "https://oauth2.googleapis.com/token"  # noqa: S105 - a URL, not a secret
+DEFAULT_SLACK_API_URL = "https://slack.com/api/"
+DEFAULT_TELEGRAM_API_URL = "https://api.telegram.org"
 
 
 class SettingsError(Exception):
@@ -67,6 +69,27 @@ class Settings:
     google_token_url: str = DEFAULT_GOOGLE_TOKEN_URL
     calendar_sweep_interval: float = 300.0  # how often booked Google events are checked for edits; 0: never
     reconcile_interval: float = 300.0  # how often tracked PRs are re-read for what webhooks missed; 0: never
+    # Chat: Slack (Events API over HTTP, or Socket Mode with an app token) and Telegram (webhook or polling).
+    slack_api_url: str = DEFAULT_SLACK_API_URL
+    slack_bot_token: str | None = field(default=None, repr=False)
+    slack_signing_secret: str | None = field(default=None, repr=False)
+    slack_app_token: str | None = field(default=None, repr=False)
+    telegram_api_url: str = DEFAULT_TELEGRAM_API_URL
+    telegram_bot_token: str | None = field(default=None, repr=False)
+    telegram_webhook_secret: str | None = field(default=None, repr=False)
+    chat_edit_interval: float = 3.0  # at most one edit of a chat message per this many seconds
+
+    @property
+    def slack_configured(self) -> bool:
+        return self.slack_bot_token is not None
+
+    @property
+    def telegram_configured(self) -> bool:
+        return self.telegram_bot_token is not None
+
+    @property
+    def chat_configured(self) -> bool:
+        return self.slack_configured or self.telegram_configured
 
     @property
     def app_configured(self) -> bool:
@@ -155,7 +178,16 @@ class Settings:
             google_token_url=reader.url("GOOGLE_TOKEN_URL", DEFAULT_GOOGLE_TOKEN_URL),
             calendar_sweep_interval=reader.number("CALENDAR_SWEEP_INTERVAL", 300.0),
             reconcile_interval=reader.number("RECONCILE_INTERVAL", 300.0),
+            slack_api_url=reader.url("SLACK_API_URL", DEFAULT_SLACK_API_URL).rstrip("/") + "/",
+            slack_bot_token=reader.text("SLACK_BOT_TOKEN"),
+            slack_signing_secret=reader.text("SLACK_SIGNING_SECRET"),
+            slack_app_token=reader.text("SLACK_APP_TOKEN"),
+            telegram_api_url=reader.url("TELEGRAM_API_URL", DEFAULT_TELEGRAM_API_URL),
+            telegram_bot_token=reader.text("TELEGRAM_BOT_TOKEN"),
+            telegram_webhook_secret=reader.text("TELEGRAM_WEBHOOK_SECRET"),
+            chat_edit_interval=reader.number("CHAT_EDIT_INTERVAL", 3.0),
         )
+        _chat_problems(settings, reader.problems)
         if (settings.google_client_id is None) != (settings.google_client_secret is None):
             reader.problems.append(
                 "GOOGLE_CLIENT_ID and GOOGLE_CLIENT_SECRET go together (the OAuth client that links "
@@ -169,6 +201,31 @@ class Settings:
         if reader.problems:
             raise SettingsError(reader.problems)
         return settings
+
+
+def _chat_problems(settings: Settings, problems: list[str]) -> None:
+    """Chat settings that cannot work together, each said once (fail closed: no unsigned intake)."""
+    if settings.slack_bot_token is not None and not settings.slack_bot_token.startswith("xoxb-"):
+        problems.append("SLACK_BOT_TOKEN must be the app's bot token (xoxb-...), from its OAuth & Permissions page")
+    if settings.slack_app_token is not None and not settings.slack_app_token.startswith("xapp-"):
+        problems.append("SLACK_APP_TOKEN must be an app-level token (xapp-...) with connections:write")
+    if settings.slack_bot_token is not None and settings.slack_app_token is None and not settings.slack_signing_secret:
+        problems.append(
+            "SLACK_SIGNING_SECRET is required with SLACK_BOT_TOKEN when SLACK_APP_TOKEN (Socket Mode) is not set: "
+            "without it anyone could post forged Slack requests (it is on the app's Basic Information page)"
+        )
+    if (settings.slack_signing_secret or settings.slack_app_token) and settings.slack_bot_token is None:
+        problems.append("SLACK_SIGNING_SECRET or SLACK_APP_TOKEN is set but SLACK_BOT_TOKEN is not: Slack needs it")
+    secret = settings.telegram_webhook_secret
+    if secret is not None and (not 1 <= len(secret) <= 256 or not all(c.isalnum() or c in "_-" for c in secret)):
+        problems.append("TELEGRAM_WEBHOOK_SECRET must be 1-256 characters of A-Z, a-z, 0-9, _ and - (Telegram's rule)")
+    if secret is not None and settings.telegram_bot_token is None:
+        problems.append("TELEGRAM_WEBHOOK_SECRET is set but TELEGRAM_BOT_TOKEN is not")
+    if settings.telegram_bot_token is not None and settings.public_url and secret is None:
+        problems.append(
+            "TELEGRAM_WEBHOOK_SECRET is required with TELEGRAM_BOT_TOKEN and PUBLIC_URL (webhook mode): without it "
+            "anyone could post forged updates; make one with: openssl rand -hex 32"
+        )
 
 
 def service_account_problem(text: str, source: str) -> str | None:

@@ -16,7 +16,17 @@ from zoneinfo import ZoneInfo
 
 from .checks import CheckItem, CheckState, ChecksVerdict, escape_markdown
 from .checks import _safe_url as safe_url
-from .policy import Busy, Policy, Slot, WhenError, describe_windows, format_slot, resolve_when, slot_problems
+from .policy import (
+    Busy,
+    Policy,
+    Slot,
+    WhenError,
+    describe_windows,
+    format_slot,
+    next_slot,
+    resolve_when,
+    slot_problems,
+)
 
 
 class State(enum.StrEnum):
@@ -195,6 +205,8 @@ class ShipRequested(EventBase):
     calendar_id: str | None = None
     requester_zone: str | None = None
     calendar_link: str | None = None  # where people see the booking (the feed, the Google calendar)
+    # "Postpone": the next free slot starting at or after this time (the booked slot's end), not a typed time.
+    not_before: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -475,6 +487,13 @@ def plan_slot(event: ShipRequested, now: datetime) -> Slot | WhenError:
                 examples=(),
             )
         return Slot(start=start, end=start + event.policy.slot)
+    if event.not_before is not None:
+        after = max(event.not_before, now + event.policy.lead_time)
+        slot = next_slot(after, event.policy, busy=event.busy)
+        if slot is None:
+            reason = f"there is no free release slot after {after:%a %d %b %H:%M} UTC in the search horizon"
+            return WhenError(text="postpone", reason=reason, suggestion=None, examples=())
+        return slot
     return resolve_when(event.when_text, now=now, policy=event.policy, busy=event.busy)
 
 

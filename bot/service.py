@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import logging
 import secrets
 import time
@@ -116,6 +117,15 @@ class LoadedConfig:
 
 def render_key(repo: str, pr: int) -> str:
     return f"render:{repo}#{pr}"
+
+
+NOTIFY_PREFIX = "chat-notify:"  # + repo: the config's notify chats, as last read
+
+
+def mirror_job(ref: PullRef, now: datetime) -> JobSpec:
+    """Bring the PR's chat messages in line with its release (one job per PR: a burst is one pass)."""
+    payload = {"repo": ref.repo, "pr": ref.pr, "installation_id": ref.installation_id}
+    return JobSpec(f"chat-mirror:{ref.repo}#{ref.pr}", "chat-mirror", payload, due_at=now)
 
 
 class GitHubReader:
@@ -365,7 +375,12 @@ class ReleaseService:
         return Actor(login=login, permission=await self.read.permission(gh, repo, login), is_bot=is_bot)
 
     async def apply(
-        self, ref: PullRef, make_event: Callable[[Release | None], Event], *, reply_key: str | None = None
+        self,
+        ref: PullRef,
+        make_event: Callable[[Release | None], Event],
+        *,
+        reply_key: str | None = None,
+        reply_to: dict[str, Any] | None = None,
     ) -> Decision:
         """Decide against the PR's current release and save; on a concurrent change, decide again.
 
@@ -379,7 +394,7 @@ class ReleaseService:
             event = make_event(current)
             decision = decide(current, event, now)
             release = decision.release
-            jobs = await self.effect_jobs(ref, decision, reply_key=reply_key)
+            jobs = await self.effect_jobs(ref, decision, reply_key=reply_key, reply_to=reply_to)
             if release is None or release == current:
                 # Nothing saved: a retried input decides the same again, so its jobs need no outbox.
                 await self.schedule(jobs)
@@ -401,16 +416,24 @@ class ReleaseService:
                 job.key, job.kind, job.payload, due_at=job.due_at, keep_earlier=job.keep_earlier, once=job.once
             )
 
-    async def effect_jobs(self, ref: PullRef, decision: Decision, *, reply_key: str | None) -> list[JobSpec]:
+    async def effect_jobs(
+        self, ref: PullRef, decision: Decision, *, reply_key: str | None, reply_to: dict[str, Any] | None = None
+    ) -> list[JobSpec]:
+        """The jobs that carry out a decision. Replies go where the input came from: the PR, or the chat
+        (`reply_to`, a chat-reply job's address) for a command from Slack or Telegram."""
         now = self.clock()
         jobs: list[JobSpec] = []
         for i, effect in enumerate(decision.effects):
             match effect:
                 case RenderProgress():
                     jobs.append(await self.render_job(ref, now))
+                    if self.settings.chat_configured:
+                        jobs.append(mirror_job(ref, now))
                 case Reply(text=text):
                     # Keyed by the input's delivery: a redelivered webhook cannot post it twice.
-                    jobs.append(self.reply_job(ref, text, key=f"{reply_key or now.isoformat()}:{i}"))
+                    jobs.append(
+                        self.answer_job(ref, text, key=f"{reply_key or now.isoformat()}:{i}", reply_to=reply_to)
+                    )
                 case Merge(sha=sha, method=method):
                     release = decision.release
                     assert release is not None
@@ -486,6 +509,11 @@ class ReleaseService:
         }
         await self.store.schedule_job(f"react:{comment_id}:{content}", "react", payload, due_at=self.clock(), once=True)
 
+    def answer_job(self, ref: PullRef, text: str, *, key: str, reply_to: dict[str, Any] | None) -> JobSpec:
+        if reply_to is None:
+            return self.reply_job(ref, text, key=key)
+        return JobSpec(f"chat-reply:{key}", "chat-reply", {**reply_to, "text": text}, due_at=self.clock(), once=True)
+
     def reply_job(self, ref: PullRef, text: str, *, key: str) -> JobSpec:
         payload = {"repo": ref.repo, "pr": ref.pr, "installation_id": ref.installation_id, "text": text}
         return JobSpec(f"reply:{key}", "reply", payload, due_at=self.clock(), once=True)
@@ -494,6 +522,14 @@ class ReleaseService:
         await self.schedule([self.reply_job(ref, text, key=key)])
 
     # Operations ---------------------------------------------------------------------------------
+
+    async def note_notify(self, repo: str, config: RepoConfig) -> None:
+        """Keep the config's `notify:` chats where the chat mirror reads them, with no GitHub call."""
+        notify = config.notify
+        wanted = json.dumps({"slack": notify.slack_channel, "telegram": notify.telegram_chat}, sort_keys=True)
+        key = f"{NOTIFY_PREFIX}{repo}"
+        if await self.store.get_value(key) != wanted:
+            await self.store.set_value(key, wanted, now=self.clock())
 
     async def note_config(self, ref: PullRef, loaded: LoadedConfig) -> None:
         """Keep the PR's record of config problems current; the sticky comment shows them."""
@@ -520,9 +556,12 @@ class ReleaseService:
         dry_run: bool = False,
         force: bool = False,
         loaded: LoadedConfig | None = None,
+        not_before: datetime | None = None,
+        reply_to: dict[str, Any] | None = None,
     ) -> Decision:
         loaded = loaded or await self.read.config(gh, ref.repo)
         await self.note_config(ref, loaded)
+        await self.note_notify(ref.repo, loaded.config)
         config = loaded.config
         actor = await self.actor(gh, ref.repo, login)
         zone = await self.requester_zone(login, when)
@@ -559,7 +598,8 @@ class ReleaseService:
                         text += f"\n\n{exc.advice}"
                     if exc.retry:
                         text += "\n\nThis looks temporary: comment the same command again in a minute."
-                    await self.reply(ref, text, key=f"{delivery or self.clock().isoformat()}:calendar")
+                    key = f"{delivery or self.clock().isoformat()}:calendar"
+                    await self.schedule([self.answer_job(ref, text, key=key, reply_to=reply_to)])
                     return Decision(None, (Reply(text),))
                 busy, account, calendar_id = tuple(found), target.account, target.calendar_id
                 link = await self.calendars.link_for(target, ref.repo)
@@ -587,9 +627,10 @@ class ReleaseService:
                     calendar_id=calendar_id,
                     requester_zone=zone,
                     calendar_link=link,
+                    not_before=not_before,
                 )
 
-            return await self.apply(ref, event, reply_key=delivery)
+            return await self.apply(ref, event, reply_key=delivery, reply_to=reply_to)
 
     async def calendar_command(self, gh: GitHubAPI, ref: PullRef, login: str, arg: str | None) -> str:
         """`/ship calendar [link|unlink]`: where releases are booked, and people's own calendars."""
@@ -650,26 +691,57 @@ class ReleaseService:
         return await self.store.get_value(key)
 
     async def cancel(
-        self, gh: GitHubAPI, ref: PullRef, login: str, *, source: Source, delivery: str | None, reason: str = ""
+        self,
+        gh: GitHubAPI,
+        ref: PullRef,
+        login: str,
+        *,
+        source: Source,
+        delivery: str | None,
+        reason: str = "",
+        reply_to: dict[str, Any] | None = None,
     ) -> Decision:
         actor = await self.actor(gh, ref.repo, login)
         return await self.apply(
-            ref, lambda _: CancelRequested(actor, source, delivery, reason=reason), reply_key=delivery
+            ref,
+            lambda _: CancelRequested(actor, source, delivery, reason=reason),
+            reply_key=delivery,
+            reply_to=reply_to,
         )
 
-    async def hold(self, gh: GitHubAPI, ref: PullRef, login: str, *, source: Source, delivery: str | None) -> Decision:
-        loaded = await self.read.config(gh, ref.repo)
-        actor = await self.actor(gh, ref.repo, login)
-        need = loaded.config.ship_permission.value
-        return await self.apply(ref, lambda _: HoldRequested(actor, source, delivery, need), reply_key=delivery)
-
-    async def unhold(
-        self, gh: GitHubAPI, ref: PullRef, login: str, *, source: Source, delivery: str | None
+    async def hold(
+        self,
+        gh: GitHubAPI,
+        ref: PullRef,
+        login: str,
+        *,
+        source: Source,
+        delivery: str | None,
+        reply_to: dict[str, Any] | None = None,
     ) -> Decision:
         loaded = await self.read.config(gh, ref.repo)
         actor = await self.actor(gh, ref.repo, login)
         need = loaded.config.ship_permission.value
-        return await self.apply(ref, lambda _: UnholdRequested(actor, source, delivery, need), reply_key=delivery)
+        return await self.apply(
+            ref, lambda _: HoldRequested(actor, source, delivery, need), reply_key=delivery, reply_to=reply_to
+        )
+
+    async def unhold(
+        self,
+        gh: GitHubAPI,
+        ref: PullRef,
+        login: str,
+        *,
+        source: Source,
+        delivery: str | None,
+        reply_to: dict[str, Any] | None = None,
+    ) -> Decision:
+        loaded = await self.read.config(gh, ref.repo)
+        actor = await self.actor(gh, ref.repo, login)
+        need = loaded.config.ship_permission.value
+        return await self.apply(
+            ref, lambda _: UnholdRequested(actor, source, delivery, need), reply_key=delivery, reply_to=reply_to
+        )
 
     async def head_moved(
         self, gh: GitHubAPI, ref: PullRef, head_sha: str, login: str, *, delivery: str | None

@@ -23,6 +23,8 @@ import orjson
 from gidgethub import routing, sansio
 from gidgethub.abc import GitHubAPI
 
+from chatops.runtime import CHAT_JOBS, Chat
+
 from .config import Settings
 from .context import HandlerContext, utcnow
 from .effects import EffectExecutor, NotYet
@@ -96,6 +98,7 @@ class Worker:
         *,
         clock: Callable[[], datetime] = utcnow,
         owner: str | None = None,
+        chat: Chat | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
@@ -106,6 +109,9 @@ class Worker:
         self.service = ReleaseService(store, settings, clock)
         self.ctx = HandlerContext(store=store, settings=settings, clock=clock, service=self.service)
         self.executor = EffectExecutor(store, github, clock) if github is not None else None
+        # Slack and Telegram: the web app's when it runs in this process, else the worker's own.
+        self._own_chat = chat is None and settings.chat_configured
+        self.chat = chat or (Chat(store, settings, clock, self.service, github) if self._own_chat else None)
         self.wakeup = asyncio.Event()
         self.processed = 0
         self._last_purge: datetime | None = None
@@ -129,6 +135,8 @@ class Worker:
         """A pool, not batches: a slot freed by a finished task is refilled at once, so one slow job
         (say, a write waiting out GitHub's pacing) never holds up the deliveries behind it."""
         log.info("worker started", extra={"worker": self.owner, "store": self.settings.store_kind})
+        if self.chat is not None and self._own_chat:
+            await self.chat.start(intake=False)
         inflight: set[asyncio.Task[None]] = set()
         # Its own task: a long sweep or a slow store call in this loop must not let leases lapse.
         heartbeat = asyncio.create_task(self._heartbeat_loop(stop))
@@ -157,6 +165,8 @@ class Worker:
         for running in background:
             running.cancel()
         await asyncio.gather(heartbeat, *background, return_exceptions=True)
+        if self.chat is not None and self._own_chat:
+            await self.chat.close()
         log.info("worker stopped", extra={"worker": self.owner, "processed": self.processed})
 
     async def _fill(self, inflight: set[asyncio.Task[None]]) -> int:
@@ -278,6 +288,10 @@ class Worker:
                     await self.service.run_job(job, gh)
                 elif job.kind == "agent-push":
                     await self.service.agent_push(job.payload)
+                elif job.kind in CHAT_JOBS:
+                    if self.chat is None:
+                        raise RuntimeError("Slack and Telegram are not configured in this process")
+                    await self.chat.run_job(job)
                 else:
                     await self.executor.run(job)
             except NotYet as exc:

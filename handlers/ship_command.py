@@ -8,7 +8,8 @@ from gidgethub.abc import GitHubAPI
 from bot.context import HandlerContext
 from bot.release import Source
 from bot.service import PullRef
-from chatops.grammar import HELP_TEXT, Command, CommandError, Verb, parse_comment
+from chatops.grammar import Command, CommandError, parse_comment
+from chatops.ops import run_command
 
 from .common import is_bot, pull_ref
 
@@ -42,36 +43,6 @@ async def run_ship_commands(event: sansio.Event, gh: GitHubAPI, *, ctx: HandlerC
 
 
 async def _run(command: Command, gh: GitHubAPI, ctx: HandlerContext, ref: PullRef, login: str, key: str) -> None:
-    service = ctx.releases
-    match command.verb:
-        case Verb.ROLLBACK:
-            said = await service.rollback(gh, ref, login, delivery=key)
-            if said:
-                await service.reply(ref, said, key=key)
-        case Verb.CALENDAR:
-            await service.reply(ref, await service.calendar_command(gh, ref, login, command.arg), key=key)
-        case Verb.HELP:
-            await service.reply(ref, f"@{login}\n\n{HELP_TEXT}", key=key)
-        case Verb.STATUS:
-            await service.reply(ref, await service.status_text(ref, login), key=key)
-        case Verb.CANCEL:
-            await service.cancel(gh, ref, login, source=Source.COMMENT, delivery=key)
-        case Verb.HOLD:
-            await service.hold(gh, ref, login, source=Source.COMMENT, delivery=key)
-        case Verb.UNHOLD:
-            await service.unhold(gh, ref, login, source=Source.COMMENT, delivery=key)
-        case Verb.NOW:
-            await service.ship(
-                gh,
-                ref,
-                login,
-                source=Source.COMMENT,
-                delivery=key,
-                immediately=True,
-                dry_run=command.dry_run,
-                force=command.force,
-            )
-        case Verb.SHIP:
-            await service.ship(
-                gh, ref, login, source=Source.COMMENT, delivery=key, when=command.when, dry_run=command.dry_run
-            )
+    answer = await run_command(command, gh, ctx.releases, ref, login, key, source=Source.COMMENT)
+    if isinstance(answer, str) and answer:
+        await ctx.releases.reply(ref, answer, key=key)
