@@ -273,6 +273,30 @@ async def _google_service_account(settings: Settings, text: str | None) -> int:
     return 0
 
 
+async def _telegram_setup(settings: Settings) -> int:
+    if settings.telegram_bot_token is None:
+        print("set TELEGRAM_BOT_TOKEN (from @BotFather) first", file=sys.stderr)
+        return 2
+    from telegram.error import TelegramError
+
+    from chatops.telegram import TelegramChat
+
+    from .context import utcnow
+    from .store import make_store
+
+    store = make_store(settings)  # not opened: the setup touches only Telegram
+    chat = TelegramChat(settings, store, utcnow)
+    try:
+        for line in await chat.setup():
+            print(line)
+    except TelegramError as exc:
+        print(f"Telegram refused: {exc.message}", file=sys.stderr)
+        return 1
+    finally:
+        await chat.close()
+    return 0
+
+
 # Commands that read or write encrypted data: on SQLite they create the local key if it is missing.
 _KEYED_COMMANDS = ("serve", "web", "worker", "calendar-feed", "google-service-account", "agent")
 
@@ -312,6 +336,11 @@ def build_parser() -> argparse.ArgumentParser:
     agent_sub.add_parser("rotate-key", help="a new signing key; the previous one stays published for tokens in flight")
     sessions = agent_sub.add_parser("sessions", help="the audit log of dev agent sessions, newest first (JSON lines)")
     sessions.add_argument("--limit", type=int, default=20)
+    telegram = sub.add_parser("telegram", help="Telegram: register the webhook and the command menu")
+    telegram_sub = telegram.add_subparsers(dest="telegram_command", required=True)
+    telegram_sub.add_parser(
+        "setup", help="setWebhook (PUBLIC_URL/telegram/webhook with TELEGRAM_WEBHOOK_SECRET) and setMyCommands"
+    )
     return parser
 
 
@@ -349,6 +378,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_google_service_account(settings, text))
     elif args.command == "agent":
         return asyncio.run(_agent(settings, args))
+    elif args.command == "telegram":
+        return asyncio.run(_telegram_setup(settings))
     elif args.command == "calendar-feed":
         return asyncio.run(_calendar_feed(settings, args.repo, rotate=args.rotate))
     elif args.command == "requeue":

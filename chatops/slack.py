@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 EVENTS_PATH: Final = "/slack/events"
 METADATA_TYPE: Final = "release_secretary_release"
+COMMANDS: Final = ("/ship", "/release")  # as slack-manifest.yml declares them
+EVENTS: Final = ("app_mention", "message.im")
 CHANNEL_PACE: Final = 1.0  # Slack allows about one message per second per channel
 _ACTION_ID: Final = re.compile(r"^release_(?P<action>[a-z])$")
 _MENTION: Final = re.compile(r"^\s*<@[A-Z0-9]+>\s*")
@@ -92,8 +94,7 @@ class SlackChat:
     # Intake -------------------------------------------------------------------------------------
 
     def _listen(self, app: AsyncApp) -> None:
-        @app.command("/ship")
-        @app.command("/release")
+        @app.command(re.compile(f"^({'|'.join(map(re.escape, COMMANDS))})$"))
         async def command(ack: Callable[..., Awaitable[None]], command: dict[str, Any]) -> None:
             text = f"{command['command']} {command.get('text', '')}".strip()
             channel = str(command.get("channel_id", ""))

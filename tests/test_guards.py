@@ -28,6 +28,22 @@ def test_app_yml_asks_for_least_privilege() -> None:
     assert manifest["public"] is False
 
 
+def test_slack_manifest_declares_what_the_bot_listens_to() -> None:
+    from chatops.slack import COMMANDS, EVENTS, EVENTS_PATH
+
+    manifest = yaml.safe_load((ROOT / "slack-manifest.yml").read_text())
+    commands = manifest["features"]["slash_commands"]
+    assert tuple(c["command"] for c in commands) == COMMANDS
+    settings = manifest["settings"]
+    assert tuple(settings["event_subscriptions"]["bot_events"]) == EVENTS
+    urls = [c["url"] for c in commands]
+    urls += [settings["event_subscriptions"]["request_url"], settings["interactivity"]["request_url"]]
+    assert {url.removeprefix("https://bot.example.com") for url in urls} == {EVENTS_PATH}
+    scopes = set(manifest["oauth_config"]["scopes"]["bot"])
+    assert "chat:write" in scopes and "commands" in scopes
+    assert not scopes & {"channels:read", "users:read", "chat:write.public", "admin", "channels:manage"}
+
+
 def test_procfile_runs_web_and_worker_from_one_cli() -> None:
     lines = dict(line.split(":", 1) for line in (ROOT / "Procfile").read_text().splitlines() if line.strip())
     assert {k: v.strip() for k, v in lines.items()} == {
