@@ -52,6 +52,10 @@ class ChatGone(Exception):
     """The chat or message cannot be written any more (bot removed, chat deleted): stop trying."""
 
 
+class MessageGone(Exception):
+    """The release's message was deleted (by a person): post it again."""
+
+
 @dataclass(frozen=True, slots=True)
 class Target:
     """A chat that follows a repository: `chat` is an id, or a name the service resolves (#releases)."""
@@ -222,7 +226,12 @@ class ChatDelivery:
             await self._save(target, release.key, state)
         elif state.get("digest") != view.digest:
             await self._turn(sender, target)
-            await sender.edit(chat, message, view)
+            try:
+                await sender.edit(chat, message, view)
+            except MessageGone:
+                # Someone deleted it: the release gets a new message (its milestones follow in its thread).
+                chat, message = await sender.post(chat, view)
+                state = {"chat": chat, "message": message}
             state |= {"digest": view.digest, "edited_at": self._now()}
             await self._save(target, release.key, state)
         posted = int(state.get("milestones", -1))
@@ -283,6 +292,8 @@ class ChatDelivery:
             await sender.answer(job.payload, job.payload["text"])
         except RateLimited as exc:
             raise NotYet(exc.seconds) from exc
+        except ChatGone as exc:  # a private chat the person never started, or a chat the bot has left
+            log.info("a %s answer could not be delivered: %s", job.payload["platform"], exc)
 
     # Pacing and state -----------------------------------------------------------------------------
 

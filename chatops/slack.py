@@ -26,7 +26,7 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 from bot.config import Settings
 from bot.store import Store
 
-from .delivery import ChatGone, RateLimited
+from .delivery import ChatGone, MessageGone, RateLimited
 from .identity import ChatUser
 from .markup import slack_escape, to_slack
 from .view import ACTION_LABELS, Action, ChatView, button_id
@@ -195,14 +195,19 @@ class SlackChat:
         return str(answer["channel"]), str(answer["ts"])
 
     async def edit(self, chat: str, message: str, view: ChatView) -> None:
-        await self._call(
-            self.client.chat_update,
-            channel=chat,
-            ts=message,
-            text=view.headline,
-            blocks=blocks(view),
-            metadata={"event_type": METADATA_TYPE, "event_payload": {"release": view.release_key}},
-        )
+        try:
+            await self._call(
+                self.client.chat_update,
+                channel=chat,
+                ts=message,
+                text=view.headline,
+                blocks=blocks(view),
+                metadata={"event_type": METADATA_TYPE, "event_payload": {"release": view.release_key}},
+            )
+        except SlackApiError as exc:
+            if exc.response.get("error") == "message_not_found":
+                raise MessageGone(message) from exc
+            raise
 
     async def find(self, chat: str, release_key: str) -> str | None:
         """The release's message in the channel's recent history, by its metadata (the store lost the ts)."""

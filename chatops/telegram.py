@@ -34,7 +34,7 @@ from bot.config import Settings
 from bot.store import Store
 
 from .chat_grammar import RELEASE
-from .delivery import ChatGone, RateLimited
+from .delivery import ChatGone, MessageGone, RateLimited
 from .grammar import PREFIX
 from .identity import ChatUser
 from .markup import to_telegram
@@ -246,6 +246,8 @@ class TelegramChat:
                 link_preview_options=LinkPreviewOptions(is_disabled=True),
             )
         except BadRequest as exc:
+            if "message to edit not found" in exc.message.lower():
+                raise MessageGone(message) from exc
             if _NOT_MODIFIED not in exc.message.lower():
                 raise
 

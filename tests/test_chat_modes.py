@@ -206,3 +206,21 @@ async def test_telegram_not_modified_is_success(chat: ChatScenario) -> None:
     await telegram.edit(str(GROUP), str(tg.message_id), view)  # the same content: Telegram says "not modified"
     assert chat.telegram_release_messages()[0].edits == 0
     assert any("not modified" in v for v in chat.telegram.violations)
+
+
+async def test_a_deleted_release_message_is_posted_again(chat: ChatScenario) -> None:
+    await subscribe_both(chat)
+    await chat.base.deliver("pull_request", labeled(7, HEAD, sender="alice"))
+    [message] = chat.release_messages()
+    [tg] = chat.telegram_release_messages()
+    # Someone deletes both messages (the bot can delete its own; in Slack a person with the rights can).
+    chat.slack.channels[CHANNEL].messages.remove(message)
+    telegram = chat.chat.telegram
+    assert telegram is not None
+    await telegram.bot.delete_message(GROUP, tg.message_id)
+    chat.base.clock.advance(seconds=30)
+    await chat.slash(f"{REPO}#7 cancel", user=ALICE_SLACK)
+    [again] = chat.release_messages()
+    assert again.ts != message.ts and "Cancelled" in again.text
+    [tg_again] = chat.telegram_release_messages()
+    assert tg_again.message_id != tg.message_id and "Cancelled" in tg_again.text
