@@ -224,3 +224,34 @@ async def test_a_deleted_release_message_is_posted_again(chat: ChatScenario) -> 
     assert again.ts != message.ts and "Cancelled" in again.text
     [tg_again] = chat.telegram_release_messages()
     assert tg_again.message_id != tg.message_id and "Cancelled" in tg_again.text
+
+
+async def test_deploy_log_lines_are_batched_into_thread_replies(chat: ChatScenario) -> None:
+    from dataclasses import replace
+
+    from bot.service import PullRef, mirror_job
+
+    await subscribe_both(chat)
+    await chat.base.deliver("pull_request", labeled(7, HEAD, sender="alice"))
+    store = chat.base.store
+    ref = PullRef(REPO, 7, INSTALLATION)
+
+    async def log_lines(*lines: str) -> None:
+        release = await store.get_active_release(REPO, 7)
+        assert release is not None
+        await store.save_release(replace(release, deploy_log=(*release.deploy_log, *lines)[-20:]))
+        chat.base.clock.advance(seconds=30)
+        await chat.base.worker.service.schedule([mirror_job(ref, chat.base.clock())])
+        await chat.base.settle()
+
+    await log_lines("step 1: pull image", "step 2: migrate")
+    await log_lines("step 3: roll out", "step 4: smoke test", "step 5: done")
+    [message] = chat.release_messages()
+    replies = [m.text for m in chat.slack.thread(CHANNEL, message.ts) if m.is_reply]
+    assert replies == [
+        "Deploy log:\nstep 1: pull image\nstep 2: migrate",
+        "Deploy log:\nstep 3: roll out\nstep 4: smoke test\nstep 5: done",
+    ]
+    [tg] = chat.telegram_release_messages()
+    tg_replies = [m.text for m in chat.telegram.bot_messages(GROUP) if m.reply_to == tg.message_id]
+    assert tg_replies == replies
