@@ -13,7 +13,8 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
-from .grammar import PREFIX, Command, CommandError, ParseResult, Verb, parse_line
+from .grammar import PREFIX, Command, CommandError, ParseResult, Verb, _near_prefix, parse_line
+from .grammar import _short as _grammar_short
 
 RELEASE: Final = "/release"
 
@@ -41,12 +42,14 @@ ChatParse = ChatCommand | CommandError
 
 _REPO: Final = r"(?P<repo>[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100})"
 _TARGET: Final = re.compile(rf"^{_REPO}(?:#(?P<pr>\d{{1,9}}))?$")
-_PR_URL: Final = re.compile(rf"^<?https?://[^/\s]+/{_REPO}/pull/(?P<pr>\d{{1,9}})(?:[/?#][^\s>]*)?>?$")
+# Slack wraps links in <...>, with a label after | when someone typed the link without its scheme.
+_PR_URL: Final = re.compile(rf"^<?https?://[^/\s|]+/{_REPO}/pull/(?P<pr>\d{{1,9}})(?:[/?#][^\s>|]*)?(?:\|[^>]*)?>?$")
 _RELEASE_VERBS: Final = tuple(v.value for v in ChatVerb if v is not ChatVerb.SHIP)
 _EXAMPLE: Final = "acme/webshop#42"
+_FALLBACK: Final = (f"{PREFIX} {_EXAMPLE} friday 3pm", f"{RELEASE} help")
 
 CHAT_HELP: Final = f"""\
-*Release Secretary* in chat: every command names its pull request.
+**Release Secretary** in chat: every command names its pull request.
 - `/ship {_EXAMPLE}`: book the next free release slot
 - `/ship {_EXAMPLE} friday 3pm`: book a time (`tomorrow`, `next tuesday afternoon`, `dec 1 14:00 Europe/Berlin`)
 - `/ship {_EXAMPLE} now`, `cancel`, `hold`, `unhold`, `status`, `rollback`: as on the pull request
@@ -61,7 +64,16 @@ You act as your linked GitHub login, with exactly the permissions GitHub gives i
 def parse_chat(text: str, *, bot_username: str | None = None) -> ChatParse | None:
     """Read a chat message; None when it is not addressed to us.
 
-    `bot_username` (Telegram) strips `/ship@BotName`; a command addressed to another bot is not ours."""
+    `bot_username` (Telegram) strips `/ship@BotName`; a command addressed to another bot is not ours.
+    Every suggestion an error offers is itself a command that reads."""
+    parsed = _parse(text, bot_username)
+    if isinstance(parsed, CommandError):
+        valid = tuple(s for s in parsed.suggestions if isinstance(_parse(s, None), ChatCommand))
+        return CommandError(parsed.line, parsed.message, valid or _FALLBACK)
+    return parsed
+
+
+def _parse(text: str, bot_username: str | None) -> ChatParse | None:
     line = text.split("\n", 1)[0].strip()
     if not line.startswith("/"):
         return None
@@ -75,15 +87,19 @@ def parse_chat(text: str, *, bot_username: str | None = None) -> ChatParse | Non
         return _parse_release(line, rest)
     if name == PREFIX:
         return _parse_ship(line, rest)
-    close = difflib.get_close_matches(name, (PREFIX, RELEASE), n=1, cutoff=0.7)
-    if close:
-        fixed = f"{close[0]} {rest}".strip()
-        return CommandError(line, f"I couldn't read “{_short(line)}”: `{_short(head, 30)}` is not a command", (fixed,))
-    return None
+    # /shipit, /shp, /relase: a slip of the finger, not another bot's /skip or /shop.
+    near = PREFIX if _near_prefix(name) else RELEASE if _near_release(name) else None
+    if near is None:
+        return None
+    fixed = f"{near} {rest}".strip()
+    again = _parse(fixed, None)
+    suggestions = again.suggestions if isinstance(again, CommandError) else (fixed,)
+    return CommandError(line, f"I couldn't read “{_short(line)}”: `{_short(head, 30)}` is not a command", suggestions)
 
 
 def _parse_ship(line: str, rest: str) -> ChatParse:
-    target, _, tail = rest.partition(" ")
+    target, *more = rest.split(maxsplit=1) if rest else ("",)
+    tail = more[0] if more else ""
     found = _target(target)
     if found is None:
         what = f"`{_short(target, 60)}` is not a pull request" if target else "it does not name a pull request"
@@ -105,9 +121,13 @@ def _parse_ship(line: str, rest: str) -> ChatParse:
     if parsed is None:  # cannot happen: the line starts with /ship
         parsed = Command(Verb.SHIP, None, False, line)
     if isinstance(parsed, CommandError):
-        # Say the suggestions the way a chat needs them: with the PR named.
-        suggestions = tuple(_with_target(s, f"{repo}#{pr}") for s in parsed.suggestions)
-        return CommandError(line, parsed.message, suggestions)
+        # Say it the way a chat needs it: quoting the whole line, the commands with the PR named.
+        named = f"{repo}#{pr}"
+        inner = f"“{_grammar_short(f'{PREFIX} {tail}'.strip())}”"
+        message = parsed.message.replace(inner, f"“{_short(line)}”", 1)
+        message = re.sub(rf"`{re.escape(PREFIX)}(?=[ `])", f"`{PREFIX} {named}", message)
+        suggestions = tuple(_with_target(s, named) for s in parsed.suggestions)
+        return CommandError(line, message, suggestions)
     return ChatCommand(ChatVerb.SHIP, line, repo=repo, pr=pr, command=parsed)
 
 
@@ -118,8 +138,9 @@ def _parse_release(line: str, rest: str) -> ChatParse:
     word = words[0].lower().rstrip(".!")
     if word not in _RELEASE_VERBS:
         close = difflib.get_close_matches(word, _RELEASE_VERBS, n=3, cutoff=0.6)
-        options = close or ["help", "status", "subscribe owner/repo"]
-        suggestions = tuple(f"{RELEASE} {c}" + (" owner/repo" if c.endswith("subscribe") else "") for c in options)
+        options = close or ["help", "status", "subscribe"]
+        typed = next((w for w in words[1:] if _target(w) is not None), None)
+        suggestions = tuple(_release_form(ChatVerb(c), typed) for c in options)
         return CommandError(
             line,
             f"I couldn't read “{_short(line)}”: `{_short(words[0], 30)}` is not a `{RELEASE}` command; "
@@ -140,7 +161,7 @@ def _parse_release(line: str, rest: str) -> ChatParse:
         return ChatCommand(verb, line)
     found = _target(args[0]) if len(args) == 1 else None
     if found is None:
-        example = "owner/repo" if verb is not ChatVerb.STATUS else "owner/repo#42"
+        example = "acme/webshop" if verb is not ChatVerb.STATUS else _EXAMPLE
         got = f"`{_short(' '.join(args), 60)}` is not " if args else "it needs "
         return CommandError(
             line,
@@ -155,6 +176,20 @@ def _parse_release(line: str, rest: str) -> ChatParse:
             (f"{RELEASE} {verb} {repo}",),
         )
     return ChatCommand(verb, line, repo=repo, pr=pr)
+
+
+def _release_form(verb: ChatVerb, typed: str | None) -> str:
+    """`/release <verb>` with what it needs: the repository typed, else an example."""
+    if verb in (ChatVerb.SUBSCRIBE, ChatVerb.UNSUBSCRIBE):
+        found = _target(typed) if typed else None
+        return f"{RELEASE} {verb} {found[0] if found else 'acme/webshop'}"
+    if verb is ChatVerb.STATUS and typed:
+        return f"{RELEASE} {verb} {typed}"
+    return f"{RELEASE} {verb}"
+
+
+def _near_release(word: str) -> bool:
+    return word != RELEASE and len(word) >= 6 and difflib.SequenceMatcher(None, word, RELEASE).ratio() >= 0.85
 
 
 def _target(word: str) -> tuple[str, int | None] | None:

@@ -8,7 +8,7 @@ from typing import Final
 
 # The subset of markdown the bot's own replies use: `code`, **bold**, [text](url), and \-escapes.
 _TOKEN: Final = re.compile(
-    r"(?P<code>`[^`\n]+`)|\*\*(?P<bold>.+?)\*\*|\[(?P<label>[^\]\n]+)\]\((?P<url>https?://[^)\s]+)\)|\\(?P<esc>.)|"
+    r"(?P<code>`[^`\n]+`)|\*\*(?P<bold>.+?)\*\*|\[(?P<label>[^\]\n]+)\]\((?P<url>https?://[^)\s\x00-\x1f\x7f]+)\)|\\(?P<esc>.)|"
     r"&amp;(?P<amp>)|(?P<zw>@\u200b)"
 )
 
@@ -55,7 +55,8 @@ def to_slack(markdown: str) -> str:
         elif kind == "bold":
             parts.append(f"*{slack_escape(text)}*")
         elif kind == "link":
-            parts.append(f"<{url.replace('|', '%7C').replace('>', '%3E')}|{slack_escape(text)}>")
+            safe = url.replace("|", "%7C").replace("<", "%3C").replace(">", "%3E")
+            parts.append(f"<{safe}|{slack_escape(text)}>")
         else:
             # "@alice" must not ping a Slack user (mentions are <@U123>, so plain text is already safe).
             parts.append(slack_escape(text))

@@ -277,15 +277,33 @@ def to_slack_plain(text: str) -> str:
     return slack_escape(text)
 
 
+def fit(text: str, limit: int) -> str:
+    """`text` escaped for Slack in at most `limit` characters, cut between characters (never inside an
+    escape), with an ellipsis when cut."""
+    escaped = slack_escape(text)
+    if len(escaped) <= limit:
+        return escaped
+    out, size = [], 0
+    for char in text:
+        piece = slack_escape(char)
+        if size + len(piece) > limit - 1:
+            break
+        out.append(piece)
+        size += len(piece)
+    return "".join(out) + "\u2026"
+
+
 def blocks(view: ChatView) -> list[dict[str, Any]]:
-    head = f"*{slack_escape(view.headline)}*\n<{view.url}|{slack_escape(view.title or view.url)}>"
-    fields = [{"type": "mrkdwn", "text": f"*{slack_escape(k)}*\n{slack_escape(v)}"} for k, v in view.facts[:10]]
+    # Block Kit: 3000 characters per section text and context element, 2000 per field, 10 fields.
+    title = fit(view.title or view.url, 2500 - len(view.url))
+    head = f"*{fit(view.headline, 300)}*\n<{view.url}|{title}>"
+    fields = [{"type": "mrkdwn", "text": f"*{fit(k, 100)}*\n{fit(v, 1800)}"} for k, v in view.facts[:10]]
     out: list[dict[str, Any]] = [
-        {"type": "section", "text": {"type": "mrkdwn", "text": head[:3000]}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": head}},
         {"type": "section", "fields": fields},
     ]
     if view.note:
-        out.append({"type": "context", "elements": [{"type": "mrkdwn", "text": slack_escape(view.note)[:3000]}]})
+        out.append({"type": "context", "elements": [{"type": "mrkdwn", "text": fit(view.note, 3000)}]})
     if view.actions:
         out.append({"type": "actions", "block_id": "release", "elements": [_button(a, view) for a in view.actions]})
     return out

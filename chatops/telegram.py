@@ -258,7 +258,7 @@ class TelegramChat:
         await self._call(
             self.bot.send_message,
             chat_id=chat,
-            text=_escape(text)[:4096],
+            text=_escape(_cut(text, 4000)),
             parse_mode="HTML",
             reply_parameters=ReplyParameters(int(message), allow_sending_without_reply=True),
             link_preview_options=LinkPreviewOptions(is_disabled=True),
@@ -269,7 +269,7 @@ class TelegramChat:
         await self._call(
             self.bot.send_message,
             chat_id=address["chat"],
-            text=to_telegram(text)[:4096],
+            text=to_telegram(_cut(text, 3500)),
             parse_mode="HTML",
             reply_parameters=ReplyParameters(int(reply_to), allow_sending_without_reply=True) if reply_to else None,
             link_preview_options=LinkPreviewOptions(is_disabled=True),
@@ -277,7 +277,9 @@ class TelegramChat:
 
     async def direct(self, user: ChatUser, text: str) -> bool:
         try:
-            await self._call(self.bot.send_message, chat_id=user.user_id, text=_escape(text)[:4096], parse_mode="HTML")
+            await self._call(
+                self.bot.send_message, chat_id=user.user_id, text=_escape(_cut(text, 4000)), parse_mode="HTML"
+            )
         except ChatGone:
             return False  # they never pressed Start in a private chat with the bot
         return True
@@ -307,11 +309,17 @@ def _escape(text: str) -> str:
 
 
 def render_html(view: ChatView) -> str:
-    lines = [f"<b>{_escape(view.headline)}</b>", f'<a href="{_escape(view.url)}">{_escape(view.title or view.url)}</a>']
-    lines += [f"<b>{_escape(k)}</b>: {_escape(v)}" for k, v in view.facts]
+    """Telegram counts the 4096 characters of a message after parsing: the parts are cut, never the HTML."""
+    title = _escape(_cut(view.title or view.url, 300))
+    lines = [f"<b>{_escape(view.headline)}</b>", f'<a href="{_escape(view.url)}">{title}</a>']
+    lines += [f"<b>{_escape(k)}</b>: {_escape(_cut(v, 500))}" for k, v in view.facts]
     if view.note:
-        lines.append(f"<i>{_escape(view.note)}</i>")
-    return "\n".join(lines)[:4096]
+        lines.append(f"<i>{_escape(_cut(view.note, 1000))}</i>")
+    return "\n".join(lines)
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
 def keyboard(view: ChatView) -> InlineKeyboardMarkup | None:

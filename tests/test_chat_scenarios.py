@@ -174,7 +174,7 @@ async def test_unknown_input_gets_the_closest_valid_forms(chat: ChatScenario) ->
     await chat.slash("subscrib octo-org/widgets", user=ALICE_SLACK, command="/release")
     first, second = chat.responses_to(ALICE_SLACK)
     assert "/ship acme/webshop#42 friday 3pm" in first or "owner/repo#42" in first
-    assert "/release subscribe owner/repo" in second
+    assert f"/release subscribe {REPO}" in second  # with the repository that was typed
 
 
 async def test_link_flow_end_to_end(chat: ChatScenario) -> None:
