@@ -15,6 +15,8 @@ _TOKEN: Final = re.compile(
 
 def _pieces(text: str) -> list[tuple[str, str, str]]:
     """(kind, text, url) runs: kind is text, code, bold or link."""
+    # A lone surrogate (JSON can carry one) is no character at all: Slack and Telegram refuse it.
+    text = text.encode("utf-8", "replace").decode("utf-8")
     out: list[tuple[str, str, str]] = []
     position = 0
     for match in _TOKEN.finditer(text):
