@@ -356,6 +356,16 @@ def _day_candidates(day: date, zone: ZoneInfo, windows: tuple[Window, ...], slot
     return tuple(sorted(starts))
 
 
+def window_end(start: datetime, policy: Policy) -> datetime:
+    """When the release window holding a slot that starts at `start` closes (the slot's end when no window
+    holds it, as for a forced slot): "postpone to the next window" looks from there."""
+    window = _fitting_window(start, policy)
+    if window is None:
+        return start + policy.slot
+    local = start.astimezone(policy.timezone)
+    return datetime.combine(local.date(), window.end, tzinfo=policy.timezone).astimezone(UTC)
+
+
 def _fitting_window(start: datetime, policy: Policy) -> Window | None:
     """The window holding the whole slot [start, start + slot] on one local day, if there is one."""
     return _window_holding(start, policy.timezone, policy.windows, policy.slot)

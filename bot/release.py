@@ -26,6 +26,7 @@ from .policy import (
     next_slot,
     resolve_when,
     slot_problems,
+    window_end,
 )
 
 
@@ -160,6 +161,7 @@ class Release:
     rollback_id: str | None = None  # the rollback workflow run, once `/ship rollback` started one
     rollback_url: str | None = None
     deploy_log: tuple[str, ...] = ()  # the last lines a dev agent's playbook printed
+    deploy_log_total: int = 0  # how many lines it printed in all: deploy_log holds the last of them
     # The checks an earlier head of the PR reported, kept across a push: new commits must pass them too.
     expected_checks: tuple[str, ...] = ()
     version: int = 0
@@ -205,8 +207,8 @@ class ShipRequested(EventBase):
     calendar_id: str | None = None
     requester_zone: str | None = None
     calendar_link: str | None = None  # where people see the booking (the feed, the Google calendar)
-    # "Postpone": the next free slot starting at or after this time (the booked slot's end), not a typed time.
-    not_before: datetime | None = None
+    # "Postpone to the next window": the booked slot's start; the next free slot after the window holding it.
+    postpone_from: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,6 +326,7 @@ class DeployProgress(EventBase):
     detail: str = ""  # the failing step or the status description
     summary: str = ""
     log: tuple[str, ...] = ()  # a dev agent's latest lines
+    log_total: int = 0  # how many lines it has printed in all (the last of them are `log`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -487,8 +490,8 @@ def plan_slot(event: ShipRequested, now: datetime) -> Slot | WhenError:
                 examples=(),
             )
         return Slot(start=start, end=start + event.policy.slot)
-    if event.not_before is not None:
-        after = max(event.not_before, now + event.policy.lead_time)
+    if event.postpone_from is not None:
+        after = max(window_end(event.postpone_from, event.policy), now + event.policy.lead_time)
         slot = next_slot(after, event.policy, busy=event.busy)
         if slot is None:
             reason = f"there is no free release slot after {after:%a %d %b %H:%M} UTC in the search horizon"
@@ -1038,6 +1041,7 @@ def _deploy_progress(release: Release | None, event: DeployProgress, now: dateti
         deploy_id=event.deploy_id or release.deploy_id,
         deploy_url=event.url or release.deploy_url,
         deploy_log=event.log or release.deploy_log,
+        deploy_log_total=max(event.log_total, len(event.log)) if event.log else release.deploy_log_total,
     )
     if not event.done:
         if tracked == release:
@@ -1194,6 +1198,7 @@ def release_to_doc(release: Release) -> dict[str, Any]:
         "rollback_id": release.rollback_id,
         "rollback_url": release.rollback_url,
         "deploy_log": list(release.deploy_log),
+        "deploy_log_total": release.deploy_log_total,
         "expected_checks": list(release.expected_checks),
     }
 
@@ -1262,6 +1267,7 @@ def release_from_doc(doc: dict[str, Any], version: int) -> Release:
         rollback_id=doc.get("rollback_id"),
         rollback_url=doc.get("rollback_url"),
         deploy_log=tuple(doc.get("deploy_log") or ()),
+        deploy_log_total=int(doc.get("deploy_log_total") or len(doc.get("deploy_log") or ())),
         expected_checks=tuple(doc.get("expected_checks") or ()),
         version=version,
     )

@@ -430,6 +430,8 @@ class ReleaseService:
                     if self.settings.chat_configured:
                         jobs.append(mirror_job(ref, now))
                 case Reply(text=text):
+                    if reply_to is not None and reply_to.get("silent"):
+                        continue  # the caller shows the decision's replies itself (a button's answer)
                     # Keyed by the input's delivery: a redelivered webhook cannot post it twice.
                     jobs.append(
                         self.answer_job(ref, text, key=f"{reply_key or now.isoformat()}:{i}", reply_to=reply_to)
@@ -556,7 +558,7 @@ class ReleaseService:
         dry_run: bool = False,
         force: bool = False,
         loaded: LoadedConfig | None = None,
-        not_before: datetime | None = None,
+        postpone_from: datetime | None = None,
         reply_to: dict[str, Any] | None = None,
     ) -> Decision:
         loaded = loaded or await self.read.config(gh, ref.repo)
@@ -627,7 +629,7 @@ class ReleaseService:
                     calendar_id=calendar_id,
                     requester_zone=zone,
                     calendar_link=link,
-                    not_before=not_before,
+                    postpone_from=postpone_from,
                 )
 
             return await self.apply(ref, event, reply_key=delivery, reply_to=reply_to)
@@ -1510,9 +1512,12 @@ class ReleaseService:
         if release.merge_sha is None:
             # deploy.merge_by: agent, still merging: its lines show; its end is the merge job's to read.
             if session.state not in FINAL_STATES and self._agent_lines_due(session, update):
-                lines = tuple(session.log[-8:])
+                lines, total = tuple(session.log[-8:]), len(session.log)
                 await self.apply(
-                    ref, lambda _: DeployProgress(Actor("dev-agent"), Source.TIMER, None, merge_sha="", log=lines)
+                    ref,
+                    lambda _: DeployProgress(
+                        Actor("dev-agent"), Source.TIMER, None, merge_sha="", log=lines, log_total=total
+                    ),
                 )
             return
 
@@ -1533,6 +1538,7 @@ class ReleaseService:
                 delivery=None,
                 match=match,
                 lines=tuple(session.log[-8:]),
+                log_total=len(session.log),
             )
             return
         if not self._agent_lines_due(session, update):
@@ -1548,6 +1554,7 @@ class ReleaseService:
             delivery=None,
             match=match,
             lines=tuple(session.log[-8:]),
+            log_total=len(session.log),
         )
 
     def _agent_lines_due(self, session: Session, update: Update) -> bool:
@@ -1668,6 +1675,7 @@ class ReleaseService:
         delivery: str | None,
         match: Callable[[Release], bool],
         lines: tuple[str, ...] = (),
+        log_total: int = 0,
     ) -> int:
         """A workflow run, deployment status or dev agent reported on: the releasing releases it belongs to
         follow."""
@@ -1696,6 +1704,7 @@ class ReleaseService:
                     detail=detail,
                     summary=summary,
                     log=lines,
+                    log_total=log_total,
                 ),
                 reply_key=f"deploy:{release.key}:{'done' if done else 'progress'}",
             )

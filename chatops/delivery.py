@@ -37,7 +37,6 @@ SUBS_OF_PREFIX: Final = "chat-subs-of:"  # + platform:team:chat + "|" + repo -> 
 _MESSAGE: Final = "chat-msg:"  # + platform:team:chat + "|" + release key -> message state
 _PACE: Final = "chat-pace:"  # + platform:team:chat -> when its next message may go
 BUTTON_PREFIX: Final = "chat-button:"  # + button id -> release key
-LOG_BATCH: Final = 40  # deploy log lines per thread reply
 
 
 class RateLimited(Exception):
@@ -247,27 +246,24 @@ class ChatDelivery:
     async def _post_log(
         self, sender: ChatSender, target: Target, release: Release, state: dict[str, Any], chat: str, message: str
     ) -> None:
-        """Deploy log lines not yet posted, batched into one thread reply (the release keeps the last lines:
-        where the last posted line is found again, what follows it is new)."""
-        lines = list(release.deploy_log)
-        if not lines:
+        """Deploy log lines not yet posted, batched into one thread reply. The release keeps the last lines
+        and a count of all of them, so a line's number says whether it was posted; lines that scrolled out
+        of the kept tail before a sync are counted, not lost silently."""
+        total = release.deploy_log_total
+        posted = int(state.get("log_posted", 0))
+        if total <= posted:
             return
-        last = state.get("log_last")
-        seen = int(state.get("log_count", 0))
-        start = 0
-        if last is not None:
-            found = [i for i, line in enumerate(lines) if line == last]
-            start = found[-1] + 1 if found else 0
-            if found and start >= len(lines):
-                return
-        elif seen:
-            return
-        new = lines[start:]
-        if not new:
-            return
+        kept = list(release.deploy_log)
+        first_kept = total - len(kept) + 1  # the number of the oldest line still kept
+        new = kept[max(0, posted + 1 - first_kept) :]
+        skipped = max(0, first_kept - posted - 1)
+        text = "Deploy log:\n" + "\n".join(new)
+        if skipped:
+            where = f" (the whole log: {release.deploy_url})" if release.deploy_url else ""
+            text = f"Deploy log ({skipped} earlier lines not shown{where}):\n" + "\n".join(new)
         await self._turn(sender, target)
-        await sender.thread_reply(chat, message, "Deploy log:\n" + "\n".join(new[-LOG_BATCH:]))
-        state |= {"log_last": new[-1], "log_count": seen + len(new)}
+        await sender.thread_reply(chat, message, text)
+        state |= {"log_posted": total}
         await self._save(target, release.key, state)
 
     async def direct(self, job: Job) -> None:

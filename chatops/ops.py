@@ -19,7 +19,7 @@ from gidgethub.abc import GitHubAPI
 
 from bot.github import GitHubApp
 from bot.release import TERMINAL, Decision, Reply, Source, permission_reaches
-from bot.service import PullRef, ReleaseService
+from bot.service import PullRef, ReleaseService, mirror_job
 from bot.store import JobSpec, Store
 from bot.store.base import Job
 
@@ -27,12 +27,16 @@ from .chat_grammar import CHAT_HELP, ChatCommand, ChatVerb, parse_chat
 from .delivery import BUTTON_PREFIX, ChatDelivery, Target
 from .grammar import HELP_TEXT, Command, CommandError, Verb
 from .identity import ChatLinks, ChatUser
-from .view import Action
+from .view import Action, render_view
 
 log = logging.getLogger(__name__)
 
 SUBSCRIBE_PERMISSION: Final = "write"
 _INSTALLATIONS_TTL: Final = 60.0
+STALE_BUTTON: Final = (
+    "The release changed since that message was shown; it is being brought up to date. Press again if you "
+    "still want to."
+)
 NOT_LINKED: Final = (
     "I don't know who you are on GitHub yet. Send `/release link` (I'll answer privately with a sign-in link), "
     "then try again."
@@ -49,7 +53,7 @@ async def run_command(
     *,
     source: Source,
     reply_to: dict[str, Any] | None = None,
-    not_before: datetime | None = None,
+    postpone_from: datetime | None = None,
 ) -> str | Decision | None:
     """Carry out one `/ship` command as `login`: the text to answer with, or the decision taken (its own
     replies answer it; the progress comment shows it). Permissions are checked by the service, the same
@@ -91,7 +95,7 @@ async def run_command(
                 when=command.when,
                 dry_run=command.dry_run,
                 reply_to=reply_to,
-                not_before=not_before,
+                postpone_from=postpone_from,
             )
 
 
@@ -201,7 +205,8 @@ class ChatOps:
             what = Action(action)
         except ValueError:
             return "That button is not one of mine."
-        release_key = await self.store.get_value(BUTTON_PREFIX + button)
+        ref_id, _, shown = button.partition(".")
+        release_key = await self.store.get_value(BUTTON_PREFIX + ref_id)
         if release_key is None:
             return "That button is out of date; the release's message has newer ones."
         login = await self._login(user)
@@ -214,10 +219,14 @@ class ChatOps:
             return "That release is over; the buttons of the newest message still work."
         if what is not Action.ROLLBACK and release.state in TERMINAL:
             return f"The release is already {release.state.value}."
+        if render_view(release, self.service.settings.github_url).digest[:8] != shown:
+            # Pressed on a message that has changed since (a double click, or an edit still on its way).
+            await self.service.schedule([mirror_job(PullRef(repo, pr, release.installation_id), self.clock())])
+            return STALE_BUTTON
         installation = await self.installation_for(repo)
         if installation is None:
             return f"Release Secretary is no longer installed on `{repo}`."
-        not_before = release.slot.end if what is Action.POSTPONE and release.slot is not None else None
+        postpone_from = release.slot.start if what is Action.POSTPONE and release.slot is not None else None
         ref = PullRef(repo, pr, installation)
         done = await run_command(
             _BUTTON_COMMANDS[what],
@@ -227,9 +236,14 @@ class ChatOps:
             login,
             key,
             source=_source(user),
-            reply_to=_reply_to(address, key),
-            not_before=not_before,
+            reply_to={"silent": True},
+            postpone_from=postpone_from,
         )
+        if isinstance(done, Decision):
+            # A button's answer is for the person who pressed it (a Telegram alert, a Slack ephemeral).
+            replies = [effect.text for effect in done.effects if isinstance(effect, Reply)]
+            if replies:
+                return "\n\n".join(replies)
         return _said(done, ref)
 
     async def answer(self, address: dict[str, Any], text: str, *, key: str) -> None:

@@ -29,7 +29,7 @@ from bot.store import Store
 from .delivery import ChatGone, MessageGone, RateLimited
 from .identity import ChatUser
 from .markup import slack_escape, to_slack
-from .view import ACTION_LABELS, Action, ChatView, button_id
+from .view import ACTION_LABELS, Action, ChatView, button_value
 
 log = logging.getLogger(__name__)
 
@@ -314,7 +314,7 @@ def _button(action: Action, view: ChatView) -> dict[str, Any]:
         "type": "button",
         "action_id": f"release_{action.value}",
         "text": {"type": "plain_text", "text": ACTION_LABELS[action], "emoji": True},
-        "value": button_id(view.release_key),
+        "value": button_value(view),
     }
     if action is Action.SHIP_NOW:
         button["style"] = "primary"

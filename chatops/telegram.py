@@ -38,7 +38,7 @@ from .delivery import ChatGone, MessageGone, RateLimited
 from .grammar import PREFIX
 from .identity import ChatUser
 from .markup import to_telegram
-from .view import ACTION_LABELS, ChatView, button_id
+from .view import ACTION_LABELS, ChatView, button_value
 
 log = logging.getLogger(__name__)
 
@@ -325,7 +325,7 @@ def _cut(text: str, limit: int) -> str:
 def keyboard(view: ChatView) -> InlineKeyboardMarkup | None:
     if not view.actions:
         return None
-    ref = button_id(view.release_key)
+    ref = button_value(view)
     buttons = [
         InlineKeyboardButton(ACTION_LABELS[a], callback_data=f"{CALLBACK_PREFIX}|{a.value}|{ref}") for a in view.actions
     ]

@@ -116,6 +116,12 @@ def direct_text(release: Release, entry: Transition, github_url: str) -> str:
     return f"Your release {release.repo}#{release.pr} ({release.title}): {milestone_text(release, entry)}\n{url}"
 
 
+def button_value(view: ChatView) -> str:
+    """What a button carries: the release, and which state of its message it was pressed on (a press on a
+    message that has changed since, such as the second click of a double click, is not acted on)."""
+    return f"{button_id(view.release_key)}.{view.digest[:8]}"
+
+
 def button_id(release_key: str) -> str:
     """A short, stable reference to the release for buttons (Telegram allows 64 bytes of callback data)."""
     return hashlib.sha256(release_key.encode()).hexdigest()[:20]

@@ -239,18 +239,23 @@ async def test_deploy_log_lines_are_batched_into_thread_replies(chat: ChatScenar
     async def log_lines(*lines: str) -> None:
         release = await store.get_active_release(REPO, 7)
         assert release is not None
-        await store.save_release(replace(release, deploy_log=(*release.deploy_log, *lines)[-20:]))
+        kept = (*release.deploy_log, *lines)[-3:]  # the release keeps the last few lines
+        total = release.deploy_log_total + len(lines)
+        await store.save_release(replace(release, deploy_log=kept, deploy_log_total=total))
         chat.base.clock.advance(seconds=30)
         await chat.base.worker.service.schedule([mirror_job(ref, chat.base.clock())])
         await chat.base.settle()
 
     await log_lines("step 1: pull image", "step 2: migrate")
-    await log_lines("step 3: roll out", "step 4: smoke test", "step 5: done")
+    await log_lines("waiting", "waiting")  # the same text again is still a new line
+    await log_lines("step 3: roll out", "step 4: smoke test", "step 5: canary", "step 6: done")
     [message] = chat.release_messages()
     replies = [m.text for m in chat.slack.thread(CHANNEL, message.ts) if m.is_reply]
     assert replies == [
         "Deploy log:\nstep 1: pull image\nstep 2: migrate",
-        "Deploy log:\nstep 3: roll out\nstep 4: smoke test\nstep 5: done",
+        "Deploy log:\nwaiting\nwaiting",
+        # Four lines since the last sync, three kept: the one that scrolled out is counted, not silently lost.
+        "Deploy log (1 earlier lines not shown):\nstep 4: smoke test\nstep 5: canary\nstep 6: done",
     ]
     [tg] = chat.telegram_release_messages()
     tg_replies = [m.text for m in chat.telegram.bot_messages(GROUP) if m.reply_to == tg.message_id]

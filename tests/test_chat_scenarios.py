@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestClient
 from bot.app import make_app
 from bot.config import Settings
 from bot.release import State
-from chatops.view import button_id
+from chatops.view import button_value, render_view
 from tests.chat_scenario import (
     ALICE_SLACK,
     ALICE_TG,
@@ -228,7 +228,7 @@ async def test_a_telegram_cancel_button_cancels_everywhere(chat: ChatScenario) -
     [tg] = chat.telegram_release_messages()
     release = await chat.base.store.get_active_release(REPO, 7)
     assert release is not None
-    data = f"rs1|c|{button_id(release.key)}"
+    data = f"rs1|c|{button_value(render_view(release, chat.base.settings.github_url))}"
     assert len(data.encode()) <= 64
     chat.base.clock.advance(seconds=10)
     assert await chat.telegram_update(chat.telegram.press(GROUP, ALICE_TG, tg.message_id, data)) == 200
@@ -249,7 +249,11 @@ async def test_a_button_from_an_unlinked_telegram_user_is_refused_in_an_alert(ch
     [tg] = chat.telegram_release_messages()
     release = await chat.base.store.get_active_release(REPO, 7)
     assert release is not None
-    await chat.telegram_update(chat.telegram.press(GROUP, BOB_TG, tg.message_id, f"rs1|c|{button_id(release.key)}"))
+    await chat.telegram_update(
+        chat.telegram.press(
+            GROUP, BOB_TG, tg.message_id, f"rs1|c|{button_value(render_view(release, chat.base.settings.github_url))}"
+        )
+    )
     release = await chat.base.store.get_active_release(REPO, 7)
     assert release is not None and release.state is not State.CANCELLED
     [answer] = chat.telegram.callback_answers
@@ -264,12 +268,19 @@ async def test_a_slack_button_acts_as_the_linked_user(chat: ChatScenario) -> Non
     release = await chat.base.store.get_active_release(REPO, 7)
     assert release is not None
     started = time.perf_counter()
-    assert await chat.click(message.ts, "c", button_id(release.key), user=BOB_SLACK) == 200
+    assert (
+        await chat.click(
+            message.ts, "c", button_value(render_view(release, chat.base.settings.github_url)), user=BOB_SLACK
+        )
+        == 200
+    )
     assert time.perf_counter() - started < 3.0
     release = await chat.base.store.get_active_release(REPO, 7)
     assert release is not None and release.state is not State.CANCELLED  # bob reads only
     assert any("can cancel" in t and "*read*" in t for t in chat.responses_to(BOB_SLACK))
-    await chat.click(message.ts, "c", button_id(release.key), user=ALICE_SLACK)
+    await chat.click(
+        message.ts, "c", button_value(render_view(release, chat.base.settings.github_url)), user=ALICE_SLACK
+    )
     release = await chat.base.store.get_latest_release(REPO, 7)
     assert release is not None and release.state is State.CANCELLED
 
@@ -376,3 +387,41 @@ async def test_settings_refuse_unsigned_chat_intake() -> None:
     assert "TELEGRAM_WEBHOOK_SECRET is required" in str(caught.value)
     ok = Settings.from_env({"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_APP_TOKEN": "xapp-1"})
     assert ok.slack_configured and ok.slack_signing_secret is None
+
+
+async def test_postpone_moves_to_the_next_window_and_a_double_click_acts_once(chat: ChatScenario) -> None:
+    await subscribe_both(chat)
+    await chat.base.deliver("pull_request", labeled(7, HEAD, sender="alice"))
+    release = await chat.base.store.get_active_release(REPO, 7)
+    assert release is not None and release.slot is not None
+    assert release.slot.start.isoformat() == "2026-11-25T09:30:00+00:00"  # Wed 10:30 Berlin
+    [tg] = chat.telegram_release_messages()
+    data = f"rs1|p|{button_value(render_view(release, chat.base.settings.github_url))}"
+    first = chat.telegram.press(GROUP, ALICE_TG, tg.message_id, data)
+    second = chat.telegram.press(GROUP, ALICE_TG, tg.message_id, data)
+    await chat.telegram_update(first)
+    await chat.telegram_update(second)
+    release = await chat.base.store.get_active_release(REPO, 7)
+    assert release is not None and release.slot is not None
+    # The window Wed 10:00-16:00 Berlin is over for this release: Thursday's opens at 10:00 Berlin.
+    assert release.slot.start.isoformat() == "2026-11-26T09:00:00+00:00"
+    assert release.audit[-1].source == "telegram"
+    answers = [a.get("text") for a in chat.telegram.callback_answers]
+    assert len(answers) == 2 and "changed since" in str(answers[1])
+
+
+async def test_a_refused_telegram_press_is_told_to_the_presser_only(chat: ChatScenario) -> None:
+    await subscribe_both(chat)
+    await chat.link("telegram", BOB_TG, "bob")  # bob reads only
+    await chat.base.deliver("pull_request", labeled(7, HEAD, sender="alice"))
+    before = len(chat.telegram.bot_messages(GROUP))
+    [tg] = chat.telegram_release_messages()
+    release = await chat.base.store.get_active_release(REPO, 7)
+    assert release is not None
+    data = f"rs1|c|{button_value(render_view(release, chat.base.settings.github_url))}"
+    await chat.telegram_update(chat.telegram.press(GROUP, BOB_TG, tg.message_id, data))
+    [answer] = chat.telegram.callback_answers
+    assert answer.get("show_alert") in (True, "true") and "triage" in str(answer.get("text"))
+    assert len(chat.telegram.bot_messages(GROUP)) == before  # nothing said in the group
+    release = await chat.base.store.get_active_release(REPO, 7)
+    assert release is not None and release.state is not State.CANCELLED

@@ -30,6 +30,7 @@ from chatops.view import (
     ChatView,
     actions_for,
     button_id,
+    button_value,
     direct_text,
     milestone_text,
     milestones,
@@ -147,16 +148,17 @@ def test_telegram_callback_data_fits_for_the_longest_names(state: State, fields:
     for sent, action in zip(data, shown.actions, strict=True):
         assert isinstance(sent, str)
         assert len(sent.encode()) <= 64  # Telegram's limit on callback data
-        assert sent == f"{CALLBACK_PREFIX}|{action.value}|{button_id(longest.key)}"
+        assert sent == f"{CALLBACK_PREFIX}|{action.value}|{button_value(shown)}"
         prefix, value, ref = sent.split("|")  # as TelegramChat.input_of reads it back
-        assert (prefix, Action(value), ref) == ("rs1", action, button_id(longest.key))
+        assert (prefix, Action(value), ref) == ("rs1", action, f"{button_id(longest.key)}.{shown.digest[:8]}")
 
 
 def test_telegram_keyboard_rows_of_two() -> None:
-    markup = keyboard(view(State.SCHEDULED))
+    shown = view(State.SCHEDULED)
+    markup = keyboard(shown)
     assert markup is not None
     rows = [[(b.text, b.callback_data) for b in row] for row in markup.inline_keyboard]
-    ref = button_id(release().key)
+    ref = button_value(shown)
     assert rows == [
         [(ACTION_LABELS[N], f"rs1|n|{ref}"), (ACTION_LABELS[P], f"rs1|p|{ref}")],
         [(ACTION_LABELS[C], f"rs1|c|{ref}")],
@@ -483,7 +485,7 @@ def test_blocks_show_the_view() -> None:
     assert out[2]["elements"][0]["text"] == "the required checks passed"
     buttons = out[3]["elements"]
     assert [b["action_id"] for b in buttons] == ["release_n", "release_p", "release_c"]
-    assert {b["value"] for b in buttons} == {button_id(shown.release_key)}
+    assert {b["value"] for b in buttons} == {button_value(shown)}
     assert [b.get("style") for b in buttons] == ["primary", None, "danger"]
     assert buttons[2]["confirm"]["text"]["text"] == shown.headline
 
@@ -502,9 +504,10 @@ def test_rollback_asks_first() -> None:
 
 def test_blocks_for_the_longest_names() -> None:
     longest = release(State.BLOCKED, repo=LONGEST_REPO, pr=999_999_999, title="t" * 256, blockers=("b" * 500,))
-    out = blocks(render_view(longest, GITHUB))
+    shown = render_view(longest, GITHUB)
+    out = blocks(shown)
     assert_block_kit_limits(out)
-    assert out[-1]["elements"][0]["value"] == button_id(longest.key)
+    assert out[-1]["elements"][0]["value"] == button_value(shown)
 
 
 @settings(max_examples=100, deadline=None)
