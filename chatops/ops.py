@@ -193,6 +193,9 @@ class ChatOps:
                 else f"This chat did not follow `{parsed.repo}`."
             )
         assert parsed.command is not None and parsed.pr is not None
+        refused = await self._cannot_read(gh, parsed.repo, login)
+        if refused:
+            return refused
         ref = PullRef(parsed.repo, parsed.pr, installation)
         done = await run_command(
             parsed.command, gh, self.service, ref, login, key, source=_source(user), reply_to=_reply_to(address, key)
@@ -268,10 +271,24 @@ class ChatOps:
             "I sent you the link in a private chat. (If nothing came, open a chat with me, press Start, and try again.)"
         )
 
+    async def _cannot_read(self, gh: GitHubAPI, repo: str, login: str) -> str | None:
+        """Why `login` may not even read about `repo` (a private repository says nothing to outsiders)."""
+        permission = await self.service.read.permission(gh, repo, login)
+        if permission_reaches(permission, "read"):
+            return None
+        return f"@{login} has no access to `{repo}` on GitHub, so I can't say anything about it."
+
     async def _status(self, parsed: ChatCommand, target: Target, login: str) -> str:
-        if parsed.repo is not None and parsed.pr is not None:
+        installation: int | None = None
+        if parsed.repo is not None:
             installation = await self.installation_for(parsed.repo)
-            ref = PullRef(parsed.repo, parsed.pr, installation or 0)
+            if installation is None:
+                return f"Release Secretary is not installed on `{parsed.repo}` (or cannot see it)."
+            refused = await self._cannot_read(self._client(installation), parsed.repo, login)
+            if refused:
+                return refused
+        if parsed.repo is not None and parsed.pr is not None and installation is not None:
+            ref = PullRef(parsed.repo, parsed.pr, installation)
             return await self.service.status_text(ref, login)
         repos = [parsed.repo] if parsed.repo else await self.delivery.subscriptions(target)
         if not repos:

@@ -425,3 +425,18 @@ async def test_a_refused_telegram_press_is_told_to_the_presser_only(chat: ChatSc
     assert len(chat.telegram.bot_messages(GROUP)) == before  # nothing said in the group
     release = await chat.base.store.get_active_release(REPO, 7)
     assert release is not None and release.state is not State.CANCELLED
+
+
+async def test_someone_without_access_learns_nothing_about_the_repository(chat: ChatScenario) -> None:
+    await chat.link("slack", ALICE_SLACK, "alice")
+    await chat.slash(f"{REPO}#7 friday 3pm", user=ALICE_SLACK)
+    # A GitHub account with no access (as to a private repository; on a public one everybody may read).
+    chat.base.fake.set_permission(REPO, "eve", "none")
+    await chat.link("slack", CAROL_SLACK, "eve")
+    await chat.slash(f"status {REPO}", user=CAROL_SLACK, command="/release")
+    await chat.slash(f"{REPO}#7 status", user=CAROL_SLACK)
+    await chat.slash(f"{REPO}#7 calendar", user=CAROL_SLACK)
+    answers = chat.responses_to(CAROL_SLACK)
+    assert len(answers) == 3
+    assert all("has no access" in a for a in answers), answers
+    assert not any("Faster widgets" in a or "calendar.ics" in a or "friday" in a.lower() for a in answers)
