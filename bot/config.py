@@ -221,10 +221,10 @@ def _chat_problems(settings: Settings, problems: list[str]) -> None:
         problems.append("TELEGRAM_WEBHOOK_SECRET must be 1-256 characters of A-Z, a-z, 0-9, _ and - (Telegram's rule)")
     if secret is not None and settings.telegram_bot_token is None:
         problems.append("TELEGRAM_WEBHOOK_SECRET is set but TELEGRAM_BOT_TOKEN is not")
-    if settings.telegram_bot_token is not None and settings.public_url and secret is None:
+    if secret is not None and settings.telegram_bot_token is not None and not settings.public_url:
         problems.append(
-            "TELEGRAM_WEBHOOK_SECRET is required with TELEGRAM_BOT_TOKEN and PUBLIC_URL (webhook mode): without it "
-            "anyone could post forged updates; make one with: openssl rand -hex 32"
+            "TELEGRAM_WEBHOOK_SECRET is set (webhook mode) but PUBLIC_URL is not: Telegram needs the bot's public "
+            "https address; unset the secret to poll for updates instead"
         )
 
 

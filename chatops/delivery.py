@@ -47,6 +47,15 @@ class RateLimited(Exception):
         self.seconds = seconds
 
 
+class ChatUnavailable(Exception):
+    """The chat service cannot be reached or failed (network, 5xx, a token it refuses): wait and try
+    again, for as long as it takes; a chat outage delays messages and loses none."""
+
+
+# How long a job waits while its chat service is down; a defer, not an attempt, so it is never parked.
+OUTAGE_WAIT: Final = 30.0
+
+
 class ChatGone(Exception):
     """The chat or message cannot be written any more (bot removed, chat deleted): stop trying."""
 
@@ -81,6 +90,9 @@ class ChatSender(Protocol):
 
     def pace(self, chat: str) -> float:
         """Seconds between two messages to `chat`."""
+
+    async def ready(self) -> bool:
+        """Whether the platform knows who the bot is (Slack: its workspace, which names its chats)."""
 
     async def post(self, chat: str, view: ChatView) -> tuple[str, str]:
         """Post the release's message; (the chat's id as the service knows it, the message id)."""
@@ -146,6 +158,9 @@ class ChatDelivery:
         for platform in ("slack", "telegram"):
             chat = notify.get(platform)
             sender = self.senders.get(platform)
+            if chat is not None and sender is not None and not await sender.ready():
+                log.warning("%s is not reachable yet: the config's notify chat misses this change", platform)
+                continue
             if chat is not None and sender is not None:
                 target = Target(platform, sender.team, str(chat).lstrip("#") if platform == "slack" else str(chat))
                 found.setdefault(target.key, target)
@@ -207,6 +222,10 @@ class ChatDelivery:
         except RateLimited as exc:
             await self._pace_for(target, exc.seconds)
             raise NotYet(exc.seconds) from exc
+        except ChatUnavailable as exc:
+            log.warning("%s is unavailable (%s); the chat's messages wait", target.platform, exc)
+            await self._pace_for(target, OUTAGE_WAIT)
+            raise NotYet(OUTAGE_WAIT) from exc
         except ChatGone as exc:
             log.warning("chat %s cannot be written any more: %s", target.key, exc)
 
@@ -275,6 +294,8 @@ class ChatDelivery:
             sent = await sender.direct(user, job.payload["text"])
         except RateLimited as exc:
             raise NotYet(exc.seconds) from exc
+        except ChatUnavailable as exc:
+            raise NotYet(OUTAGE_WAIT) from exc
         if not sent:
             log.info(
                 "could not message a linked %s user directly (they never opened a chat with the bot)", user.platform
@@ -288,6 +309,8 @@ class ChatDelivery:
             await sender.answer(job.payload, job.payload["text"])
         except RateLimited as exc:
             raise NotYet(exc.seconds) from exc
+        except ChatUnavailable as exc:
+            raise NotYet(OUTAGE_WAIT) from exc
         except ChatGone as exc:  # a private chat the person never started, or a chat the bot has left
             log.info("a %s answer could not be delivered: %s", job.payload["platform"], exc)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from typing import Final
 
@@ -57,10 +58,7 @@ class Chat:
 
     async def start(self, *, intake: bool) -> None:
         if self.slack is not None:
-            if intake:
-                await self.slack.start()
-            else:
-                await self.slack.learn_team()
+            await self.slack.start(intake=intake)
         if self.telegram is not None:
             await self.telegram.start(intake=intake)
 
@@ -88,6 +86,10 @@ class Chat:
     async def _input(self, job: Job) -> None:
         payload = job.payload
         if payload["kind"] != "press":
+            if self.telegram is not None and payload["address"]["platform"] == "telegram":
+                # `/ship@name` in groups: the web side may not have known our name yet.
+                name = payload.get("bot_username") or await self.telegram.name()
+                job = replace(job, payload={**payload, "bot_username": name})
             await self.ops.run_input(job)
             return
         text: str | None = "Something went wrong; try again in a minute."

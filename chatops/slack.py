@@ -9,12 +9,15 @@ and answers through `response_url` (ephemeral: only the person who asked sees it
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import re
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, Final
 
+import aiohttp
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
@@ -26,7 +29,7 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 from bot.config import Settings
 from bot.store import Store
 
-from .delivery import ChatGone, MessageGone, RateLimited
+from .delivery import ChatGone, ChatUnavailable, MessageGone, RateLimited
 from .identity import ChatUser
 from .markup import slack_escape, to_slack
 from .view import ACTION_LABELS, Action, ChatView, button_value
@@ -40,9 +43,9 @@ EVENTS: Final = ("app_mention", "message.im")
 CHANNEL_PACE: Final = 1.0  # Slack allows about one message per second per channel
 _ACTION_ID: Final = re.compile(r"^release_(?P<action>[a-z])$")
 _MENTION: Final = re.compile(r"^\s*<@[A-Z0-9]+>\s*")
-_GONE: Final = frozenset(
-    {"channel_not_found", "not_in_channel", "is_archived", "account_inactive", "invalid_auth", "token_revoked"}
-)
+_GONE: Final = frozenset({"channel_not_found", "not_in_channel", "is_archived"})
+# The bot's token is refused: an operator must act; messages wait for them instead of being dropped.
+_AUTH: Final = frozenset({"invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired"})
 
 Store_input = Callable[[str, dict[str, Any]], Awaitable[None]]
 
@@ -62,6 +65,7 @@ class SlackChat:
         self.bot_user: str | None = None
         self.on_input: Callable[[], None] = lambda: None  # wakes the worker of this process
         self._socket: AsyncSocketModeHandler | None = None
+        self._starting: asyncio.Task[None] | None = None
         self.app = AsyncApp(
             client=self.client,
             signing_secret=settings.slack_signing_secret or "",
@@ -70,25 +74,55 @@ class SlackChat:
         )
         self._listen(self.app)
 
-    async def learn_team(self) -> None:
-        """Who we are: the workspace id names our chats in the store."""
+    async def learn_team(self) -> bool:
+        """Who we are: the workspace id names our chats in the store. False while Slack cannot say."""
         try:
             answer = await self.client.auth_test()
-            self.team, self.bot_user = str(answer.get("team_id") or ""), answer.get("user_id")
         except SlackApiError as exc:
             log.error("slack auth.test failed: %s (check SLACK_BOT_TOKEN)", exc.response.get("error"))
+            return False
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("slack cannot be reached (%s); trying again", type(exc).__name__)
+            return False
+        self.team, self.bot_user = str(answer.get("team_id") or ""), answer.get("user_id")
+        return True
 
-    async def start(self) -> None:
-        """Learn who we are; Socket Mode when an app token is set (no public URL needed)."""
-        await self.learn_team()
-        if self.settings.slack_app_token:
-            self._socket = AsyncSocketModeHandler(self.app, self.settings.slack_app_token)
-            await self._socket.connect_async()  # type: ignore[no-untyped-call]
-            log.info("slack socket mode connected")
+    async def start(self, *, intake: bool) -> None:
+        """Learn who we are, and with `intake` and an app token, connect Socket Mode (no public URL needed).
+        In the background, retried until Slack answers: an unreachable Slack never stops the bot starting."""
+        self._starting = asyncio.create_task(self._connect(intake=intake))
+
+    async def _connect(self, *, intake: bool) -> None:
+        delay = 1.0
+        while not await self.learn_team():
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 60.0)
+        if not (intake and self.settings.slack_app_token):
+            return
+        while True:
+            try:
+                self._socket = AsyncSocketModeHandler(self.app, self.settings.slack_app_token)
+                await self._socket.connect_async()  # type: ignore[no-untyped-call]
+                log.info("slack socket mode connected")
+                return
+            except Exception as exc:  # noqa: BLE001 - any failure to connect is retried; the web side runs on
+                log.warning("slack socket mode failed to connect (%s); trying again in %.0fs", exc, delay)
+                await self._close_socket()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 60.0)
 
     async def close(self) -> None:
+        if self._starting is not None:
+            self._starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._starting
+            self._starting = None
+        await self._close_socket()
+
+    async def _close_socket(self) -> None:
         if self._socket is not None:
-            await self._socket.close_async()  # type: ignore[no-untyped-call]
+            with contextlib.suppress(Exception):
+                await self._socket.close_async()  # type: ignore[no-untyped-call]
             self._socket = None
 
     # Intake -------------------------------------------------------------------------------------
@@ -182,6 +216,9 @@ class SlackChat:
     def pace(self, chat: str) -> float:
         return CHANNEL_PACE
 
+    async def ready(self) -> bool:
+        return bool(self.team) or await self.learn_team()
+
     async def post(self, chat: str, view: ChatView) -> tuple[str, str]:
         answer = await self._call(
             self.client.chat_postMessage,
@@ -234,9 +271,14 @@ class SlackChat:
         response_url = address.get("response_url")
         if response_url:
             webhook = AsyncWebhookClient(response_url)
-            response = await webhook.send(text=mrkdwn, response_type="ephemeral", replace_original=False)
+            try:
+                response = await webhook.send(text=mrkdwn, response_type="ephemeral", replace_original=False)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise ChatUnavailable(type(exc).__name__) from exc
             if response.status_code == 429:
-                raise RateLimited(float(response.headers.get("Retry-After", ["1"])[0]))
+                raise RateLimited(_retry_after(response.headers))
+            if response.status_code >= 500:
+                raise ChatUnavailable(f"response_url answered {response.status_code}")
             if response.status_code < 300:
                 return
             log.info("slack response_url answered %s; answering through the Web API", response.status_code)
@@ -266,11 +308,29 @@ class SlackChat:
         except SlackApiError as exc:
             response = exc.response
             if response.status_code == 429:
-                raise RateLimited(float(response.headers.get("Retry-After", "1"))) from exc
+                raise RateLimited(_retry_after(response.headers)) from exc
             error = str(response.get("error") or "")
             if error in _GONE:
                 raise ChatGone(error) from exc
+            if error in _AUTH:
+                log.error("slack refuses the bot's token (%s): check SLACK_BOT_TOKEN; messages wait", error)
+                raise ChatUnavailable(error) from exc
+            if response.status_code >= 500 or error in ("fatal_error", "internal_error", "service_unavailable"):
+                raise ChatUnavailable(f"HTTP {response.status_code} {error}") from exc
             raise
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ChatUnavailable(type(exc).__name__) from exc
+
+
+def _retry_after(headers: Any) -> float:
+    """Slack's Retry-After, however the client hands the headers over (a value or a list of them)."""
+    value = headers.get("Retry-After") or headers.get("retry-after") or "1"
+    if isinstance(value, list | tuple):
+        value = value[0] if value else "1"
+    try:
+        return max(1.0, float(value))
+    except ValueError:
+        return 1.0
 
 
 def to_slack_plain(text: str) -> str:

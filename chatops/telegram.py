@@ -28,13 +28,21 @@ from telegram import (
     LinkPreviewOptions,
     ReplyParameters,
 )
-from telegram.error import BadRequest, Forbidden, RetryAfter, TelegramError
+from telegram.error import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    InvalidToken,
+    NetworkError,
+    RetryAfter,
+    TelegramError,
+)
 
 from bot.config import Settings
 from bot.store import Store
 
 from .chat_grammar import RELEASE
-from .delivery import ChatGone, MessageGone, RateLimited
+from .delivery import ChatGone, ChatUnavailable, MessageGone, RateLimited
 from .grammar import PREFIX
 from .identity import ChatUser
 from .markup import to_telegram
@@ -76,17 +84,35 @@ class TelegramChat:
     def bot_id(self) -> str:
         return (self.settings.telegram_bot_token or "").split(":", 1)[0]
 
+    @property
+    def polling(self) -> bool:
+        """Webhook mode needs its secret (and PUBLIC_URL, where `telegram setup` points Telegram); without
+        the secret the bot fetches updates itself: a laptop needs no public URL."""
+        return self.settings.telegram_webhook_secret is None
+
     async def start(self, *, intake: bool) -> None:
-        """getMe (who we are: `/ship@name` in groups); with `intake` and no PUBLIC_URL, poll for updates."""
-        try:
-            await self.bot.initialize()
-            self.username = self.bot.username
-        except TelegramError as exc:
-            log.error("telegram getMe failed: %s (check TELEGRAM_BOT_TOKEN)", type(exc).__name__)
-            return
-        if intake and not self.settings.public_url:
-            self._polling = asyncio.create_task(self._poll())
-            log.info("telegram polling for updates (no PUBLIC_URL for a webhook)")
+        """getMe (who we are: `/ship@name` in groups), and with `intake` in polling mode, the poll loop; in
+        the background, retried until Telegram answers: an unreachable Telegram never stops the bot."""
+        self._polling = asyncio.create_task(self._run(intake=intake))
+
+    async def name(self) -> str | None:
+        """The bot's username (getMe, once it answers); None while Telegram cannot be reached."""
+        if self.username is None:
+            try:
+                await self.bot.initialize()
+                self.username = self.bot.username
+            except TelegramError as exc:
+                log.warning("telegram getMe failed: %s (check TELEGRAM_BOT_TOKEN)", type(exc).__name__)
+        return self.username
+
+    async def _run(self, *, intake: bool) -> None:
+        delay = 1.0
+        while await self.name() is None:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 60.0)
+        if intake and self.polling:
+            log.info("telegram polling for updates (no TELEGRAM_WEBHOOK_SECRET: no webhook)")
+            await self._poll()
 
     async def close(self) -> None:
         if self._polling is not None:
@@ -179,17 +205,30 @@ class TelegramChat:
             except RetryAfter as exc:
                 await asyncio.sleep(_seconds(exc))
                 continue
+            except Conflict:
+                log.warning(
+                    "telegram has a webhook set, so getUpdates is refused: run `python -m bot telegram setup` "
+                    "(it removes the webhook when TELEGRAM_WEBHOOK_SECRET is unset)"
+                )
+                await asyncio.sleep(60.0)
+                continue
             except TelegramError as exc:
                 log.warning("telegram getUpdates failed (%s); trying again in %.0fs", type(exc).__name__, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 60.0)
                 continue
+            try:
+                for update in updates:
+                    await self.store_update(update.to_dict())
+                    offset = update.update_id + 1
+                if updates:
+                    await self.store.set_value(_OFFSET_KEY, str(offset), now=self.clock())
+            except Exception:  # the store went away for a moment: fetch the same updates again
+                log.exception("storing telegram updates failed; trying again")
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 60.0)
+                continue
             delay = 1.0
-            for update in updates:
-                await self.store_update(update.to_dict())
-                offset = update.update_id + 1
-            if updates:
-                await self.store.set_value(_OFFSET_KEY, str(offset), now=self.clock())
 
     async def acknowledge(self, payload: dict[str, Any], text: str | None, *, alert: bool) -> None:
         """Answer a button's callback query (always: the client shows a spinner until then)."""
@@ -198,14 +237,14 @@ class TelegramChat:
             return
         try:
             await self.bot.answer_callback_query(query, text=(text or "")[:200] or None, show_alert=alert)
-        except BadRequest as exc:  # too old, or already answered by a run that died after answering
+        except TelegramError as exc:  # too old, already answered by a run that died, or Telegram is down
             log.info("telegram callback query not answered: %s", exc.message)
 
     async def setup(self) -> list[str]:
         """`python -m bot telegram setup`: the webhook (with its secret) and the command menu; what was done."""
         done = []
         await self.bot.initialize()
-        if self.settings.public_url:
+        if self.settings.public_url and not self.polling:
             url = f"{self.settings.public_url.rstrip('/')}{WEBHOOK_PATH}"
             await self.bot.set_webhook(
                 url, secret_token=self.settings.telegram_webhook_secret, allowed_updates=list(ALLOWED_UPDATES)
@@ -213,12 +252,15 @@ class TelegramChat:
             done.append(f"webhook set to {url}")
         else:
             await self.bot.delete_webhook()
-            done.append("no PUBLIC_URL: webhook removed, the bot polls for updates")
+            done.append("no webhook (it needs PUBLIC_URL and TELEGRAM_WEBHOOK_SECRET): removed; the bot polls")
         await self.bot.set_my_commands([BotCommand(name, text) for name, text in COMMANDS])
         done.append("commands /ship and /release registered")
         return done
 
     # Sending ------------------------------------------------------------------------------------
+
+    async def ready(self) -> bool:
+        return True
 
     def pace(self, chat: str) -> float:
         return GROUP_PACE if chat.startswith(("-", "@")) else PRIVATE_PACE
@@ -291,10 +333,15 @@ class TelegramChat:
             raise RateLimited(_seconds(exc)) from exc
         except Forbidden as exc:
             raise ChatGone(exc.message) from exc
-        except BadRequest as exc:
+        except BadRequest as exc:  # a NetworkError subclass in PTB: caught before it
             if "chat not found" in exc.message.lower():
                 raise ChatGone(exc.message) from exc
             raise
+        except InvalidToken as exc:
+            log.error("telegram refuses the bot's token: check TELEGRAM_BOT_TOKEN; messages wait")
+            raise ChatUnavailable("token refused") from exc
+        except NetworkError as exc:  # timeouts, unreachable, 5xx
+            raise ChatUnavailable(exc.message) from exc
 
 
 def _seconds(exc: RetryAfter) -> float:

@@ -66,6 +66,8 @@ class ChatScenario:
             Installation(id=INSTALLATION, account_login=REPO.split("/")[0], repositories=(REPO,))
         )
         await self.chat.start(intake=False)
+        assert self.chat.slack is not None
+        assert await self.chat.slack.ready()  # the workspace id, as the background start learns it
 
     async def link(self, platform: str, user_id: str | int, login: str) -> None:
         """Link a chat account as the OAuth flow would (the flow itself has its own test)."""

@@ -108,8 +108,9 @@ async def test_telegram_polls_for_updates_when_there_is_no_public_url(
     fake_telegram: FakeTelegram,
 ) -> None:
     _github(fake_github)
+    # PUBLIC_URL stays (linking needs it); without a webhook secret the bot polls.
     settings = chat_settings(app_settings, fake_slack, fake_telegram, fake_github.url).replace(
-        slack_bot_token=None, slack_signing_secret=None, telegram_webhook_secret=None, public_url=None
+        slack_bot_token=None, slack_signing_secret=None, telegram_webhook_secret=None
     )
     client = await aiohttp_client(make_app(settings, run_worker=True))
     await _ready(client.server.app, settings)
@@ -260,3 +261,33 @@ async def test_deploy_log_lines_are_batched_into_thread_replies(chat: ChatScenar
     [tg] = chat.telegram_release_messages()
     tg_replies = [m.text for m in chat.telegram.bot_messages(GROUP) if m.reply_to == tg.message_id]
     assert tg_replies == replies
+
+
+async def test_a_chat_outage_delays_messages_and_loses_none(chat: ChatScenario) -> None:
+    await subscribe_both(chat)
+    # Both services fail for a while, well past the worker's attempts: 12 failures each.
+    chat.slack.fail("chat.postMessage", error="fatal_error", status=500, times=12)
+    chat.telegram.fail("sendMessage", status=502, times=12)
+    await chat.base.deliver("pull_request", labeled(7, HEAD, sender="alice"))
+    for _ in range(14):
+        chat.base.clock.advance(seconds=31)
+        await chat.base.settle()
+    assert len(chat.release_messages()) == 1 and len(chat.telegram_release_messages()) == 1
+    assert await chat.base.store.list_parked_jobs() == []
+
+
+async def test_the_bot_starts_while_slack_and_telegram_are_unreachable(
+    aiohttp_client: ClientFactory, app_settings: Settings, fake_github: FakeGitHub, unused_tcp_port: int
+) -> None:
+    nowhere = f"http://127.0.0.1:{unused_tcp_port}"
+    settings = app_settings.replace(
+        slack_bot_token="xoxb-1",
+        slack_signing_secret="s",
+        slack_app_token="xapp-1",
+        slack_api_url=f"{nowhere}/api/",
+        telegram_bot_token="1:x",
+        telegram_api_url=nowhere,
+    )
+    client = await aiohttp_client(make_app(settings, run_worker=True))
+    response = await client.get("/healthz")
+    assert response.status == 200

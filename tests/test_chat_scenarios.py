@@ -383,8 +383,16 @@ async def test_settings_refuse_unsigned_chat_intake() -> None:
         Settings.from_env({"SLACK_BOT_TOKEN": "xoxb-1"})
     assert "SLACK_SIGNING_SECRET is required" in str(caught.value)
     with pytest.raises(SettingsError) as caught:
-        Settings.from_env({"TELEGRAM_BOT_TOKEN": "1:x", "PUBLIC_URL": "https://bot.example", "SECRETS_KEY": ""})
-    assert "TELEGRAM_WEBHOOK_SECRET is required" in str(caught.value)
+        Settings.from_env({"TELEGRAM_BOT_TOKEN": "1:x", "TELEGRAM_WEBHOOK_SECRET": "s"})
+    assert "PUBLIC_URL is not" in str(caught.value)
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env(
+            {"TELEGRAM_BOT_TOKEN": "1:x", "PUBLIC_URL": "https://x.example", "TELEGRAM_WEBHOOK_SECRET": "a b"}
+        )
+    assert "TELEGRAM_WEBHOOK_SECRET must be" in str(caught.value)
+    # A laptop: PUBLIC_URL for linking, no webhook secret: Telegram is polled.
+    laptop = Settings.from_env({"TELEGRAM_BOT_TOKEN": "1:x", "PUBLIC_URL": "http://localhost:3000"})
+    assert laptop.telegram_configured and laptop.telegram_webhook_secret is None
     ok = Settings.from_env({"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_APP_TOKEN": "xapp-1"})
     assert ok.slack_configured and ok.slack_signing_secret is None
 
