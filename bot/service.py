@@ -779,7 +779,9 @@ class ReleaseService:
         actor = Actor(login=login)
         return await self.apply(ref, lambda _: PullClosed(actor, Source.PULL_REQUEST, delivery, merged=merged))
 
-    async def rollback(self, gh: GitHubAPI, ref: PullRef, login: str, *, delivery: str) -> str | None:
+    async def rollback(
+        self, gh: GitHubAPI, ref: PullRef, login: str, *, delivery: str, source: Source = Source.COMMENT
+    ) -> str | None:
         """`/ship rollback`: dispatch the repository's rollback workflow for the PR's last release; the
         answer to give (None: the progress comment says it)."""
         loaded = await self.read.config(gh, ref.repo)
@@ -829,7 +831,7 @@ class ReleaseService:
             return f"@{login} the rollback workflow `{workflow}` was dispatched; its run's result will follow here."
         url = answer.get("html_url")
         await self.apply(
-            ref, lambda _: RollbackProgress(actor, Source.COMMENT, delivery, run_id=run_id, url=url), reply_key=delivery
+            ref, lambda _: RollbackProgress(actor, source, delivery, run_id=run_id, url=url), reply_key=delivery
         )
         return None
 

@@ -4,14 +4,17 @@
 bound to the chat user who asked, valid for 10 minutes, usable once. Opening it sends the browser to
 GitHub's user authorization (`GITHUB_URL/login/oauth/authorize`, its own `state` and PKCE), which comes
 back to `/github/oauth/callback`; the code is exchanged (`POST /login/oauth/access_token`) and
-`GET /user` says who signed in. That login is linked to the chat user; the user token and its refresh
-token are kept encrypted and refreshed when expired, and a refresh GitHub refuses (the person revoked
-the App) ends the link. The store never holds a live state: records are keyed by its SHA-256, and the
-browser that opened the link must be the one GitHub sends back (a cookie whose hash the record keeps).
+`GET /user` says who signed in. Whoever opens a link signs in as themselves, so a link forwarded to
+someone else must not hand over their identity: the callback shows a consent page naming the chat
+account that asked, and only that person's yes (a POST from the same browser) links it. The user token
+and its refresh token are then kept encrypted and refreshed when expired; a refresh GitHub refuses (the
+person revoked the App) ends the link. The store keeps states and nonces only as SHA-256 digests, and
+the browser that opened the link must be the one GitHub sends back (a cookie whose hash is kept).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -38,6 +41,7 @@ log = logging.getLogger(__name__)
 
 START_PATH = "/github/oauth/start"
 CALLBACK_PATH = "/github/oauth/callback"
+CONFIRM_PATH = "/github/oauth/confirm"
 STATE_TTL = timedelta(minutes=10)
 COOKIE = "rs_chat_link"
 TIMEOUT = 30.0
@@ -69,12 +73,23 @@ class ChatUser:
         return cls(platform, team, user_id)
 
 
+@dataclass(frozen=True, slots=True)
+class Consent:
+    """GitHub confirmed who signed in; waiting for their yes to let `user` act as `login`."""
+
+    digest: str
+    token: str  # goes in the consent form; the record keeps its sha256
+    user: ChatUser
+    login: str
+
+
 class LinkFailed(Exception):
     """The flow stopped; answered as a page saying what happened (`text` is HTML, already escaped)."""
 
-    def __init__(self, status: int, title: str, text: str) -> None:
+    def __init__(self, status: int, title: str, text: str, error: str = "") -> None:
         super().__init__(title)
         self.status, self.title, self.text = status, title, text
+        self.error = error  # GitHub's error code, when it gave one
 
 
 class ChatLinks:
@@ -98,6 +113,10 @@ class ChatLinks:
         return f"{(self.settings.public_url or '').rstrip('/')}{CALLBACK_PATH}"
 
     @property
+    def confirm_path(self) -> str:
+        return urlsplit(self.settings.public_url or "").path.rstrip("/") + CONFIRM_PATH
+
+    @property
     def cookie_path(self) -> str:
         return urlsplit(self.settings.public_url or "").path.rstrip("/") + "/github/oauth"
 
@@ -113,10 +132,12 @@ class ChatLinks:
         """GitHub's authorization URL for a valid link, and the value the browser must bring back."""
         key = _STATE + _digest(state)
         record = await self._record(key)
-        if record.get("nonce"):
-            raise LinkFailed(400, "This link was already opened", f"Each link works once, in one browser. {_RELINK}")
+        # The latest opening wins (a link opened twice, or fetched by a preview, still works once).
         nonce, verifier, browser = secrets.token_urlsafe(32), secrets.token_urlsafe(64), secrets.token_urlsafe(32)
-        record |= {
+        record = {
+            "user": record["user"],
+            "name": record.get("name", ""),
+            "expires": record["expires"],
             "nonce": _digest(nonce),
             "verifier": self.vault.box.encrypt(verifier).decode("ascii"),
             "browser": _digest(browser),
@@ -132,8 +153,12 @@ class ChatLinks:
         }
         return f"{self.settings.github_url.rstrip('/')}/login/oauth/authorize?{urlencode(params)}", browser
 
-    async def complete(self, state: str, code: str, cookie: str | None) -> tuple[ChatUser, str]:
-        """GitHub came back: spend the link, learn the login, keep its tokens; the chat user and login."""
+    async def complete(self, state: str, code: str, cookie: str | None) -> Consent:
+        """GitHub came back: learn who signed in, and hold their tokens until they say yes on the consent page.
+
+        Nothing is linked yet: whoever opens a link signs in as themselves, so a link forwarded to someone
+        else would hand their identity to the person who asked for it. The page names the chat account
+        that will act as them, and only their explicit yes (a POST from this browser) links it."""
         digest, _, nonce = state.partition(".")
         if len(digest) != 64 or not nonce:
             raise LinkFailed(400, "This link is not known", f"It may be mistyped or already used. {_RELINK}")
@@ -141,26 +166,58 @@ class ChatLinks:
         record = await self._record(key)
         if not record.get("nonce") or not hmac.compare_digest(record["nonce"], _digest(nonce)):
             raise LinkFailed(400, "This sign-in is out of date", f"Open the newest link. {_RELINK}")
+        self._same_browser(record, cookie)
+        verifier = self.vault.box.decrypt(record["verifier"].encode("ascii"), name="OAuth state")
+        # GitHub's leg is spent before its code is used: the same answer cannot be replayed.
+        record |= {"nonce": "", "verifier": ""}
+        await self.store.set_value(key, json.dumps(record), now=self.clock())
+        answer = await self._token_request(
+            {"code": code, "redirect_uri": self.redirect_uri, "code_verifier": verifier}, refused_text=True
+        )
+        login = await self._login(str(answer["access_token"]))
+        consent = secrets.token_urlsafe(32)
+        record |= {
+            "login": login,
+            "tokens": self.vault.box.encrypt(json.dumps(answer)).decode("ascii"),
+            "consent": _digest(consent),
+        }
+        await self.store.set_value(key, json.dumps(record), now=self.clock())
+        user = ChatUser.from_key(record["user"])
+        return Consent(
+            digest, consent, ChatUser(user.platform, user.team, user.user_id, str(record.get("name") or "")), login
+        )
+
+    async def decide(
+        self, digest: str, consent: str, cookie: str | None, *, allow: bool
+    ) -> tuple[ChatUser, str] | None:
+        """The person's answer on the consent page: the link is spent either way; linked only on yes."""
+        key = _STATE + digest
+        record = await self._record(key)
+        if not record.get("consent") or not hmac.compare_digest(record["consent"], _digest(consent)):
+            raise LinkFailed(400, "This page is out of date", f"Nothing was linked. {_RELINK}")
+        self._same_browser(record, cookie)
+        if not await self.store.delete_value(key):  # single use, even for two answers at once
+            raise LinkFailed(400, "This link was already used", f"Each link works once. {_RELINK}")
+        if not allow:
+            log.info("chat link declined on the consent page")
+            return None
+        answer = json.loads(self.vault.box.decrypt(record["tokens"].encode("ascii"), name="OAuth tokens"))
+        login = str(record["login"])
+        user = ChatUser.from_key(record["user"])
+        user = ChatUser(user.platform, user.team, user.user_id, str(record.get("name") or ""))
+        await self._keep_tokens(login, answer)
+        await self.link(user, login)
+        return user, login
+
+    def _same_browser(self, record: dict[str, Any], cookie: str | None) -> None:
         if not cookie or not hmac.compare_digest(record.get("browser", ""), _digest(cookie)):
-            log.warning("chat link's GitHub sign-in came back to another browser")
+            log.warning("chat link's sign-in came back to another browser")
             raise LinkFailed(
                 403,
                 "This sign-in began in another browser",
                 "GitHub's answer came back to a browser that did not open the link, so nothing was linked. "
                 f"Never finish a sign-in from a link someone sent you. {_RELINK}",
             )
-        if not await self.store.delete_value(key):  # single use, even for two answers at once
-            raise LinkFailed(400, "This link was already used", f"Each link works once. {_RELINK}")
-        verifier = self.vault.box.decrypt(record["verifier"].encode("ascii"), name="OAuth state")
-        answer = await self._token_request(
-            {"code": code, "redirect_uri": self.redirect_uri, "code_verifier": verifier}, refused_text=True
-        )
-        login = await self._login(str(answer["access_token"]))
-        user = ChatUser.from_key(record["user"])
-        user = ChatUser(user.platform, user.team, user.user_id, str(record.get("name") or ""))
-        await self._keep_tokens(login, answer)
-        await self.link(user, login)
-        return user, login
 
     async def link(self, user: ChatUser, login: str) -> None:
         now = self.clock()
@@ -193,26 +250,51 @@ class ChatLinks:
         login = await self.linked_login(user)
         if login is None:
             return None
-        raw = await self.vault.get(_TOKEN + login.lower())
-        if raw is None:
-            return login  # linked before tokens were kept, or by an operator
-        tokens = json.loads(raw)
-        expires = tokens.get("expires_at")
-        if expires is None or datetime.fromisoformat(expires) - REFRESH_MARGIN > self.clock():
-            return login
+        tokens = await self._tokens(login)
+        if tokens is None or not self._expired(tokens):
+            return login  # fresh, or linked before tokens were kept
+        owner = secrets.token_hex(8)
+        lease = f"github-user-refresh:{login.lower()}"
+        for _ in range(50):  # one refresh per login at a time: GitHub's refresh tokens work once
+            if await self.store.acquire_lease(lease, owner, now=self.clock(), seconds=30):
+                break
+            await asyncio.sleep(0.1)
+        else:
+            return login  # another process is refreshing it right now
         try:
-            answer = await self._token_request(
-                {"grant_type": "refresh_token", "refresh_token": tokens.get("refresh_token", "")}, refused_text=False
-            )
-        except LinkFailed as exc:
-            if exc.status == 400:  # GitHub said no: bad_refresh_token, the authorization is gone
-                log.info("chat link ended: github refused the refresh", extra={"login": login})
-                await self.unlink(user)
-                return None
-            log.warning("refreshing %s's user token failed (%s); acting on the link", login, exc.title)
+            tokens = await self._tokens(login)  # it may have been refreshed while we waited
+            if tokens is None or not self._expired(tokens):
+                return login
+            sent = str(tokens.get("refresh_token", ""))
+            try:
+                answer = await self._token_request(
+                    {"grant_type": "refresh_token", "refresh_token": sent}, refused_text=False
+                )
+            except LinkFailed as exc:
+                if exc.error == "bad_refresh_token":  # the authorization is gone (revoked, or expired)
+                    log.info("chat link ended: github refused the refresh", extra={"login": login})
+                    await self._end(login)
+                    return None
+                log.warning("refreshing %s's user token failed (%s); acting on the link", login, exc.error or exc.title)
+                return login
+            await self._keep_tokens(login, answer)
             return login
-        await self._keep_tokens(login, answer)
-        return login
+        finally:
+            await self.store.release_lease(lease, owner)
+
+    async def _tokens(self, login: str) -> dict[str, Any] | None:
+        raw = await self.vault.get(_TOKEN + login.lower())
+        return dict(json.loads(raw)) if raw else None
+
+    def _expired(self, tokens: dict[str, Any]) -> bool:
+        expires = tokens.get("expires_at")
+        return expires is not None and datetime.fromisoformat(expires) - REFRESH_MARGIN <= self.clock()
+
+    async def _end(self, login: str) -> None:
+        """GitHub no longer honours the login's authorization: every chat account linked to it is unlinked."""
+        for user in await self.chat_users(login):
+            await self.unlink(user)
+        await self.store.delete_secret(_TOKEN + login.lower())
 
     async def chat_users(self, login: str) -> list[ChatUser]:
         """Every chat account linked to `login` (for direct messages)."""
@@ -254,9 +336,11 @@ class ChatLinks:
         if error in ("incorrect_client_credentials", "redirect_uri_mismatch"):
             log.error("github refused the bot's OAuth client (%s): check GITHUB_CLIENT_ID/SECRET and the App", error)
         if status >= 500:
-            raise LinkFailed(502, "GitHub failed", f"GitHub answered HTTP {status}; nothing was linked. {_RELINK}")
+            raise LinkFailed(
+                502, "GitHub failed", f"GitHub answered HTTP {status}; nothing was linked. {_RELINK}", error
+            )
         what = html.escape(error or f"HTTP {status}") if refused_text else "refused"
-        raise LinkFailed(400, "GitHub refused the sign-in", f"GitHub did not accept it ({what}). {_RELINK}")
+        raise LinkFailed(400, "GitHub refused the sign-in", f"GitHub did not accept it ({what}). {_RELINK}", error)
 
     async def _login(self, token: str) -> str:
         headers = {
@@ -301,6 +385,7 @@ _HEADERS = {
 def add_routes(app: web.Application) -> None:
     app.router.add_get(START_PATH, start_page)
     app.router.add_get(CALLBACK_PATH, callback_page)
+    app.router.add_post(CONFIRM_PATH, confirm_page)
 
 
 async def start_page(request: web.Request) -> web.Response:
@@ -328,16 +413,56 @@ async def callback_page(request: web.Request) -> web.Response:
     if "error" in query:
         return _page(400, "Nothing was linked", f"GitHub said: {html.escape(query.get('error', ''))}. {_RELINK}")
     try:
-        user, login = await links.complete(query.get("state", ""), query.get("code", ""), request.cookies.get(COOKIE))
+        consent = await links.complete(query.get("state", ""), query.get("code", ""), request.cookies.get(COOKIE))
     except LinkFailed as exc:
         return _page(exc.status, exc.title, exc.text)
+    user = consent.user
     where = "Slack" if user.platform == "slack" else "Telegram"
-    response = _page(
-        200,
-        "Linked",
-        f"Your {where} account is now linked to the GitHub login <b>@{html.escape(login)}</b>. Commands you send "
-        "there act as that login, with its permissions on each repository. You can close this tab.",
+    who = html.escape(user.name or user.user_id)
+    team = f" in the workspace {html.escape(user.team)}" if user.team else ""
+    login = html.escape(consent.login)
+    form = (
+        f'<form method="post" action="{html.escape(links.confirm_path)}">'
+        f'<input type="hidden" name="link" value="{consent.digest}">'
+        f'<input type="hidden" name="consent" value="{html.escape(consent.token)}">'
+        '<button name="answer" value="allow">Link my GitHub account</button> '
+        '<button name="answer" value="deny">Cancel</button></form>'
     )
+    return _page(
+        200,
+        "Link your GitHub account?",
+        f"You are signed in to GitHub as <b>@{login}</b>. The {where} account <b>{who}</b>{team} asked to act as "
+        f"you: to ship, cancel and roll back releases with your permissions.</p><p>Only go on if that is "
+        "<b>your own</b> chat account and you asked for this link yourself. If someone sent you this link, "
+        f"press Cancel.</p>{form}<p>",
+    )
+
+
+async def confirm_page(request: web.Request) -> web.Response:
+    links = request.app.get(CHAT_LINKS)
+    if links is None or links.missing():
+        return _page(404, "Linking is off", "This bot is not set up to link chat accounts.")
+    form = await request.post()
+    try:
+        done = await links.decide(
+            str(form.get("link", "")),
+            str(form.get("consent", "")),
+            request.cookies.get(COOKIE),
+            allow=form.get("answer") == "allow",
+        )
+    except LinkFailed as exc:
+        return _page(exc.status, exc.title, exc.text)
+    if done is None:
+        response = _page(200, "Nothing was linked", "The link is spent; nobody can use it now.")
+    else:
+        user, login = done
+        where = "Slack" if user.platform == "slack" else "Telegram"
+        response = _page(
+            200,
+            "Linked",
+            f"Your {where} account now acts as the GitHub login <b>@{html.escape(login)}</b>, with its permissions "
+            "on each repository. You can close this tab.",
+        )
     response.del_cookie(COOKIE, path=links.cookie_path)
     return response
 

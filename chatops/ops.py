@@ -60,7 +60,7 @@ async def run_command(
     for every surface."""
     match command.verb:
         case Verb.ROLLBACK:
-            return await service.rollback(gh, ref, login, delivery=key)
+            return await service.rollback(gh, ref, login, delivery=key, source=source)
         case Verb.CALENDAR:
             return await service.calendar_command(gh, ref, login, command.arg)
         case Verb.HELP:
@@ -260,7 +260,7 @@ class ChatOps:
         url = await self.links.start(user)
         text = (
             f"Open this link within 10 minutes to link your chat account to your GitHub login: {url}\n"
-            "It works once, and only for you: don't share it."
+            "It works once. Don't forward it: it is for linking your own account."
         )
         if address.get("private") or address.get("platform") == "slack":
             return text  # Slack answers a command ephemerally: only the asker sees it

@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestClient
 from bot.app import make_app
 from bot.config import Settings
 from bot.release import State
+from chatops.identity import ChatUser
 from chatops.view import button_value, render_view
 from tests.chat_scenario import (
     ALICE_SLACK,
@@ -91,6 +92,11 @@ async def chat(
     await scenario.start()
     yield scenario
     await scenario.chat.close()
+
+
+def consent_form(page: str) -> dict[str, str]:
+    """The hidden fields of the consent page's form, as the browser would send them."""
+    return dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)">', page))
 
 
 def link_in(text: str) -> str:
@@ -191,15 +197,50 @@ async def test_link_flow_end_to_end(chat: ChatScenario) -> None:
     async with aiohttp.ClientSession() as browser, browser.get(github_url, allow_redirects=False) as back:
         assert back.status == 302
         callback = back.headers["Location"]
-    done = await chat.client.get(local(callback), allow_redirects=False)
-    assert done.status == 200 and "@alice" in await done.text()
-    # The link works once.
+    consent = await chat.client.get(local(callback), allow_redirects=False)
+    page = await consent.text()
+    # Nothing is linked until the person GitHub confirmed says yes, told which chat account asks.
+    assert consent.status == 200 and "@alice" in page and "carol" in page and "Slack" in page
+    assert await chat.chat.links.linked_login(ChatUser("slack", chat.slack.team_id, CAROL_SLACK)) is None  # type: ignore[union-attr]
+    # GitHub's answer cannot be replayed.
     again = await chat.client.get(local(callback), allow_redirects=False)
     assert again.status == 400
+    done = await chat.client.post("/github/oauth/confirm", data={**consent_form(page), "answer": "allow"})
+    assert done.status == 200 and "@alice" in await done.text()
+    # The link works once.
+    twice = await chat.client.post("/github/oauth/confirm", data={**consent_form(page), "answer": "allow"})
+    assert twice.status == 400
     # Carol's Slack account now acts as alice (a writer).
     await chat.slash(f"{REPO}#7 friday 3pm", user=CAROL_SLACK)
     release = await chat.base.store.get_active_release(REPO, 7)
     assert release is not None and release.requested_by == "alice"
+
+
+async def test_a_forwarded_link_cannot_take_someone_elses_identity(chat: ChatScenario) -> None:
+    # Mallory (carol's Slack account here) asks for a link and sends it to alice: "open this to see the release".
+    await chat.slash("link", user=CAROL_SLACK, command="/release")
+    url = link_in(chat.responses_to(CAROL_SLACK)[0])
+    github_url = (await chat.client.get(local(url), allow_redirects=False)).headers["Location"]
+    chat.base.fake.signed_in_as = "alice"  # GitHub signs alice in (and skips its screen: she authorized the App)
+    async with aiohttp.ClientSession() as browser, browser.get(github_url, allow_redirects=False) as back:
+        callback = back.headers["Location"]
+    page = await (await chat.client.get(local(callback), allow_redirects=False)).text()
+    assert "Only go on if that is <b>your own</b> chat account" in page
+    declined = await chat.client.post("/github/oauth/confirm", data={**consent_form(page), "answer": "deny"})
+    assert declined.status == 200 and "Nothing was linked" in await declined.text()
+    await chat.slash(f"{REPO}#7 friday 3pm", user=CAROL_SLACK)
+    assert await chat.base.store.get_active_release(REPO, 7) is None
+    assert "/release link" in chat.responses_to(CAROL_SLACK)[-1]
+    # A consent POST without the browser's cookie (another site's form) is refused, and links nothing.
+    await chat.slash("link", user=CAROL_SLACK, command="/release")
+    url = link_in(chat.responses_to(CAROL_SLACK)[-1])
+    github_url = (await chat.client.get(local(url), allow_redirects=False)).headers["Location"]
+    async with aiohttp.ClientSession() as browser, browser.get(github_url, allow_redirects=False) as back:
+        callback = back.headers["Location"]
+    page = await (await chat.client.get(local(callback), allow_redirects=False)).text()
+    chat.client.session.cookie_jar.clear()
+    forged = await chat.client.post("/github/oauth/confirm", data={**consent_form(page), "answer": "allow"})
+    assert forged.status == 403
 
 
 async def test_a_revoked_authorization_ends_the_link_at_refresh(chat: ChatScenario) -> None:
@@ -209,7 +250,10 @@ async def test_a_revoked_authorization_ends_the_link_at_refresh(chat: ChatScenar
     chat.base.fake.signed_in_as = "alice"
     async with aiohttp.ClientSession() as browser, browser.get(github_url, allow_redirects=False) as back:
         callback = back.headers["Location"]
-    assert (await chat.client.get(local(callback), allow_redirects=False)).status == 200
+    page = await (await chat.client.get(local(callback), allow_redirects=False)).text()
+    assert (
+        await chat.client.post("/github/oauth/confirm", data={**consent_form(page), "answer": "allow"})
+    ).status == 200
     # Nine hours later the user token has expired: it is refreshed before acting.
     chat.base.clock.advance(hours=9)
     await chat.slash(f"{REPO}#7 status", user=CAROL_SLACK)
@@ -448,3 +492,23 @@ async def test_someone_without_access_learns_nothing_about_the_repository(chat: 
     assert len(answers) == 3
     assert all("has no access" in a for a in answers), answers
     assert not any("Faster widgets" in a or "calendar.ics" in a or "friday" in a.lower() for a in answers)
+
+
+async def test_two_refreshes_at_once_refresh_once_and_keep_the_link(chat: ChatScenario) -> None:
+    import asyncio
+
+    await chat.slash("link", user=CAROL_SLACK, command="/release")
+    url = link_in(chat.responses_to(CAROL_SLACK)[0])
+    github_url = (await chat.client.get(local(url), allow_redirects=False)).headers["Location"]
+    chat.base.fake.signed_in_as = "alice"
+    async with aiohttp.ClientSession() as browser, browser.get(github_url, allow_redirects=False) as back:
+        callback = back.headers["Location"]
+    page = await (await chat.client.get(local(callback), allow_redirects=False)).text()
+    await chat.client.post("/github/oauth/confirm", data={**consent_form(page), "answer": "allow"})
+    chat.base.clock.advance(hours=9)
+    links = chat.chat.links
+    assert links is not None
+    carol = ChatUser("slack", chat.slack.team_id, CAROL_SLACK)
+    assert await asyncio.gather(links.login_for(carol), links.login_for(carol)) == ["alice", "alice"]
+    assert chat.base.fake.refreshes == 1
+    assert await links.linked_login(carol) == "alice"
