@@ -176,15 +176,26 @@ class ChatDelivery:
             return
         now = self.clock()
         await self.store.set_value(f"{BUTTON_PREFIX}{button_id(release.key)}", release.key, now=now)
+        # The one before too: cancelled and asked again within one coalesced pass, its message must still
+        # say how it ended (a sync that finds nothing changed sends nothing).
+        releases = [release]
+        if release.number > 1:
+            previous = await self._release(repo, pr, release.number - 1)
+            if previous is not None:
+                releases.append(previous)
         jobs: list[JobSpec] = []
         for target in await self.targets(repo):
-            state = await self._state(target, release.key)
-            due = now
-            edited = state.get("edited_at")
-            if edited is not None:
-                due = max(now, datetime.fromisoformat(edited) + timedelta(seconds=self.settings.chat_edit_interval))
-            payload = {"target": target.key, "repo": repo, "pr": pr, "number": release.number}
-            jobs.append(JobSpec(f"chat-sync:{target.key}|{release.key}", "chat-sync", payload, due_at=due))
+            for shown in releases:
+                state = await self._state(target, shown.key)
+                if shown is not release and not state:
+                    continue  # never posted here
+                due = now
+                edited = state.get("edited_at")
+                if edited is not None:
+                    interval = timedelta(seconds=self.settings.chat_edit_interval)
+                    due = max(now, datetime.fromisoformat(edited) + interval)
+                payload = {"target": target.key, "repo": repo, "pr": pr, "number": shown.number}
+                jobs.append(JobSpec(f"chat-sync:{target.key}|{shown.key}", "chat-sync", payload, due_at=due))
         jobs += await self._direct_jobs(release, now)
         for spec in jobs:
             await self.store.schedule_job(
