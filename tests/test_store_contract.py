@@ -226,6 +226,21 @@ async def test_jobs_coalesce_by_key_and_keep_a_newer_request(store: Store) -> No
     assert await store.claim_jobs("w", now=T0 + timedelta(days=1), lease_seconds=30, limit=5) == []
 
 
+async def test_a_job_asked_again_after_it_finished_is_a_new_request(store: Store) -> None:
+    """Its request number never repeats: a worker still forgetting the finished run must not take the new
+    request for a second claim of it (and drop it, leaving it leased and idle)."""
+    await store.schedule_job("chat-mirror:o/r#1", "chat-mirror", {}, due_at=T0)
+    [first] = await store.claim_jobs("w", now=T0, lease_seconds=30, limit=5)
+    assert await store.finish_job(first, "w") is True
+    await store.schedule_job("chat-mirror:o/r#1", "chat-mirror", {}, due_at=T0)
+    [second] = await store.claim_jobs("w", now=T0, lease_seconds=30, limit=5)
+    assert second.seq != first.seq
+    await store.schedule_job("chat-mirror:o/r#1", "chat-mirror", {}, due_at=T0)  # asked again while it runs
+    assert await store.finish_job(second, "w") is False
+    [third] = await store.claim_jobs("w", now=T0, lease_seconds=30, limit=5)
+    assert third.seq > second.seq
+
+
 async def test_once_jobs_run_once_ever(store: Store) -> None:
     await store.schedule_job("reply:d1:0", "reply", {"text": "hi"}, due_at=T0, once=True)
     await store.schedule_job("reply:d1:0", "reply", {"text": "hi again"}, due_at=T0, once=True)

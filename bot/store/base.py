@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import time
 import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -121,6 +122,13 @@ class JobSpec:
             keep_earlier=bool(doc["keep_earlier"]),
             once=bool(doc["once"]),
         )
+
+
+def job_seq() -> int:
+    """A job request's number: the larger of the previous one plus one and this, microseconds of the wall
+    clock. A job that finished is deleted, so numbering from 1 again would give its next request the number
+    of the run that just ended, and a worker still forgetting that run would take the new one for it."""
+    return time.time_ns() // 1000
 
 
 # recover_outbox leaves jobs younger than this to the save that wrote them (it is flushing them now).

@@ -31,6 +31,7 @@ from .base import (
     decompress_body,
     installation_from_doc,
     installation_to_doc,
+    job_seq,
     pull_record_from_doc,
     pull_record_to_doc,
 )
@@ -334,7 +335,7 @@ class MongoStore:
                         "due_at": due_at,
                         "status": "pending",
                         "attempts": 0,
-                        "seq": 1,
+                        "seq": job_seq(),
                         "once": True,
                     }
                 )
@@ -348,7 +349,7 @@ class MongoStore:
                         # Values in a pipeline are expressions: "$..." strings would be field paths.
                         "kind": {"$literal": kind},
                         "payload": {"$literal": payload},
-                        "seq": {"$add": [{"$ifNull": ["$seq", 0]}, 1]},
+                        "seq": {"$max": [{"$add": [{"$ifNull": ["$seq", 0]}, 1]}, job_seq()]},
                         # A parked coalesced job comes back with the next change.
                         "status": {
                             "$cond": [{"$eq": ["$status", "parked"]}, "pending", {"$ifNull": ["$status", "pending"]}]

@@ -36,6 +36,7 @@ from .base import (
     decompress_body,
     installation_from_doc,
     installation_to_doc,
+    job_seq,
     pull_record_from_doc,
     pull_record_to_doc,
 )
@@ -585,22 +586,23 @@ class SqliteStore:
         once: bool = False,
     ) -> None:
         due = _ts(due_at)
+        seq = job_seq()
         if once:
             await self._all(
-                "INSERT INTO jobs (key, kind, payload, due_at, once) VALUES (?, ?, ?, ?, 1)"
+                "INSERT INTO jobs (key, kind, payload, due_at, once, seq) VALUES (?, ?, ?, ?, 1, ?)"
                 " ON CONFLICT (key) DO NOTHING",
-                (key, kind, orjson.dumps(payload), due),
+                (key, kind, orjson.dumps(payload), due, seq),
             )
             return
         keep = "MIN(jobs.due_at, excluded.due_at)" if keep_earlier else "excluded.due_at"
         await self._all(
-            "INSERT INTO jobs (key, kind, payload, due_at) VALUES (?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET"
-            " kind = excluded.kind, payload = excluded.payload, seq = jobs.seq + 1,"
+            "INSERT INTO jobs (key, kind, payload, due_at, seq) VALUES (?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET"
+            " kind = excluded.kind, payload = excluded.payload, seq = MAX(jobs.seq + 1, excluded.seq),"
             f" due_at = CASE WHEN jobs.status = 'pending' THEN {keep} ELSE excluded.due_at END,"
             # A parked coalesced job (say, a render that kept failing) comes back with the next change.
             " attempts = CASE WHEN jobs.status = 'parked' THEN 0 ELSE jobs.attempts END,"
             " status = CASE WHEN jobs.status = 'parked' THEN 'pending' ELSE jobs.status END",
-            (key, kind, orjson.dumps(payload), due),
+            (key, kind, orjson.dumps(payload), due, seq),
         )
 
     async def claim_jobs(self, owner: str, *, now: datetime, lease_seconds: float, limit: int) -> list[Job]:
