@@ -70,7 +70,7 @@ class SlackChat:
             client=self.client,
             signing_secret=settings.slack_signing_secret or "",
             request_verification_enabled=settings.slack_signing_secret is not None,
-            process_before_response=False,
+            process_before_response=True,  # the listeners only store the input and ack: no 10 ms ack polling
         )
         self._listen(self.app)
 
