@@ -107,7 +107,7 @@ async def test_the_feed_wants_the_right_token_for_the_right_repository(scenario:
     token = parse_qs(urlsplit(release.event_link).query)["token"][0]
     for params in (
         {"repo": REPO},
-        {"repo": REPO, "token": "x" + token[1:]},
+        {"repo": REPO, "token": ("y" if token[0] == "x" else "x") + token[1:]},  # one character off
         {"repo": "octo-org/other", "token": token},  # a token is good for its own repository only
         {"token": token},  # nor for every repository
     ):
