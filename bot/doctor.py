@@ -199,6 +199,52 @@ async def check_calendar(settings: Settings, report: Report) -> None:
         )
 
 
+async def check_chat(settings: Settings, report: Report) -> None:
+    """Slack's auth.test and Telegram's getMe and webhook, against what the settings say."""
+    if settings.slack_bot_token is not None:
+        from slack_sdk.errors import SlackApiError
+        from slack_sdk.web.async_client import AsyncWebClient
+
+        client = AsyncWebClient(token=settings.slack_bot_token, base_url=settings.slack_api_url)
+        try:
+            answer = await client.auth_test()
+            mode = "Socket Mode" if settings.slack_app_token else "events at PUBLIC_URL/slack/events"
+            report.ok(f"slack: bot {answer.get('user')} in workspace {answer.get('team')} ({mode})")
+        except SlackApiError as exc:
+            report.fail(f"slack: auth.test refused SLACK_BOT_TOKEN: {exc.response.get('error')}")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            report.fail(f"slack: {settings.slack_api_url} cannot be reached: {type(exc).__name__}")
+    if settings.telegram_bot_token is not None:
+        from telegram import Bot
+        from telegram.error import TelegramError
+
+        api = settings.telegram_api_url.rstrip("/")
+        bot = Bot(settings.telegram_bot_token, base_url=f"{api}/bot", base_file_url=f"{api}/file/bot")
+        try:
+            async with bot:  # getMe, and the client closed after
+                me = bot.bot
+                info = await bot.get_webhook_info()
+        except TelegramError as exc:
+            report.fail(f"telegram: getMe failed ({type(exc).__name__}): check TELEGRAM_BOT_TOKEN")
+            return
+        want = f"{(settings.public_url or '').rstrip('/')}/telegram/webhook"
+        if settings.telegram_webhook_secret is None:
+            if info.url:
+                report.fail(
+                    f"telegram: @{me.username} has a webhook ({info.url}) but no TELEGRAM_WEBHOOK_SECRET is set, "
+                    "so the bot polls and Telegram refuses it: run `python -m bot telegram setup`"
+                )
+            else:
+                report.ok(f"telegram: @{me.username}, polling for updates")
+        elif info.url != want:
+            report.fail(
+                f"telegram: @{me.username}'s webhook is {info.url or 'not set'}, not {want}: "
+                "run `python -m bot telegram setup`"
+            )
+        else:
+            report.ok(f"telegram: @{me.username}, webhook {want}")
+
+
 def _first_line(exc: BaseException) -> str:
     return (str(exc).splitlines() or [type(exc).__name__])[0][:200]
 
@@ -210,6 +256,7 @@ async def run_doctor(settings: Settings, out: TextIO = sys.stdout) -> int:
     await check_store(settings, report)
     await check_github(settings, report)
     await check_calendar(settings, report)
+    await check_chat(settings, report)
     verdict = "all good" if not report.failures else f"{report.failures} problem(s)"
     print(f"doctor: {verdict}, {report.warnings} warning(s)", file=out)
     return 1 if report.failures else 0

@@ -291,3 +291,28 @@ async def test_the_bot_starts_while_slack_and_telegram_are_unreachable(
     client = await aiohttp_client(make_app(settings, run_worker=True))
     response = await client.get("/healthz")
     assert response.status == 200
+
+
+async def test_doctor_checks_the_chat_tokens_and_the_telegram_webhook(
+    app_settings: Settings, fake_github: FakeGitHub, fake_slack: FakeSlack, fake_telegram: FakeTelegram
+) -> None:
+    import io
+
+    from bot.doctor import run_doctor
+
+    settings = chat_settings(app_settings, fake_slack, fake_telegram, fake_github.url).replace(
+        public_url="https://bot.example"
+    )
+    out = io.StringIO()
+    assert await run_doctor(settings, out) == 1
+    text = out.getvalue()
+    assert "[ ok ] slack: bot release-secretary in workspace" in text
+    assert "webhook is not set, not https://bot.example/telegram/webhook" in text
+    assert await _telegram_setup(settings) == 0
+    out = io.StringIO()
+    await run_doctor(settings, out)
+    assert "[ ok ] telegram: @release_secretary_bot, webhook https://bot.example/telegram/webhook" in out.getvalue()
+    bad = settings.replace(slack_bot_token="xoxb-wrong")
+    out = io.StringIO()
+    assert await run_doctor(bad, out) == 1
+    assert "slack: auth.test refused SLACK_BOT_TOKEN: invalid_auth" in out.getvalue()
