@@ -8,7 +8,9 @@ from typing import Final
 
 # The subset of markdown the bot's own replies use: `code`, **bold**, [text](url), and \-escapes.
 _TOKEN: Final = re.compile(
-    r"(?P<code>`[^`\n]+`)|\*\*(?P<bold>.+?)\*\*|\[(?P<label>[^\]\n]+)\]\((?P<url>https?://[^)\s\x00-\x1f\x7f]+)\)|\\(?P<esc>.)|"
+    # Bold and link labels may hold \-escaped text (escape_markdown's output): an escaped * or ] is text.
+    r"(?P<code>`[^`\n]+`)|\*\*(?P<bold>(?:\\.|[^\\])+?)\*\*|\[(?P<label>(?:\\.|[^\]\\\n])+)\]"
+    r"\((?P<url>https?://[^)\s\x00-\x1f\x7f]+)\)|\\(?P<esc>.)|"
     r"&amp;(?P<amp>)|(?P<zw>@\u200b)"
 )
 
