@@ -241,6 +241,23 @@ async def test_a_job_asked_again_after_it_finished_is_a_new_request(store: Store
     assert third.seq > second.seq
 
 
+async def test_every_release_change_is_in_the_change_feed_in_order(store: Store) -> None:
+    start = await store.last_event_id()
+    saved = await store.save_release(release(pr=31))
+    saved = await store.save_release(replace(saved, state=State.BLOCKED))
+    other = await store.append_event("pr", "o/r", {"repo": "o/r", "pr": 32})
+    events = await store.read_events(after=start)
+    assert [(e.topic, e.data.get("state"), e.data["pr"]) for e in events] == [
+        ("release", "scheduled", 31),
+        ("release", "blocked", 31),
+        ("pr", None, 32),
+    ]
+    assert [e.id for e in events] == sorted(e.id for e in events) and events[-1].id == other
+    assert await store.last_event_id() == other
+    assert await store.read_events(after=events[0].id, limit=1) == [events[1]]  # resumable after any id
+    assert events[0].subject == saved.repo and events[0].data["version"] == 1
+
+
 async def test_once_jobs_run_once_ever(store: Store) -> None:
     await store.schedule_job("reply:d1:0", "reply", {"text": "hi"}, due_at=T0, once=True)
     await store.schedule_job("reply:d1:0", "reply", {"text": "hi again"}, due_at=T0, once=True)

@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 from ..config import Settings
-from .base import Delivery, DeliveryStatus, Installation, JobSpec, NewDelivery, Store, VersionConflict
+from .base import (
+    Delivery,
+    DeliveryStatus,
+    Installation,
+    JobSpec,
+    NewDelivery,
+    Store,
+    StoredEvent,
+    VersionConflict,
+)
 
 __all__ = [
     "Delivery",
@@ -12,6 +21,7 @@ __all__ = [
     "JobSpec",
     "NewDelivery",
     "Store",
+    "StoredEvent",
     "VersionConflict",
     "make_store",
 ]

@@ -131,6 +131,17 @@ def job_seq() -> int:
     return time.time_ns() // 1000
 
 
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """One entry of the change feed: `topic` "release" or "pr", `subject` the repository it is about."""
+
+    id: int  # only grows: a reader resumes after the last id it saw
+    topic: str
+    subject: str
+    data: dict[str, Any]
+    at: datetime
+
+
 # recover_outbox leaves jobs younger than this to the save that wrote them (it is flushing them now).
 OUTBOX_RECOVERY_AGE = timedelta(seconds=10)
 
@@ -295,6 +306,16 @@ class Store(Protocol):
     async def put_secret(self, name: str, ciphertext: bytes, *, now: datetime) -> None: ...
 
     async def get_secret(self, name: str) -> bytes | None: ...
+
+    # The change feed: every change of a release is logged (by save_release, in the same step); other
+    # changes are appended. Read in id order, resumable after any id.
+    async def append_event(self, topic: str, subject: str, data: dict[str, Any]) -> int: ...
+
+    async def read_events(self, *, after: int, limit: int = 100) -> list[StoredEvent]: ...
+
+    async def last_event_id(self) -> int: ...
+
+    async def purge_events(self, *, before: datetime) -> int: ...
 
     async def delete_secret(self, name: str) -> bool:
         """Remove a secret for good; False when there was none."""

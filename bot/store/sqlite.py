@@ -29,6 +29,7 @@ from .base import (
     Job,
     JobSpec,
     NewDelivery,
+    StoredEvent,
     VersionConflict,
     calendar_event_from_doc,
     calendar_event_to_doc,
@@ -158,7 +159,32 @@ _MIGRATIONS: tuple[str, ...] = (
         UPDATE releases SET pending = NULL WHERE key = NEW.key;
     END;
     """,
+    # The change feed (the API's server-sent events): a release's change is logged in the same statement
+    # that saves it, so a reader resuming from an event id misses none. Ids only grow (AUTOINCREMENT).
+    """
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        topic TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        data TEXT NOT NULL,
+        at REAL NOT NULL DEFAULT (julianday('now'))
+    );
+    CREATE TRIGGER releases_event_insert AFTER INSERT ON releases
+    BEGIN
+        INSERT INTO events (topic, subject, data) VALUES ('release', NEW.repo, json_object(
+            'repo', NEW.repo, 'pr', NEW.pr, 'number', NEW.number, 'state', NEW.state, 'version', NEW.version));
+    END;
+    CREATE TRIGGER releases_event_update AFTER UPDATE OF version ON releases
+    BEGIN
+        INSERT INTO events (topic, subject, data) VALUES ('release', NEW.repo, json_object(
+            'repo', NEW.repo, 'pr', NEW.pr, 'number', NEW.number, 'state', NEW.state, 'version', NEW.version));
+    END;
+    """,
 )
+
+
+def _from_julian(day: float) -> datetime:
+    return datetime.fromtimestamp((day - 2440587.5) * 86400, UTC)
 
 
 def _prepare_file(path: Path) -> None:
@@ -785,6 +811,31 @@ class SqliteStore:
             (prefix, prefix + "\U0010ffff", limit),
         )
         return [(str(k), str(v)) for k, v in rows]
+
+    # The change feed.
+
+    async def append_event(self, topic: str, subject: str, data: dict[str, Any]) -> int:
+        rows = await self._all(
+            "INSERT INTO events (topic, subject, data) VALUES (?, ?, ?) RETURNING id",
+            (topic, subject, orjson.dumps(data)),
+        )
+        return int(rows[0][0])
+
+    async def read_events(self, *, after: int, limit: int = 100) -> list[StoredEvent]:
+        rows = await self._all(
+            "SELECT id, topic, subject, data, at FROM events WHERE id > ? ORDER BY id LIMIT ?", (after, limit)
+        )
+        return [
+            StoredEvent(int(i), str(t), str(s), orjson.loads(d), _from_julian(float(at))) for i, t, s, d, at in rows
+        ]
+
+    async def last_event_id(self) -> int:
+        (last,) = await self._one("SELECT COALESCE(MAX(id), 0) FROM events")
+        return int(last)
+
+    async def purge_events(self, *, before: datetime) -> int:
+        julian = before.timestamp() / 86400 + 2440587.5
+        return len(await self._all("DELETE FROM events WHERE at < ? RETURNING id", (julian,)))
 
     # Secrets.
 
