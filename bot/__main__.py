@@ -273,6 +273,49 @@ async def _google_service_account(settings: Settings, text: str | None) -> int:
     return 0
 
 
+async def _tokens(settings: Settings, args: argparse.Namespace) -> int:
+    from .api.tokens import ApiTokens, TokenError
+    from .context import utcnow
+    from .store import make_store
+
+    store = make_store(settings)
+    await store.open()
+    try:
+        tokens = ApiTokens(store, utcnow)
+        if args.tokens_command == "create":
+            try:
+                token, record = await tokens.create(
+                    name=args.name,
+                    login=args.login,
+                    repos=[r.strip() for r in args.repos.split(",") if r.strip()],
+                    scopes=[s.strip() for s in args.scopes.split(",") if s.strip()],
+                )
+            except TokenError as exc:
+                print(f"release-secretary: {exc}", file=sys.stderr)
+                return 2
+            print(f"token {record.id} ({record.name}): acts as @{record.login} on {', '.join(record.repos)}")
+            print(
+                f"scopes: {', '.join(record.scopes)}; shown once, stored hashed; revoke with: tokens revoke {record.id}"
+            )
+            print(token)
+        elif args.tokens_command == "list":
+            for record in await tokens.list():
+                state = f"revoked {record.revoked_at}" if record.revoked_at else "live"
+                print(
+                    f"{record.id}  {record.name}  @{record.login}  {','.join(record.repos)}  "
+                    f"{','.join(record.scopes)}  created {record.created_at}  {state}"
+                )
+        else:
+            revoked = await tokens.revoke(args.id)
+            if revoked is None:
+                print(f"no token {args.id}", file=sys.stderr)
+                return 1
+            print(f"token {revoked.id} ({revoked.name}) revoked")
+    finally:
+        await store.close()
+    return 0
+
+
 async def _telegram_setup(settings: Settings) -> int:
     if settings.telegram_bot_token is None:
         print("set TELEGRAM_BOT_TOKEN (from @BotFather) first", file=sys.stderr)
@@ -336,6 +379,16 @@ def build_parser() -> argparse.ArgumentParser:
     agent_sub.add_parser("rotate-key", help="a new signing key; the previous one stays published for tokens in flight")
     sessions = agent_sub.add_parser("sessions", help="the audit log of dev agent sessions, newest first (JSON lines)")
     sessions.add_argument("--limit", type=int, default=20)
+    tokens = sub.add_parser("tokens", help="API tokens for Micromanager and MCP clients: create, list, revoke")
+    tokens_sub = tokens.add_subparsers(dest="tokens_command", required=True)
+    create = tokens_sub.add_parser("create", help="a new token (printed once, on the last line; stored hashed)")
+    create.add_argument("--name", required=True, help="what the token is for, e.g. micromanager")
+    create.add_argument("--as", dest="login", required=True, help="the GitHub login the token acts as")
+    create.add_argument("--repos", required=True, help="owner/repo or owner/*, comma-separated")
+    create.add_argument("--scopes", default="read", help="read, write or read,write (default: read)")
+    tokens_sub.add_parser("list", help="the tokens (never the tokens themselves)")
+    revoke = tokens_sub.add_parser("revoke", help="revoke a token by its id (from `tokens list`)")
+    revoke.add_argument("id")
     telegram = sub.add_parser("telegram", help="Telegram: register the webhook and the command menu")
     telegram_sub = telegram.add_subparsers(dest="telegram_command", required=True)
     telegram_sub.add_parser(
@@ -378,6 +431,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_google_service_account(settings, text))
     elif args.command == "agent":
         return asyncio.run(_agent(settings, args))
+    elif args.command == "tokens":
+        return asyncio.run(_tokens(settings, args))
     elif args.command == "telegram":
         return asyncio.run(_telegram_setup(settings))
     elif args.command == "calendar-feed":

@@ -23,6 +23,12 @@ from handlers.routes import compose
 from .a2a.runner import DevAgents
 from .a2a.web import AGENTS
 from .a2a.web import add_routes as add_a2a_routes
+from .api.operations import Operations
+from .api.tokens import ApiTokens
+from .api.web import OPERATIONS as API_OPERATIONS
+from .api.web import PUBLIC_URL as API_PUBLIC_URL
+from .api.web import TOKENS as API_TOKENS
+from .api.web import add_routes as add_api_routes
 from .calendar.feed import AHEAD as FEED_AHEAD
 from .calendar.feed import ALL as ALL_SCOPE
 from .calendar.feed import PAST as FEED_PAST
@@ -244,6 +250,15 @@ verifies the PR, books a release window and keeps the thread up to date.</p>
 </body></html>"""
 
 
+def make_tracker(store: Store, service: ReleaseService) -> object | None:
+    """The PR tracker when this build has one (it refreshes a PR the store does not know yet)."""
+    try:
+        from .tracker import PullTracker
+    except ImportError:
+        return None
+    return PullTracker(store, service.read, service.clock)
+
+
 def make_app(
     settings: Settings,
     *,
@@ -262,6 +277,9 @@ def make_app(
     add_google_routes(app)
     add_a2a_routes(app)
     add_chat_routes(app)
+    add_api_routes(app)
+    if settings.public_url:
+        app[API_PUBLIC_URL] = settings.public_url
 
     async def store_ctx(app: web.Application) -> AsyncIterator[None]:
         owned = store is None
@@ -280,6 +298,15 @@ def make_app(
         async with aiohttp.ClientSession() as session:
             app[GITHUB] = GitHubApp(settings, session)
             yield
+
+    async def api_ctx(app: web.Application) -> AsyncIterator[None]:
+        """Micromanager's REST API: its operations over the store and the release service."""
+        service = ReleaseService(app[STORE], settings, clock)
+        app[API_TOKENS] = ApiTokens(app[STORE], clock)
+        app[API_OPERATIONS] = Operations(
+            app[STORE], service, app[GITHUB], clock, tracker=make_tracker(app[STORE], service)
+        )
+        yield
 
     async def chat_ctx(app: web.Application) -> AsyncIterator[None]:
         """Slack and Telegram intake (routes, Socket Mode, polling) and, with the worker, their delivery."""
@@ -309,6 +336,7 @@ def make_app(
 
     app.cleanup_ctx.append(store_ctx)
     app.cleanup_ctx.append(github_ctx)
+    app.cleanup_ctx.append(api_ctx)
     if settings.chat_configured:
         app.cleanup_ctx.append(chat_ctx)
     if run_worker:

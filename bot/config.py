@@ -78,6 +78,8 @@ class Settings:
     telegram_bot_token: str | None = field(default=None, repr=False)
     telegram_webhook_secret: str | None = field(default=None, repr=False)
     chat_edit_interval: float = 3.0  # at most one edit of a chat message per this many seconds
+    # MCP over streamable HTTP on its own port (None: off); stdio needs no port.
+    mcp_port: int | None = None
 
     @property
     def slack_configured(self) -> bool:
@@ -186,6 +188,7 @@ class Settings:
             telegram_bot_token=reader.text("TELEGRAM_BOT_TOKEN"),
             telegram_webhook_secret=reader.text("TELEGRAM_WEBHOOK_SECRET"),
             chat_edit_interval=reader.number("CHAT_EDIT_INTERVAL", 3.0),
+            mcp_port=reader.integer("MCP_PORT", None, minimum=1, maximum=65535),
         )
         _chat_problems(settings, reader.problems)
         if (settings.google_client_id is None) != (settings.google_client_secret is None):

@@ -370,6 +370,7 @@ class Reply:
     """A short answer to the person who acted (a PR comment reply, a chat reply)."""
 
     text: str
+    forbidden: bool = False  # a refusal for lack of permission (the API answers it 403)
 
 
 @dataclass(frozen=True, slots=True)
@@ -467,7 +468,7 @@ def _refuse_permission(event: EventBase, need: str, what: str) -> Decision | Non
     if permission_reaches(event.actor.permission, need):
         return None
     text = NEED_PERMISSION.format(login=event.actor.login, need=need, what=what, have=event.actor.permission or "none")
-    return Decision(None, (Reply(text),))
+    return Decision(None, (Reply(text, forbidden=True),))
 
 
 def plan_slot(event: ShipRequested, now: datetime) -> Slot | WhenError:

@@ -307,11 +307,14 @@ _LANE_LEASE_SECONDS = 60.0  # renewed every third of it while a booking decision
 _RECHECK = timedelta(minutes=5)  # a release blocked before its slot is checked again this often
 _DESCRIPTION_DELAY = timedelta(seconds=30)  # a description-only calendar change waits this long (a burst: one write)
 # Jobs the service runs itself (the effect executor runs the GitHub writes).
-SERVICE_JOBS = frozenset({"calendar", "tminus", "release", "merge", "deploy", "deploy-watch", "agent-rollback"})
+SERVICE_JOBS = frozenset(
+    {"calendar", "tminus", "release", "merge", "deploy", "deploy-watch", "agent-rollback", "agent-call"}
+)
 _LOCK_SECONDS = 3600.0  # the environment lock outlives any merge; a crashed holder's lapses
 _AGENT_LOG_EVERY = 1.0  # seconds between progress comment updates from a dev agent's lines
 _WAIT_RECHECK = timedelta(minutes=1)  # how often a release waiting for new commits' checks looks again
 _LOCK_RETRY = timedelta(minutes=1)
+_INSTALLATIONS_TTL = 60.0  # seconds the repository -> installation map is kept
 _LOCK_MARGIN = timedelta(minutes=30)  # the lock outlives the deploy timeout by this much
 _LOCK_PATIENCE = timedelta(minutes=15)  # how long a due release waits for the environment lock
 
@@ -337,6 +340,7 @@ class ReleaseService:
         # When each running agent session last updated its release, and its pending flush of lines.
         self._agent_rendered: dict[str, float] = {}
         self._agent_flushes: dict[str, asyncio.Task[None]] = {}
+        self._installations: tuple[float, dict[str, int], dict[str, int]] = (0.0, {}, {})
 
     @contextlib.asynccontextmanager
     async def lane_lock(self, name: str) -> AsyncIterator[None]:
@@ -370,6 +374,22 @@ class ReleaseService:
             renewing.cancel()
             await asyncio.gather(renewing, return_exceptions=True)
             await self.store.release_lease(name, owner)
+
+    async def installation_for(self, repo: str) -> int | None:
+        """The installation that covers `repo` (listed in it, or its account's for "all"); cached a minute."""
+        fetched, by_repo, by_owner = self._installations
+        if time.monotonic() - fetched > _INSTALLATIONS_TTL or repo.lower() not in by_repo:
+            by_repo, by_owner = {}, {}
+            for inst in await self.store.list_installations():
+                if inst.suspended:
+                    continue
+                for name in inst.repositories:
+                    by_repo[name.lower()] = inst.id
+                if inst.repository_selection == "all":
+                    by_owner[inst.account_login.lower()] = inst.id
+            self._installations = (time.monotonic(), by_repo, by_owner)
+        owner = repo.split("/", 1)[0].lower()
+        return by_repo.get(repo.lower()) or by_owner.get(owner)
 
     async def actor(self, gh: GitHubAPI, repo: str, login: str, *, is_bot: bool = False) -> Actor:
         return Actor(login=login, permission=await self.read.permission(gh, repo, login), is_bot=is_bot)
@@ -966,6 +986,8 @@ class ReleaseService:
                     await self.precheck_failed(ref, slot_start, f"{type(exc).__name__}: {exc}"[:200])
             case "agent-rollback":
                 await self.agent_rollback(gh, ref, job.payload)
+            case "agent-call":
+                await self.agent_call(job.payload)
             case "release" | "merge" | "deploy" | "deploy-watch":
                 try:
                     await self._release_step(job, gh, ref)
@@ -1444,6 +1466,28 @@ class ReleaseService:
             on_start=started,
             on_update=self.agent_update,
         )
+
+    async def agent_call(self, payload: dict[str, Any]) -> None:
+        """A skill asked for through the API or MCP (`call_dev_agent`): run once on the release's dev agent
+        (the agent checks its allowlist); its session, lines and outcome are read with the release."""
+        release = await self.release_for(payload["repo"], int(payload["pr"]), int(payload["number"]))
+        if release is None:
+            return
+        sha = release.merge_sha or release.head_sha
+        try:
+            await self._follow_agent(
+                release,
+                f"agent-call:{payload['call_id']}",
+                sha,
+                skill=payload["skill"],
+                playbook=payload["playbook"],
+                parameters=dict(payload["parameters"]),
+                requested_by=payload["requested_by"],
+            )
+        except AgentError as exc:
+            if exc.retry:
+                raise
+            log.warning("dev agent call %s refused: %s", payload["call_id"], exc)
 
     async def agent_rollback(self, gh: GitHubAPI, ref: PullRef, payload: dict[str, Any]) -> None:
         """`/ship rollback` on the dev agent: the rollback playbook with the release's parameters."""

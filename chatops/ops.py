@@ -10,7 +10,6 @@ subscriptions, status, and buttons. Inputs arrive as stored jobs (`chat-input`),
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Final
@@ -32,7 +31,6 @@ from .view import Action, render_view
 log = logging.getLogger(__name__)
 
 SUBSCRIBE_PERMISSION: Final = "write"
-_INSTALLATIONS_TTL: Final = 60.0
 STALE_BUTTON: Final = (
     "The release changed since that message was shown; it is being brought up to date. Press again if you "
     "still want to."
@@ -123,7 +121,6 @@ class ChatOps:
         self.links = links
         self.delivery = delivery
         self.clock = clock
-        self._installations: tuple[float, dict[str, int], dict[str, int]] = (0.0, {}, {})
 
     async def run_input(self, job: Job) -> str | None:
         """A stored chat input: a command's text (answered in the chat), or a button press (its answer is
@@ -307,20 +304,7 @@ class ChatOps:
         return await self.links.login_for(user) if self.links is not None else None
 
     async def installation_for(self, repo: str) -> int | None:
-        """The installation that covers `repo` (by its repositories, or its account for "all")."""
-        fetched, by_repo, by_owner = self._installations
-        if time.monotonic() - fetched > _INSTALLATIONS_TTL or repo.lower() not in by_repo:
-            by_repo, by_owner = {}, {}
-            for inst in await self.store.list_installations():
-                if inst.suspended:
-                    continue
-                for name in inst.repositories:
-                    by_repo[name.lower()] = inst.id
-                if inst.repository_selection == "all":
-                    by_owner[inst.account_login.lower()] = inst.id
-            self._installations = (time.monotonic(), by_repo, by_owner)
-        owner = repo.split("/", 1)[0].lower()
-        return by_repo.get(repo.lower()) or by_owner.get(owner)
+        return await self.service.installation_for(repo)
 
     def _client(self, installation: int) -> GitHubAPI:
         if self.github is None:
