@@ -341,7 +341,7 @@ async def _telegram_setup(settings: Settings) -> int:
 
 
 # Commands that read or write encrypted data: on SQLite they create the local key if it is missing.
-_KEYED_COMMANDS = ("serve", "web", "worker", "calendar-feed", "google-service-account", "agent")
+_KEYED_COMMANDS = ("serve", "web", "worker", "calendar-feed", "google-service-account", "agent", "mcp")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -379,6 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     agent_sub.add_parser("rotate-key", help="a new signing key; the previous one stays published for tokens in flight")
     sessions = agent_sub.add_parser("sessions", help="the audit log of dev agent sessions, newest first (JSON lines)")
     sessions.add_argument("--limit", type=int, default=20)
+    sub.add_parser("mcp", help="MCP over stdio for a local assistant, acting as the token in RELEASE_SECRETARY_TOKEN")
     tokens = sub.add_parser("tokens", help="API tokens for Micromanager and MCP clients: create, list, revoke")
     tokens_sub = tokens.add_subparsers(dest="tokens_command", required=True)
     create = tokens_sub.add_parser("create", help="a new token (printed once, on the last line; stored hashed)")
@@ -431,6 +432,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_google_service_account(settings, text))
     elif args.command == "agent":
         return asyncio.run(_agent(settings, args))
+    elif args.command == "mcp":
+        from .mcp import TOKEN_ENV, run_stdio
+
+        # stdout is the MCP stream; load_settings sent logging to stderr.
+        with contextlib.suppress(KeyboardInterrupt):
+            return _run(settings, run_stdio(settings, env.get(TOKEN_ENV))) or 0
+        return 0
     elif args.command == "tokens":
         return asyncio.run(_tokens(settings, args))
     elif args.command == "telegram":

@@ -41,6 +41,7 @@ from .github import GitHubApp
 from .secrets import SecretBox, Vault
 from .service import ReleaseService
 from .store import NewDelivery, Store, make_store
+from .tracker import PullTracker
 from .worker import Worker
 
 log = logging.getLogger(__name__)
@@ -250,12 +251,8 @@ verifies the PR, books a release window and keeps the thread up to date.</p>
 </body></html>"""
 
 
-def make_tracker(store: Store, service: ReleaseService) -> object | None:
-    """The PR tracker when this build has one (it refreshes a PR the store does not know yet)."""
-    try:
-        from .tracker import PullTracker
-    except ImportError:
-        return None
+def make_tracker(store: Store, service: ReleaseService) -> PullTracker:
+    """The PR tracker the API uses to read a PR the store does not know yet."""
     return PullTracker(store, service.read, service.clock)
 
 
@@ -308,6 +305,17 @@ def make_app(
         )
         yield
 
+    async def mcp_ctx(app: web.Application) -> AsyncIterator[None]:
+        """MCP over streamable HTTP on its own port (MCP_PORT), over the API's operations and tokens."""
+        from .mcp_http import serve_http  # uvicorn and the MCP SDK only when MCP_PORT is set
+
+        assert settings.mcp_port is not None
+        server = await serve_http(
+            settings, app[API_OPERATIONS], app[API_TOKENS], host=settings.host, port=settings.mcp_port
+        )
+        yield
+        await server.close()
+
     async def chat_ctx(app: web.Application) -> AsyncIterator[None]:
         """Slack and Telegram intake (routes, Socket Mode, polling) and, with the worker, their delivery."""
         service = ReleaseService(app[STORE], settings, clock)
@@ -337,6 +345,8 @@ def make_app(
     app.cleanup_ctx.append(store_ctx)
     app.cleanup_ctx.append(github_ctx)
     app.cleanup_ctx.append(api_ctx)
+    if settings.mcp_port is not None:
+        app.cleanup_ctx.append(mcp_ctx)
     if settings.chat_configured:
         app.cleanup_ctx.append(chat_ctx)
     if run_worker:

@@ -14,21 +14,19 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import gidgethub
 from gidgethub.abc import GitHubAPI
 
+from .. import prstate
 from ..github import GitHubApp
-from ..release import Decision, Reply, Source, permission_reaches
+from ..release import Decision, Reply, permission_reaches
 from ..release import Release as CoreRelease
 from ..service import PullRef, ReleaseService, job_payload
 from ..store import JobSpec, Store
 from . import models
 from .tokens import Caller
-
-if TYPE_CHECKING:
-    from .. import prstate
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +104,7 @@ class Operations:
             **summary.model_dump(),
             commits=[_commit(c) for c in pull.commits],
             reviews=[_review(r) for r in pull.reviews],
-            required_checks=[models.RequiredCheck(**item) for item in _prstate().required_verdict(pull, checks)],
+            required_checks=[models.RequiredCheck(**item) for item in prstate.required_verdict(pull, checks)],
             release=await self._release_model(latest) if latest else None,
         )
 
@@ -116,8 +114,8 @@ class Operations:
         self._read(caller)
         pull = await self._pull(caller, repo, number)
         checks = await self.store.get_sha_checks(pull.repo, pull.head_sha)
-        found = _prstate().changes_since(pull, checks, sha=since_sha, reviewer=reviewer)
-        if isinstance(found, _prstate().ChangesError):
+        found = prstate.changes_since(pull, checks, sha=since_sha, reviewer=reviewer)
+        if isinstance(found, prstate.ChangesError):
             raise ApiError(422, "Unprocessable Content", found.message)
         return models.Changes(
             repo=pull.repo,
@@ -207,8 +205,8 @@ class Operations:
             gh,
             ref,
             caller.login,
-            source=Source.API,
-            delivery=f"api:{caller.token_id}:{secrets.token_hex(8)}",
+            source=caller.via,
+            delivery=f"{caller.via}:{caller.token_id}:{secrets.token_hex(8)}",
             when=body.when,
             immediately=body.now,
             dry_run=body.dry_run,
@@ -236,8 +234,8 @@ class Operations:
             gh,
             ref,
             caller.login,
-            source=Source.API,
-            delivery=f"api:{caller.token_id}:{secrets.token_hex(8)}",
+            source=caller.via,
+            delivery=f"{caller.via}:{caller.token_id}:{secrets.token_hex(8)}",
             when=when,
             loaded=loaded,
             reply_to=_API_SILENT,
@@ -260,8 +258,8 @@ class Operations:
             gh,
             ref,
             caller.login,
-            source=Source.API,
-            delivery=f"api:{caller.token_id}:{secrets.token_hex(8)}",
+            source=caller.via,
+            delivery=f"{caller.via}:{caller.token_id}:{secrets.token_hex(8)}",
             reason=body.reason or "",
             reply_to=_API_SILENT,
         )
@@ -434,12 +432,6 @@ def _uncursor(cursor: str) -> str:
         return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (ValueError, UnicodeDecodeError):
         return ""
-
-
-def _prstate() -> Any:
-    from .. import prstate
-
-    return prstate
 
 
 def _pull_summary(pull: prstate.PullState, latest: CoreRelease | None) -> models.PullSummary:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Final
 
+from ..release import Source
 from ..store import Store
 
 PREFIX: Final = "rs_"
@@ -37,6 +38,7 @@ class Caller:
     login: str
     repos: tuple[str, ...]  # "owner/name" or "owner/*"
     scopes: tuple[str, ...]
+    via: Source = Source.API  # the surface it came through, for the audit trail (API or MCP)
 
     def sees(self, repo: str) -> bool:
         repo = repo.lower()
