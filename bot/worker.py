@@ -34,6 +34,7 @@ from .redelivery import sweep_failed_deliveries
 from .service import SERVICE_JOBS, ReleaseService
 from .store import Delivery, Store
 from .store.base import Job
+from .tracker import PullTracker
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,7 @@ class Worker:
         self.owner = owner or worker_id()
         self.service = ReleaseService(store, settings, clock)
         self.ctx = HandlerContext(store=store, settings=settings, clock=clock, service=self.service)
+        self.tracker = PullTracker(store, self.service.read, clock)
         self.executor = EffectExecutor(store, github, clock) if github is not None else None
         # Slack and Telegram: the web app's when it runs in this process, else the worker's own.
         self._own_chat = chat is None and settings.chat_configured
@@ -415,25 +417,48 @@ class Worker:
         self._reconciling = asyncio.create_task(self.reconcile())
 
     async def reconcile(self) -> dict[str, int]:
-        """One pass over the active releases; how many of each kind of change it caught."""
+        """One pass over the active releases, then over the PR records webhooks left stale; how many of
+        each kind of change it caught."""
         assert self.github is not None
         seconds = max(self.settings.reconcile_interval, 60.0)
         if not await self.store.acquire_lease("reconcile", self.owner, now=self.clock(), seconds=seconds):
             return {}
         found: dict[str, int] = {}
-        for release in await self.store.find_releases(active_only=True, limit=10_000):
+        releases = await self.store.find_releases(active_only=True, limit=10_000)
+        for release in releases:
             try:
                 gh = self.github.installation_client(release.installation_id)
                 what = await self.service.reconcile(gh, release)
-                gh.settle()  # handled: the probes' new ETags may be trusted now
+                # The PR's record probes the same URLs: their ETags are settled once both have seen them.
+                if await self._reconcile_pull(gh, release.repo, release.pr, release.installation_id):
+                    gh.settle()  # handled: the probes' new ETags may be trusted now
             except Exception as exc:  # noqa: BLE001 - one PR's trouble must not stop the pass
                 log.warning("reconciling %s failed: %s", release.key, describe_error(exc))
                 continue
             if what:
                 found[what] = found.get(what, 0) + 1
+        try:
+            swept = await self.tracker.sweep(
+                self.github.installation_client,
+                skip=[(release.repo, release.pr) for release in releases],
+                stale_after=timedelta(seconds=self.settings.reconcile_interval),
+            )
+        except Exception as exc:  # noqa: BLE001 - the next sweep tries again
+            log.warning("sweeping PR records failed: %s", describe_error(exc))
+        else:
+            log.debug("PR records swept", extra=swept)
         if found:
             log.info("reconcile sweep caught what webhooks missed", extra={"found": found})
         return found
+
+    async def _reconcile_pull(self, gh: GitHubAPI, repo: str, pr: int, installation_id: int) -> bool:
+        """The PR's record against GitHub; False when that failed (the probes must then not be settled)."""
+        try:
+            await self.tracker.reconcile(gh, repo, pr, installation_id)
+        except Exception as exc:  # noqa: BLE001 - the release's reconcile happened; the next sweep retries this
+            log.warning("reconciling the record of %s#%d failed: %s", repo, pr, describe_error(exc))
+            return False
+        return True
 
     def _maybe_watch_calendars(self) -> None:
         """Now and then, look at booked Google events for moves and deletions (in the background)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from gidgethub import routing
 
-from . import checks, deploys, installation, pull_request, ship_command
+from . import checks, deploys, installation, pr_state, pull_request, ship_command
 
 ROUTERS: tuple[routing.Router, ...] = (
     installation.router,
@@ -12,6 +12,7 @@ ROUTERS: tuple[routing.Router, ...] = (
     ship_command.router,
     checks.router,
     deploys.router,
+    pr_state.router,
 )
 
 # GitHub sends these to every App whatever it subscribes to; they never appear in default_events.

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from bot.prstate import CheckRunInfo, CommitInfo, PullState, ShaChecks, StatusInfo
 from bot.release import Release, State
 from bot.secrets import SecretBox, generate_key
 from bot.store import DeliveryStatus, Installation, JobSpec, NewDelivery, Store, VersionConflict
@@ -527,3 +528,177 @@ async def test_sqlite_checkpoints_the_wal_in_the_background(tmp_path: Path) -> N
         await store.close()
     assert autocheckpoint == 0
     assert started_over  # without the background checkpoint the WAL would only grow
+
+
+# What the bot knows of each PR.
+
+
+def pull_state(repo: str = "octo-org/widgets", number: int = 7, **changes: object) -> PullState:
+    fields: dict[str, object] = {
+        "repo": repo,
+        "number": number,
+        "installation_id": 42,
+        "title": f"PR {number}",
+        "author": "alice",
+        "state": "open",
+        "draft": False,
+        "base": "main",
+        "head_sha": f"{number:040x}",
+        "labels": (),
+        "commits": (CommitInfo(f"{number:040x}", "Add widgets", "alice", T0),),
+        "reviews": (),
+        "label_events": (),
+        "required_checks": ("ci/build",),
+        "created_at": T0,
+        "updated_at": T0,
+        "synced_at": T0,
+    }
+    fields.update(changes)
+    return PullState(**fields)  # type: ignore[arg-type]
+
+
+async def test_pr_records_are_versioned_and_every_change_is_in_the_feed(store: Store) -> None:
+    assert await store.get_pull_state("octo-org/widgets", 7) is None
+    first = await store.save_pull_state(pull_state(labels=("Ready for Prod",)))
+    assert first.version == 1
+    assert await store.get_pull_state("octo-org/widgets", 7) == first
+    assert await store.get_pull_state("Octo-Org/Widgets", 7) == first  # names compare as GitHub's do
+    with pytest.raises(VersionConflict):
+        await store.save_pull_state(pull_state())  # a second insert
+    moved = await store.save_pull_state(replace(first, head_sha="b" * 40, synced_at=T0 + timedelta(minutes=1)))
+    with pytest.raises(VersionConflict):
+        await store.save_pull_state(replace(first, title="stale"))
+    # Only synced_at moved: the record is confirmed, the version bumps, the feed hears nothing.
+    confirmed = await store.save_pull_state(replace(moved, synced_at=T0 + timedelta(minutes=2)))
+    merged = await store.save_pull_state(replace(confirmed, state="merged"))
+    assert (moved.version, confirmed.version, merged.version) == (2, 3, 4)
+    assert await store.get_pull_state("octo-org/widgets", 7) == merged
+    events = [e for e in await store.read_events(after=0) if e.topic == "pr"]
+    assert [(e.subject, e.data) for e in events] == [
+        (
+            "octo-org/widgets",
+            {"repo": "octo-org/widgets", "pr": 7, "state": "open", "head_sha": f"{7:040x}", "version": 1},
+        ),
+        (
+            "octo-org/widgets",
+            {"repo": "octo-org/widgets", "pr": 7, "state": "open", "head_sha": "b" * 40, "version": 2},
+        ),
+        (
+            "octo-org/widgets",
+            {"repo": "octo-org/widgets", "pr": 7, "state": "merged", "head_sha": "b" * 40, "version": 4},
+        ),
+    ]
+
+
+PR_REPOS = ("acme/api", "octo-org/gadgets", "octo-org/widgets", "octo-orgx/tools")
+
+
+async def _arrange_pulls(store: Store) -> list[PullState]:
+    saved = []
+    for i, repo in enumerate(PR_REPOS):
+        for number in range(1, 8 + i):
+            labels = ("Ready for Prod",) if number % 3 == 0 else ("bug", "needs-QA") if number % 3 == 1 else ()
+            state = "closed" if number == 2 else "open"
+            saved.append(await store.save_pull_state(pull_state(repo, number, labels=labels, state=state)))
+    return saved
+
+
+async def _walk(store: Store, *, limit: int, **filters: object) -> list[tuple[str, int]]:
+    seen: list[tuple[str, int]] = []
+    after: str | None = None
+    for _ in range(100):
+        page, after = await store.list_pull_states(after=after, limit=limit, **filters)  # type: ignore[arg-type]
+        assert len(page) <= limit
+        seen += [(p.repo, p.number) for p in page]
+        if after is None:
+            return seen
+        assert page, "a cursor after an empty page"
+    raise AssertionError("the pages never ended")
+
+
+async def test_pr_records_are_listed_in_pages_with_no_duplicates_or_gaps(store: Store) -> None:
+    saved = await _arrange_pulls(store)
+    everything = sorted(((p.repo, p.number) for p in saved), key=lambda k: (k[0], -k[1]))
+    for limit in (1, 4, 7, len(saved), 100):
+        assert await _walk(store, limit=limit) == everything
+    page, after = await store.list_pull_states(limit=len(saved))
+    assert len(page) == len(saved) and after is None
+    assert page[0] == saved[[(p.repo, p.number) for p in saved].index(everything[0])]
+
+
+@pytest.mark.parametrize(
+    ("filters", "expected"),
+    [
+        ({"repos": ["octo-org/*"]}, lambda r, n, s, labels: r.startswith("octo-org/")),
+        ({"repos": ["OCTO-ORG/Widgets", "acme/api"]}, lambda r, n, s, labels: r in ("octo-org/widgets", "acme/api")),
+        ({"repos": ["acme/*", "octo-orgx/tools"]}, lambda r, n, s, labels: r in ("acme/api", "octo-orgx/tools")),
+        ({"state": "closed"}, lambda r, n, s, labels: s == "closed"),
+        ({"label": "needs-qa"}, lambda r, n, s, labels: "needs-QA" in labels),
+        (
+            {"label": "READY FOR PROD", "repos": ["octo-org/*"], "state": "open"},
+            lambda r, n, s, labels: r.startswith("octo-org/") and "Ready for Prod" in labels and s == "open",
+        ),
+        ({"head_sha": f"{5:040x}", "repos": ["acme/api"]}, lambda r, n, s, labels: r == "acme/api" and n == 5),
+        ({"repos": ["nobody/*"]}, lambda r, n, s, labels: False),
+    ],
+)
+async def test_pr_records_are_filtered_by_repo_pattern_state_label_and_head(
+    store: Store, filters: dict[str, object], expected: Callable[[str, int, str, tuple[str, ...]], bool]
+) -> None:
+    saved = await _arrange_pulls(store)
+    wanted = [(p.repo, p.number) for p in saved if expected(p.repo, p.number, p.state, p.labels)]
+    assert await _walk(store, limit=3, **filters) == sorted(wanted, key=lambda k: (k[0], -k[1]))
+
+
+async def test_the_label_filter_follows_the_labels_a_pr_carries_now(store: Store) -> None:
+    pull = await store.save_pull_state(pull_state(labels=("Ready for Prod",)))
+    assert [p.number for p in (await store.list_pull_states(label="ready for prod"))[0]] == [7]
+    await store.save_pull_state(replace(pull, labels=("held",)))
+    assert (await store.list_pull_states(label="ready for prod"))[0] == []
+    assert [p.number for p in (await store.list_pull_states(label="HELD"))[0]] == [7]
+
+
+@pytest.mark.parametrize("repos", [["widgets"], ["*"], ["*/widgets"], ["octo-org/wid*"], ["a/b/c"]])
+async def test_a_repo_pattern_is_a_name_or_a_whole_owner(store: Store, repos: list[str]) -> None:
+    with pytest.raises(ValueError, match="give owner/name or owner/"):
+        await store.list_pull_states(repos=repos)
+
+
+async def test_a_cursor_the_list_never_returned_is_refused(store: Store) -> None:
+    with pytest.raises(ValueError, match="not a cursor"):
+        await store.list_pull_states(after="not-a-cursor")
+
+
+async def test_sha_checks_last_write_wins(store: Store) -> None:
+    assert await store.get_sha_checks("octo-org/widgets", "a" * 40) is None
+    run = CheckRunInfo(1, "ci/build", "in_progress", None, "github-actions", None, T0, None)
+    first = ShaChecks("octo-org/widgets", "a" * 40, (run,), (), T0)
+    await store.save_sha_checks(first)
+    assert await store.get_sha_checks("Octo-Org/Widgets", "a" * 40) == first
+    status = StatusInfo("lint", "success", "fine", "https://lint.example/1", T0, id=3)
+    done = replace(run, status="completed", conclusion="success", completed_at=T0)
+    second = ShaChecks("octo-org/widgets", "a" * 40, (done,), (status,), T0 + timedelta(minutes=1))
+    await store.save_sha_checks(second)
+    assert await store.get_sha_checks("octo-org/widgets", "a" * 40) == second
+    assert await store.get_sha_checks("octo-org/widgets", "b" * 40) is None
+
+
+async def test_sqlite_lists_a_thousand_prs_by_label_from_its_indexes(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "many.db")
+    await store.open()
+    try:
+        for number in range(1, 1001):
+            labels = ("Ready for Prod",) if number % 10 == 0 else ()
+            await store.save_pull_state(pull_state("octo-org/widgets", number, labels=labels))
+        pages = await _walk(store, limit=50, label="ready for prod", repos=["octo-org/*"], state="open")
+        assert pages == [("octo-org/widgets", n) for n in range(1000, 0, -10)]
+        plan = await store.db.execute_fetchall(
+            "EXPLAIN QUERY PLAN SELECT p.version, p.doc FROM pull_states p WHERE p.state = ? AND EXISTS"
+            " (SELECT 1 FROM pull_state_labels l WHERE l.label = ? AND l.repo = p.repo AND l.number = p.number)"
+            " ORDER BY p.repo, p.number DESC LIMIT 51",
+            ("open", "ready for prod"),
+        )
+        details = " | ".join(str(row[3]) for row in plan)
+        assert "USING" in details and "TEMP B-TREE" not in details, details
+    finally:
+        await store.close()

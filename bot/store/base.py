@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import enum
+import hashlib
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -10,11 +13,15 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 import lz4.block
+import orjson
+
+from ..prstate import pull_state_to_doc
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from ..calendar import CalendarEvent
+    from ..prstate import PullState, ShaChecks
     from ..release import PullRecord, Release
 
 
@@ -320,6 +327,34 @@ class Store(Protocol):
     async def delete_secret(self, name: str) -> bool:
         """Remove a secret for good; False when there was none."""
 
+    # What the bot knows of each PR (bot.prstate), and the latest checks of each commit.
+    async def get_pull_state(self, repo: str, number: int) -> PullState | None: ...
+
+    async def save_pull_state(self, state: PullState) -> PullState:
+        """Insert (version 0) or update (the version must match, else VersionConflict); returns it with
+        version + 1. A save that changes anything but synced_at logs a "pr" entry in the change feed
+        (subject the repo; data repo, pr, state, head_sha, version) in the same step."""
+
+    async def list_pull_states(
+        self,
+        *,
+        repos: Sequence[str] = (),
+        state: str | None = None,
+        label: str | None = None,
+        head_sha: str | None = None,
+        after: str | None = None,
+        limit: int = 50,
+    ) -> tuple[list[PullState], str | None]:
+        """One page of PRs ordered by (repo, number descending), and the cursor of the next page (None:
+        the last one). `repos`: exact "owner/name" or "owner/*" (empty: every repo; ValueError for other
+        patterns); `label`: PRs carrying it now (any case); `after`: the cursor a previous page returned
+        (ValueError when it is not one). Names compare without regard to case, as on GitHub."""
+
+    async def get_sha_checks(self, repo: str, sha: str) -> ShaChecks | None: ...
+
+    async def save_sha_checks(self, checks: ShaChecks) -> None:
+        """Last write wins."""
+
 
 def installation_to_doc(inst: Installation) -> dict[str, Any]:
     return {
@@ -430,3 +465,62 @@ def calendar_event_from_doc(doc: dict[str, Any]) -> CalendarEvent:
         link=doc.get("link"),
         updated=datetime.fromisoformat(doc["updated"]) if doc.get("updated") else None,
     )
+
+
+def pull_state_digest(state: PullState) -> str:
+    """What a PR record says, bar when it was last synced: a save that only confirms it logs no event."""
+    doc = pull_state_to_doc(state)
+    del doc["synced_at"]
+    return hashlib.blake2b(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS), digest_size=16).hexdigest()
+
+
+def pull_event_data(state: PullState, version: int) -> dict[str, Any]:
+    """The change feed's entry for a PR (SQLite's triggers write the same fields)."""
+    return {
+        "repo": state.repo,
+        "pr": state.number,
+        "state": state.state,
+        "head_sha": state.head_sha,
+        "version": version,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class RepoFilter:
+    """`repos` of list_pull_states: exact names and whole owners, all lower case."""
+
+    names: tuple[str, ...]
+    owners: tuple[str, ...]
+
+    @property
+    def everything(self) -> bool:
+        return not self.names and not self.owners
+
+
+def repo_filter(repos: Sequence[str]) -> RepoFilter:
+    names: list[str] = []
+    owners: list[str] = []
+    for pattern in repos:
+        owner, slash, name = pattern.strip().partition("/")
+        if not slash or not owner or not name or "*" in owner or "/" in name or ("*" in name and name != "*"):
+            raise ValueError(f"{pattern!r} is not a repository: give owner/name or owner/*")
+        if name == "*":
+            owners.append(owner.lower())
+        else:
+            names.append(f"{owner}/{name}".lower())
+    return RepoFilter(tuple(names), tuple(owners))
+
+
+def encode_cursor(repo: str, number: int) -> str:
+    """The opaque cursor after the PR (repo, number) in list_pull_states' order."""
+    return base64.urlsafe_b64encode(orjson.dumps([repo, number])).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[str, int]:
+    try:
+        repo, number = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (binascii.Error, orjson.JSONDecodeError, ValueError, TypeError):
+        raise ValueError(f"{cursor!r} is not a cursor this list returned") from None
+    if not isinstance(repo, str) or not isinstance(number, int):
+        raise ValueError(f"{cursor!r} is not a cursor this list returned")
+    return repo, number

@@ -15,6 +15,15 @@ from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from ..calendar import CalendarEvent
+from ..prstate import (
+    PullState,
+    ShaChecks,
+    labels_index,
+    pull_state_from_doc,
+    pull_state_to_doc,
+    sha_checks_from_doc,
+    sha_checks_to_doc,
+)
 from ..release import PullRecord, Release, release_from_doc, release_to_doc
 from .base import (
     OUTBOX_RECOVERY_AGE,
@@ -29,12 +38,17 @@ from .base import (
     calendar_event_from_doc,
     calendar_event_to_doc,
     compress_body,
+    decode_cursor,
     decompress_body,
+    encode_cursor,
     installation_from_doc,
     installation_to_doc,
     job_seq,
+    pull_event_data,
     pull_record_from_doc,
     pull_record_to_doc,
+    pull_state_digest,
+    repo_filter,
 )
 
 
@@ -70,6 +84,13 @@ class MongoStore:
         await db.jobs.create_index([("status", ASCENDING), ("due_at", ASCENDING)])
         await db.calendar_events.create_index([("calendar", ASCENDING), ("start", ASCENDING)])
         await db.calendar_events.create_index([("start", ASCENDING)])
+        # PR records: `repo_key` is the repo in lower case (names compare as GitHub's do), `labels` the
+        # case-folded labels it carries now (a multikey index).
+        await db.pull_states.create_index([("repo_key", ASCENDING), ("number", DESCENDING)])
+        await db.pull_states.create_index([("state", ASCENDING), ("repo_key", ASCENDING), ("number", DESCENDING)])
+        await db.pull_states.create_index([("labels", ASCENDING), ("repo_key", ASCENDING), ("number", DESCENDING)])
+        await db.pull_states.create_index([("head_sha", ASCENDING)])
+        await db.pull_states.create_index([("updated_at", ASCENDING)])
 
     async def close(self) -> None:
         if self._client is not None:
@@ -82,7 +103,7 @@ class MongoStore:
     async def drop_everything(self) -> None:
         """For the contract tests: a clean database."""
         collections = ("deliveries", "installations", "secrets", "leases", "kv", "releases", "pulls", "jobs")
-        for name in (*collections, "calendar_events"):
+        for name in (*collections, "calendar_events", "events", "counters", "pull_states", "sha_checks"):
             await self._db[name].drop()
         await self.open()
 
@@ -316,6 +337,101 @@ class MongoStore:
         if not ok:
             raise VersionConflict(f"pull record {key} changed")
         return replace(record, version=record.version + 1)
+
+    # What the bot knows of each PR.
+
+    async def get_pull_state(self, repo: str, number: int) -> PullState | None:
+        doc = await self._db.pull_states.find_one({"_id": _pull_key(repo, number)})
+        return None if doc is None else pull_state_from_doc(doc["doc"], doc["version"])
+
+    async def save_pull_state(self, state: PullState) -> PullState:
+        new_version = state.version + 1
+        digest = pull_state_digest(state)
+        fields = {
+            "repo": state.repo,
+            "repo_key": state.repo.lower(),
+            "number": state.number,
+            "state": state.state,
+            "head_sha": state.head_sha,
+            "updated_at": state.updated_at,
+            "labels": labels_index(state.labels),
+            "digest": digest,
+            "version": new_version,
+            "doc": pull_state_to_doc(state),
+        }
+        key = _pull_key(state.repo, state.number)
+        if state.version == 0:
+            try:
+                await self._db.pull_states.insert_one({"_id": key, **fields})
+            except DuplicateKeyError:
+                raise VersionConflict(f"PR record {key} already exists") from None
+            changed = True
+        else:
+            fields.pop("repo")  # the first spelling stays, as in SQLite
+            before = await self._db.pull_states.find_one_and_update(
+                {"_id": key, "version": state.version},
+                {"$set": fields},
+                projection={"digest": 1},
+                return_document=ReturnDocument.BEFORE,
+            )
+            if before is None:
+                raise VersionConflict(f"PR record {key} changed since version {state.version}")
+            changed = before.get("digest") != digest
+        # Logged after the save (MongoDB has no trigger), as for releases.
+        if changed:
+            await self.append_event("pr", state.repo, pull_event_data(state, new_version))
+        return replace(state, version=new_version)
+
+    async def list_pull_states(
+        self,
+        *,
+        repos: Sequence[str] = (),
+        state: str | None = None,
+        label: str | None = None,
+        head_sha: str | None = None,
+        after: str | None = None,
+        limit: int = 50,
+    ) -> tuple[list[PullState], str | None]:
+        wanted = repo_filter(repos)
+        clauses: list[dict[str, Any]] = []
+        if not wanted.everything:
+            either: list[dict[str, Any]] = [{"repo_key": {"$in": list(wanted.names)}}] if wanted.names else []
+            # Anchored and escaped: a literal prefix, which the repo_key index serves.
+            either += [{"repo_key": {"$regex": "^" + re.escape(owner + "/")}} for owner in wanted.owners]
+            clauses.append({"$or": either})
+        if state is not None:
+            clauses.append({"state": state})
+        if head_sha is not None:
+            clauses.append({"head_sha": head_sha})
+        if label is not None:
+            clauses.append({"labels": labels_index([label])[0]})
+        if after is not None:
+            last_repo, last_number = decode_cursor(after)
+            last_key = last_repo.lower()
+            clauses.append(
+                {"$or": [{"repo_key": {"$gt": last_key}}, {"repo_key": last_key, "number": {"$lt": last_number}}]}
+            )
+        query = {"$and": clauses} if clauses else {}
+        size = max(limit, 0)
+        cursor = (
+            self._db.pull_states.find(query).sort([("repo_key", ASCENDING), ("number", DESCENDING)]).limit(size + 1)
+        )
+        docs = [doc async for doc in cursor]
+        page = [pull_state_from_doc(doc["doc"], doc["version"]) for doc in docs[:size]]
+        if len(docs) > size and page:
+            return page, encode_cursor(page[-1].repo, page[-1].number)
+        return page, None
+
+    async def get_sha_checks(self, repo: str, sha: str) -> ShaChecks | None:
+        doc = await self._db.sha_checks.find_one({"_id": f"{repo.lower()}@{sha}"})
+        return None if doc is None else sha_checks_from_doc(doc["doc"])
+
+    async def save_sha_checks(self, checks: ShaChecks) -> None:
+        await self._db.sha_checks.update_one(
+            {"_id": f"{checks.repo.lower()}@{checks.sha}"},
+            {"$set": {"synced_at": checks.synced_at, "doc": sha_checks_to_doc(checks)}},
+            upsert=True,
+        )
 
     # Jobs.
 
@@ -619,6 +735,10 @@ def _job(doc: dict[str, Any]) -> Job:
         lease_owner=doc.get("lease_owner"),
         last_error=doc.get("last_error"),
     )
+
+
+def _pull_key(repo: str, number: int) -> str:
+    return f"{repo.lower()}#{number}"
 
 
 def _aware(value: datetime | None) -> datetime | None:

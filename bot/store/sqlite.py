@@ -20,6 +20,15 @@ import aiosqlite
 import orjson
 
 from ..calendar import CalendarEvent
+from ..prstate import (
+    PullState,
+    ShaChecks,
+    labels_index,
+    pull_state_from_doc,
+    pull_state_to_doc,
+    sha_checks_from_doc,
+    sha_checks_to_doc,
+)
 from ..release import PullRecord, Release, release_from_doc, release_to_doc
 from .base import (
     OUTBOX_RECOVERY_AGE,
@@ -34,12 +43,16 @@ from .base import (
     calendar_event_from_doc,
     calendar_event_to_doc,
     compress_body,
+    decode_cursor,
     decompress_body,
+    encode_cursor,
     installation_from_doc,
     installation_to_doc,
     job_seq,
     pull_record_from_doc,
     pull_record_to_doc,
+    pull_state_digest,
+    repo_filter,
 )
 
 log = logging.getLogger(__name__)
@@ -179,6 +192,62 @@ _MIGRATIONS: tuple[str, ...] = (
         INSERT INTO events (topic, subject, data) VALUES ('release', NEW.repo, json_object(
             'repo', NEW.repo, 'pr', NEW.pr, 'number', NEW.number, 'state', NEW.state, 'version', NEW.version));
     END;
+    """,
+    # What the bot knows of each PR (bot.prstate): the document, with the columns lists filter on. Names
+    # compare as GitHub's do, without regard to case. The labels a PR carries now (case-folded, a JSON
+    # array) are kept in an index table by triggers; a change (anything but synced_at: `digest`) is logged
+    # in the change feed in the same statement, like a release's.
+    """
+    CREATE TABLE pull_states (
+        repo TEXT NOT NULL COLLATE NOCASE,
+        number INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        head_sha TEXT NOT NULL,
+        updated_at REAL,
+        labels TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        doc TEXT NOT NULL,
+        PRIMARY KEY (repo, number)
+    );
+    CREATE INDEX pull_states_list ON pull_states (repo, number DESC);
+    CREATE INDEX pull_states_by_state ON pull_states (state, repo, number DESC);
+    CREATE INDEX pull_states_by_updated ON pull_states (updated_at);
+    CREATE INDEX pull_states_by_head ON pull_states (head_sha);
+    CREATE TABLE pull_state_labels (
+        label TEXT NOT NULL,
+        repo TEXT NOT NULL COLLATE NOCASE,
+        number INTEGER NOT NULL,
+        PRIMARY KEY (label, repo, number)
+    ) WITHOUT ROWID;
+    CREATE TRIGGER pull_states_labels_insert AFTER INSERT ON pull_states
+    BEGIN
+        INSERT OR IGNORE INTO pull_state_labels (label, repo, number)
+            SELECT value, NEW.repo, NEW.number FROM json_each(NEW.labels);
+    END;
+    CREATE TRIGGER pull_states_labels_update AFTER UPDATE OF version ON pull_states WHEN OLD.labels IS NOT NEW.labels
+    BEGIN
+        DELETE FROM pull_state_labels WHERE repo = NEW.repo AND number = NEW.number;
+        INSERT OR IGNORE INTO pull_state_labels (label, repo, number)
+            SELECT value, NEW.repo, NEW.number FROM json_each(NEW.labels);
+    END;
+    CREATE TRIGGER pull_states_event_insert AFTER INSERT ON pull_states
+    BEGIN
+        INSERT INTO events (topic, subject, data) VALUES ('pr', NEW.repo, json_object(
+            'repo', NEW.repo, 'pr', NEW.number, 'state', NEW.state, 'head_sha', NEW.head_sha, 'version', NEW.version));
+    END;
+    CREATE TRIGGER pull_states_event_update AFTER UPDATE OF version ON pull_states WHEN OLD.digest IS NOT NEW.digest
+    BEGIN
+        INSERT INTO events (topic, subject, data) VALUES ('pr', NEW.repo, json_object(
+            'repo', NEW.repo, 'pr', NEW.number, 'state', NEW.state, 'head_sha', NEW.head_sha, 'version', NEW.version));
+    END;
+    CREATE TABLE sha_checks (
+        repo TEXT NOT NULL COLLATE NOCASE,
+        sha TEXT NOT NULL,
+        synced_at REAL NOT NULL,
+        doc TEXT NOT NULL,
+        PRIMARY KEY (repo, sha)
+    );
     """,
 )
 
@@ -598,6 +667,102 @@ class SqliteStore:
         if not rows:
             raise VersionConflict(f"pull record {record.repo}#{record.pr} changed")
         return replace(record, version=record.version + 1)
+
+    # What the bot knows of each PR.
+
+    async def get_pull_state(self, repo: str, number: int) -> PullState | None:
+        row = await self._one("SELECT version, doc FROM pull_states WHERE repo = ? AND number = ?", (repo, number))
+        return None if row is None else pull_state_from_doc(orjson.loads(row[1]), row[0])
+
+    async def save_pull_state(self, state: PullState) -> PullState:
+        doc = orjson.dumps(pull_state_to_doc(state))
+        labels = orjson.dumps(labels_index(state.labels)).decode()
+        updated = _ts(state.updated_at) if state.updated_at else None
+        digest = pull_state_digest(state)
+        new_version = state.version + 1
+        if state.version == 0:
+            rows = await self._all(
+                "INSERT INTO pull_states (repo, number, state, head_sha, updated_at, labels, digest, version, doc)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?) ON CONFLICT (repo, number) DO NOTHING RETURNING number",
+                (state.repo, state.number, state.state, state.head_sha, updated, labels, digest, doc),
+            )
+        else:
+            rows = await self._all(
+                "UPDATE pull_states SET state = ?, head_sha = ?, updated_at = ?, labels = ?, digest = ?, version = ?,"
+                " doc = ? WHERE repo = ? AND number = ? AND version = ? RETURNING number",
+                (
+                    state.state,
+                    state.head_sha,
+                    updated,
+                    labels,
+                    digest,
+                    new_version,
+                    doc,
+                    state.repo,
+                    state.number,
+                    state.version,
+                ),
+            )
+        if not rows:
+            raise VersionConflict(f"PR record {state.repo}#{state.number} changed since version {state.version}")
+        return replace(state, version=new_version)
+
+    async def list_pull_states(
+        self,
+        *,
+        repos: Sequence[str] = (),
+        state: str | None = None,
+        label: str | None = None,
+        head_sha: str | None = None,
+        after: str | None = None,
+        limit: int = 50,
+    ) -> tuple[list[PullState], str | None]:
+        wanted = repo_filter(repos)
+        clauses: list[str] = []
+        params: list[Any] = []
+        if not wanted.everything:
+            # Owner "o/*": the names from "o/" up to "o0" ("0" follows "/"), a range on the index.
+            either = ["p.repo = ?"] * len(wanted.names) + ["(p.repo >= ? AND p.repo < ?)"] * len(wanted.owners)
+            clauses.append("(" + " OR ".join(either) + ")")
+            params.extend(wanted.names)
+            for owner in wanted.owners:
+                params.extend((owner + "/", owner + "0"))
+        if state is not None:
+            clauses.append("p.state = ?")
+            params.append(state)
+        if head_sha is not None:
+            clauses.append("p.head_sha = ?")
+            params.append(head_sha)
+        if label is not None:
+            clauses.append(
+                "EXISTS (SELECT 1 FROM pull_state_labels l"
+                " WHERE l.label = ? AND l.repo = p.repo AND l.number = p.number)"
+            )
+            params.append(labels_index([label])[0])
+        if after is not None:
+            last_repo, last_number = decode_cursor(after)
+            clauses.append("(p.repo > ? OR (p.repo = ? AND p.number < ?))")
+            params.extend((last_repo, last_repo, last_number))
+        where = " WHERE " + " AND ".join(clauses) if clauses else ""
+        rows = await self._all(
+            "SELECT p.version, p.doc FROM pull_states p" + where + " ORDER BY p.repo, p.number DESC LIMIT ?",
+            (*params, max(limit, 0) + 1),
+        )
+        page = [pull_state_from_doc(orjson.loads(doc), version) for version, doc in rows[: max(limit, 0)]]
+        if len(rows) > len(page) and page:
+            return page, encode_cursor(page[-1].repo, page[-1].number)
+        return page, None
+
+    async def get_sha_checks(self, repo: str, sha: str) -> ShaChecks | None:
+        row = await self._one("SELECT doc FROM sha_checks WHERE repo = ? AND sha = ?", (repo, sha))
+        return None if row is None else sha_checks_from_doc(orjson.loads(row[0]))
+
+    async def save_sha_checks(self, checks: ShaChecks) -> None:
+        await self._all(
+            "INSERT INTO sha_checks (repo, sha, synced_at, doc) VALUES (?, ?, ?, ?) ON CONFLICT (repo, sha)"
+            " DO UPDATE SET synced_at = excluded.synced_at, doc = excluded.doc",
+            (checks.repo, checks.sha, _ts(checks.synced_at), orjson.dumps(sha_checks_to_doc(checks))),
+        )
 
     # Jobs.
 

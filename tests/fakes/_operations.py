@@ -773,6 +773,12 @@ class Operations(Rendering):
                 [("6dcb09b5b57875f334f61aebed695e2e4193db5e", sha), (EXAMPLE_REPO, repo.full_name)],
             )
             node.update(sha=sha, node_id=_node_id("C", int(sha[:8], 16)))
+            details = self.commit_details.get(sha)
+            if details is not None:
+                person = {"name": details.author_name, "email": "dev@example.com", "date": iso(details.authored_at)}
+                node["commit"].update(message=details.message, author=person, committer=person)
+                user = self._user_json(details.author_login) if details.author_login else None
+                node.update(author=user, committer=user)
             node["parents"] = (
                 [
                     {
@@ -808,7 +814,9 @@ class Operations(Rendering):
 
     def _op_pulls_list_reviews(self, call: Call) -> Page:
         repo = self._repo(call)
-        pull = self._pull(call, repo)
+        return Page(self._reviews_json(repo, self._pull(call, repo)))
+
+    def _reviews_json(self, repo: FakeRepo, pull: FakePull) -> list[JSON]:
         found = []
         for review in sorted(self.reviews.values(), key=lambda r: r.id):
             if review.repo != repo.full_name or review.number != pull.number:
@@ -833,7 +841,7 @@ class Operations(Rendering):
                 author_association=self._association(repo, review.user_login),
             )
             found.append(node)
-        return Page(found)
+        return found
 
     def _op_pulls_merge(self, call: Call) -> Reply:
         repo = self._repo(call)

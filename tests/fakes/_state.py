@@ -249,6 +249,18 @@ class FakeWorkflowRun:
 
 
 @dataclass
+class FakeCommit:
+    """What a commit says of itself (message, author) beyond its SHA; commits without one read as the
+    documented example's ("Fix all the bugs" by octocat)."""
+
+    sha: str
+    message: str
+    author_login: str | None  # the GitHub user the author email maps to; None: an unknown email
+    author_name: str
+    authored_at: datetime
+
+
+@dataclass
 class FakeHookDelivery:
     id: int
     guid: str
@@ -316,6 +328,7 @@ class State:
         self.deployments: dict[int, JSON] = {}
         self.deployment_statuses: dict[int, JSON] = {}
         self.workflow_runs: dict[int, FakeWorkflowRun] = {}
+        self.commit_details: dict[str, FakeCommit] = {}
         self.workflow_dispatches: list[JSON] = []
         self.hook_deliveries: dict[int, FakeHookDelivery] = {}
         self.redeliveries: list[int] = []
@@ -537,8 +550,8 @@ class State:
         self.pulls[(repo.full_name.lower(), number)] = pull
         return pull
 
-    def push_to_pull(self, full_name: str, number: int, head_sha: str) -> None:
-        """A new push to the PR's head branch: the head SHA moves."""
+    def push_to_pull(self, full_name: str, number: int, head_sha: str, *, message: str | None = None) -> None:
+        """A new push to the PR's head branch: the head SHA moves (with `message`, the commit says so)."""
         pull = self._pull_state(full_name, number)
         repo = self._repo_state(full_name)
         pull.head_sha = head_sha
@@ -546,6 +559,54 @@ class State:
         repo.branches[pull.head_ref] = head_sha
         repo.commits.add(head_sha)
         self._issue_state(full_name, number).updated_at = self.now()
+        if message is not None:
+            self.set_commit(head_sha, message, author_login=self._issue_state(full_name, number).user_login)
+
+    def force_push_to_pull(self, full_name: str, number: int, commits: Sequence[str]) -> None:
+        """A force-push: the PR's commits are now exactly `commits` (oldest first), the last its head."""
+        pull = self._pull_state(full_name, number)
+        repo = self._repo_state(full_name)
+        pull.commits = list(commits)
+        pull.head_sha = pull.commits[-1]
+        repo.branches[pull.head_ref] = pull.head_sha
+        repo.commits.update(pull.commits)
+        self._issue_state(full_name, number).updated_at = self.now()
+
+    def set_commit(
+        self,
+        sha: str,
+        message: str,
+        *,
+        author_login: str | None = "octocat",
+        author_name: str | None = None,
+        authored_at: datetime | None = None,
+    ) -> None:
+        """What commit `sha` says of itself, as GET .../pulls/{n}/commits shows it."""
+        self.commit_details[sha] = FakeCommit(
+            sha=sha,
+            message=message,
+            author_login=author_login,
+            author_name=author_name or author_login or "A. Developer",
+            authored_at=authored_at or self.now(),
+        )
+
+    def label_pull(self, full_name: str, number: int, name: str) -> None:
+        """Someone adds a label to the PR on GitHub (the webhook is the test's to send)."""
+        repo = self._repo_state(full_name)
+        issue = self._issue_state(full_name, number)
+        self._add_label(repo, issue, name)
+        issue.updated_at = self.now()
+
+    def unlabel_pull(self, full_name: str, number: int, name: str) -> None:
+        issue = self._issue_state(full_name, number)
+        issue.labels = [n for n in issue.labels if n.lower() != name.lower()]
+        issue.updated_at = self.now()
+
+    def set_pull_title(self, full_name: str, number: int, title: str) -> None:
+        """Someone edits the PR's title (no webhook: that is the test's to send, or to lose)."""
+        issue = self._issue_state(full_name, number)
+        issue.title = title
+        issue.updated_at = self.now()
 
     def add_comment(self, full_name: str, issue_number: int, body: str, *, user_login: str = "octocat") -> int:
         """A comment someone else wrote (e.g. a `/ship` command); returns its id."""

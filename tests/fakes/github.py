@@ -148,6 +148,17 @@ class FakeGitHub(LocalServer, OAuthWebFlow, Operations):
     def pull(self, full_name: str, number: int) -> JSON:
         return self._pull_json(self._pull_state(full_name, number), full=True)
 
+    def status(self, status_id: int) -> JSON:
+        """A commit status as GET .../commits/{ref}/statuses lists it (a `status` webhook says the same)."""
+        return self._status_json(self.statuses[status_id])
+
+    def review(self, review_id: int) -> JSON:
+        """A review as GET .../pulls/{n}/reviews lists it."""
+        review = self.reviews[review_id]
+        pull = self._pull_state(review.repo, review.number)
+        [node] = [r for r in self._reviews_json(self._repo_state(review.repo), pull) if r["id"] == review_id]
+        return node
+
     def reactions_on(self, comment_id: int) -> list[JSON]:
         return [self._reaction_json(r) for r in self.reactions.values() if r.comment_id == comment_id]
 
