@@ -44,6 +44,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/api_calls.py
 	$(BIN)/python bench/a2a_roundtrip.py
 	$(BIN)/python bench/chat_mirror.py
+	$(BIN)/python bench/api_reads.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

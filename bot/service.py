@@ -341,6 +341,7 @@ class ReleaseService:
         self._agent_rendered: dict[str, float] = {}
         self._agent_flushes: dict[str, asyncio.Task[None]] = {}
         self._installations: tuple[float, dict[str, int], dict[str, int]] = (0.0, {}, {})
+        self._names: dict[str, str] = {}  # lower-cased full name -> as GitHub spells it
 
     @contextlib.asynccontextmanager
     async def lane_lock(self, name: str) -> AsyncIterator[None]:
@@ -375,6 +376,11 @@ class ReleaseService:
             await asyncio.gather(renewing, return_exceptions=True)
             await self.store.release_lease(name, owner)
 
+    async def canonical_repo(self, repo: str) -> str | None:
+        """The repository's name as GitHub spells it, from the installations (None: not installed)."""
+        await self.installation_for(repo)
+        return self._names.get(repo.lower())
+
     async def installation_for(self, repo: str) -> int | None:
         """The installation that covers `repo` (listed in it, or its account's for "all"); cached a minute."""
         fetched, by_repo, by_owner = self._installations
@@ -385,6 +391,7 @@ class ReleaseService:
                     continue
                 for name in inst.repositories:
                     by_repo[name.lower()] = inst.id
+                    self._names[name.lower()] = name
                 if inst.repository_selection == "all":
                     by_owner[inst.account_login.lower()] = inst.id
             self._installations = (time.monotonic(), by_repo, by_owner)

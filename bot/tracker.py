@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import secrets
 from collections.abc import AsyncIterator, Callable, Collection, Iterable
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -202,10 +205,11 @@ class PullTracker:
             await self.store.save_pull_state(replace(pull, synced_at=now))
         except VersionConflict:
             return  # a webhook saved it meanwhile: fresher still
-        checks = await self.store.get_sha_checks(pull.repo, pull.head_sha)
-        await self.store.save_sha_checks(
-            replace(checks, synced_at=now) if checks else empty_checks(pull.repo, pull.head_sha, now)
-        )
+        async with self._sha_lock(pull.repo, pull.head_sha):
+            checks = await self.store.get_sha_checks(pull.repo, pull.head_sha)
+            await self.store.save_sha_checks(
+                replace(checks, synced_at=now) if checks else empty_checks(pull.repo, pull.head_sha, now)
+            )
 
     async def _read_whole(
         self,
@@ -284,6 +288,22 @@ class PullTracker:
                 continue
         raise VersionConflict(f"PR record {repo}#{number} kept changing")
 
+    @contextlib.asynccontextmanager
+    async def _sha_lock(self, repo: str, sha: str) -> AsyncIterator[None]:
+        """One read-modify-write of a commit's checks at a time, across processes (a store lease): check
+        runs and statuses of one commit arrive together, and a last write must not drop the others."""
+        name, owner = f"sha-checks:{repo.lower()}@{sha}", secrets.token_hex(8)
+        for attempt in range(200):
+            if await self.store.acquire_lease(name, owner, now=self.clock(), seconds=30):
+                break
+            await asyncio.sleep(min(0.005 * (attempt + 1), 0.1))
+        else:
+            raise TimeoutError(f"the checks of {sha[:7]} in {repo} stayed locked")
+        try:
+            yield
+        finally:
+            await self.store.release_lease(name, owner)
+
     async def _update_checks(
         self,
         repo: str,
@@ -292,10 +312,11 @@ class PullTracker:
         runs: Iterable[CheckRunInfo] = (),
         statuses: Iterable[StatusInfo] = (),
     ) -> ShaChecks:
-        now = self.clock()
-        before = await self.store.get_sha_checks(repo, sha)
-        checks = with_statuses(with_check_runs(before or empty_checks(repo, sha, now), runs, now), statuses, now)
-        await self.store.save_sha_checks(checks)
+        async with self._sha_lock(repo, sha):
+            now = self.clock()
+            before = await self.store.get_sha_checks(repo, sha)
+            checks = with_statuses(with_check_runs(before or empty_checks(repo, sha, now), runs, now), statuses, now)
+            await self.store.save_sha_checks(checks)
         changed = before is None or (before.check_runs, before.statuses) != (checks.check_runs, checks.statuses)
         if changed:
             await self._announce_checks(repo, sha)

@@ -180,8 +180,11 @@ async def test_bad_bodies_and_queries_say_precisely_what_is_wrong(api: Api) -> N
     assert status == 400 and "query limit" in body["detail"]
     status, body, _ = await api.call("GET", "/releases?state=shipped", token)
     assert status == 400 and "query state" in body["detail"]
+    # Nothing done, and the bot says why, as it would on the PR.
     status, body, _ = await api.call("POST", f"/repos/{REPO}/prs/7/schedule", token, body={"when": "someday maybe"})
-    assert status == 200 and body["release"] is None and "someday maybe" in body["messages"][0]
+    assert status == 409 and "someday maybe" in body["detail"]
+    status, body, _ = await api.call("POST", f"/repos/{REPO}/prs/125/schedule", token, body={})
+    assert status == 404 and "125" in body["detail"]
 
 
 async def test_an_idempotency_key_acts_once_and_answers_the_same(api: Api) -> None:
@@ -200,7 +203,7 @@ async def test_an_idempotency_key_acts_once_and_answers_the_same(api: Api) -> No
     # Another token's key is its own.
     bob_like = await api.token("alice")
     fresh = await api.call("POST", f"/repos/{REPO}/prs/8/cancel", bob_like, body={}, headers=headers)
-    assert fresh[0] == 200 and "Idempotent-Replayed" not in fresh[2]
+    assert fresh[0] == 409 and "no release" in fresh[1]["detail"] and "Idempotent-Replayed" not in fresh[2]
 
 
 async def test_cancel_and_get_release_with_its_audit_trail(api: Api) -> None:

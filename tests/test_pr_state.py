@@ -564,3 +564,41 @@ async def test_a_release_and_the_record_both_catch_a_lost_push_in_one_sweep(scen
     assert await scenario.worker.reconcile() == {}
     assert {r.status for r in scenario.fake.requests[first:]} == {304}
     assert scenario.fake.violations == []
+
+
+async def test_check_results_arriving_together_are_all_kept(tmp_path: Any) -> None:
+    """Webhooks of one commit handled at once (the worker runs many): none overwrites another."""
+    import asyncio
+
+    from bot.store.sqlite import SqliteStore
+    from bot.tracker import PullTracker
+
+    store = SqliteStore(tmp_path / "db.sqlite3")
+    await store.open()
+    try:
+        tracker = PullTracker(store, None, lambda: datetime(2026, 11, 26, tzinfo=UTC))  # type: ignore[arg-type]
+        sha = "a" * 40
+
+        def run(i: int) -> dict[str, Any]:
+            node = {"id": i, "name": f"job{i}", "status": "completed", "conclusion": "success", "head_sha": sha}
+            return {"repository": {"full_name": REPO}, "installation": {"id": 1}, "check_run": node}
+
+        def status(i: int) -> dict[str, Any]:
+            return {
+                "repository": {"full_name": REPO},
+                "installation": {"id": 1},
+                "sha": sha,
+                "id": i,
+                "state": "success",
+                "context": f"ctx{i}",
+                "updated_at": "2026-11-26T00:00:00Z",
+            }
+
+        await asyncio.gather(*(tracker.on_check_run(None, run(i)) for i in range(1, 6)))  # type: ignore[arg-type]
+        await asyncio.gather(*(tracker.on_status(None, status(i)) for i in range(1, 6)))  # type: ignore[arg-type]
+        checks = await store.get_sha_checks(REPO, sha)
+        assert checks is not None
+        assert sorted(r.name for r in checks.check_runs) == [f"job{i}" for i in range(1, 6)]
+        assert sorted(s.context for s in checks.statuses) == [f"ctx{i}" for i in range(1, 6)]
+    finally:
+        await store.close()

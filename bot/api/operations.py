@@ -9,11 +9,12 @@ Reads are answered from the store: the PR records webhooks keep current, the rel
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 import gidgethub
@@ -31,6 +32,7 @@ from .tokens import Caller
 log = logging.getLogger(__name__)
 
 MAX_PAGE: Final = 100
+MISSING_TTL: Final = timedelta(minutes=10)  # a PR number GitHub said does not exist is not asked again
 _API_SILENT: Final = {"silent": True}  # the decision's replies are the API's answer, not PR comments
 
 
@@ -81,11 +83,14 @@ class Operations:
     ) -> models.PullPage:
         self._read(caller)
         if repo is not None:
-            self._visible(caller, repo)
+            repo = await self._visible(caller, repo)
         repos = [repo] if repo else list(caller.repos)
-        pulls, next_cursor = await self.store.list_pull_states(
-            repos=repos, state=state, label=label, after=cursor, limit=min(max(limit, 1), MAX_PAGE)
-        )
+        try:
+            pulls, next_cursor = await self.store.list_pull_states(
+                repos=repos, state=state, label=label, after=cursor, limit=min(max(limit, 1), MAX_PAGE)
+            )
+        except ValueError as exc:  # a cursor this list never gave, or a pattern the store cannot read
+            raise ApiError(400, "Bad Request", str(exc)) from exc
         items = []
         for pull in pulls:
             if not caller.sees(pull.repo):
@@ -161,7 +166,7 @@ class Operations:
     ) -> models.ReleasePage:
         self._read(caller)
         if repo is not None:
-            self._visible(caller, repo)
+            repo = await self._visible(caller, repo)
         found = await self.store.find_releases(repo=repo, active_only=False, limit=5000)
         rows = []
         for release in found:
@@ -172,24 +177,24 @@ class Operations:
             if window_end is not None and (release.slot is None or release.slot.start >= window_end):
                 continue
             rows.append(release)
-        rows.sort(key=lambda r: (r.repo, -r.pr, -r.number))
-        start = 0
+        rows.sort(key=_release_order)
         if cursor:
-            keys = [r.key for r in rows]
+            # The cursor is a position in the order, not a row: a row that changed since is no gap.
             after = _uncursor(cursor)
-            if after not in keys:
-                raise ApiError(400, "Bad Request", "the cursor is not one this list gave (it may have expired)")
-            start = keys.index(after) + 1
+            if after is None:
+                raise ApiError(400, "Bad Request", "the cursor is not one this list gave")
+            rows = [r for r in rows if _release_order(r) > after]
         size = min(max(limit, 1), MAX_PAGE)
-        page = rows[start : start + size]
-        more = start + size < len(rows)
+        page = rows[:size]
+        more = len(rows) > size
         return models.ReleasePage(
-            items=[_release_summary(r) for r in page], next_cursor=_cursor(page[-1].key) if more and page else None
+            items=[_release_summary(r) for r in page],
+            next_cursor=_cursor(_release_order(page[-1])) if more and page else None,
         )
 
     async def get_release(self, caller: Caller, repo: str, number: int, release_number: int) -> models.Release:
         self._read(caller)
-        self._visible(caller, repo)
+        repo = await self._visible(caller, repo)
         release = await self.service.release_for(repo, number, release_number)
         if release is None or release.number != release_number:
             raise not_found(f"{repo}#{number} has no release number {release_number}")
@@ -201,6 +206,7 @@ class Operations:
         self, caller: Caller, repo: str, number: int, body: models.ScheduleRequest
     ) -> models.ActionResult:
         ref, gh = await self._writable(caller, repo, number)
+        before = await self.store.get_latest_release(ref.repo, ref.pr)
         decision = await self.service.ship(
             gh,
             ref,
@@ -212,13 +218,15 @@ class Operations:
             dry_run=body.dry_run,
             reply_to=_API_SILENT,
         )
-        return await self._result(ref, decision)
+        return await self._result(ref, decision, before, dry_run=body.dry_run)
 
     async def tag_pr_for_release(
         self, caller: Caller, repo: str, number: int, body: models.TagRequest
     ) -> models.ActionResult:
         ref, gh = await self._writable(caller, repo, number)
+        repo = ref.repo
         loaded = await self.service.read.config(gh, repo)
+        before = await self.store.get_latest_release(ref.repo, ref.pr)
         when: str | None = None
         if body.calendar_event_id is not None:
             event = await self.store.get_calendar_event(loaded.config.lane(repo), body.calendar_event_id)
@@ -240,12 +248,12 @@ class Operations:
             loaded=loaded,
             reply_to=_API_SILENT,
         )
-        result = await self._result(ref, decision)
+        result = await self._result(ref, decision, before)
         if result.release is not None:
             # The label, so people on the PR see it was tagged (the bot ignores its own label events).
             label = body.label or loaded.config.label
             try:
-                await gh.post(f"/repos/{repo}/issues/{number}/labels", data={"labels": [label]})
+                await gh.post(f"/repos/{repo}/issues/{ref.pr}/labels", data={"labels": [label]})
             except gidgethub.HTTPException as exc:
                 log.warning("could not add the label %r to %s#%s: %s", label, repo, number, exc)
         return result
@@ -254,6 +262,7 @@ class Operations:
         self, caller: Caller, repo: str, number: int, body: models.CancelRequest
     ) -> models.ActionResult:
         ref, gh = await self._writable(caller, repo, number)
+        before = await self.store.get_latest_release(ref.repo, ref.pr)
         decision = await self.service.cancel(
             gh,
             ref,
@@ -263,15 +272,23 @@ class Operations:
             reason=body.reason or "",
             reply_to=_API_SILENT,
         )
-        return await self._result(ref, decision)
+        return await self._result(ref, decision, before)
 
     async def comment_on_pr(
         self, caller: Caller, repo: str, number: int, body: models.CommentRequest
     ) -> models.PostedComment:
-        _, gh = await self._writable(caller, repo, number)
+        ref, gh = await self._writable(caller, repo, number)
+        repo, number = ref.repo, ref.pr
+        # The bot speaks for the caller on the PR: as much access as a `/ship` needs, not merely read.
+        need = (await self.service.read.config(gh, repo)).config.ship_permission.value
         permission = await self.service.read.permission(gh, repo, caller.login)
-        if not permission_reaches(permission, "read"):
-            raise ApiError(403, "Forbidden", f"@{caller.login} cannot read {repo} on GitHub, so cannot comment there")
+        if not permission_reaches(permission, need):
+            raise ApiError(
+                403,
+                "Forbidden",
+                f"@{caller.login} needs {need} access to {repo} to comment through the bot; "
+                f"GitHub reports {permission}",
+            )
         # Posted by the App; whose words they are is said first, so nobody takes them for the bot's.
         text = f"**@{caller.login}** (through Micromanager):\n\n{body.body}"
         try:
@@ -285,7 +302,8 @@ class Operations:
     async def call_dev_agent(
         self, caller: Caller, repo: str, number: int, body: models.AgentCallRequest
     ) -> models.AgentCall:
-        _, gh = await self._writable(caller, repo, number)
+        ref, gh = await self._writable(caller, repo, number)
+        repo, number = ref.repo, ref.pr
         loaded = await self.service.read.config(gh, repo)
         permission = await self.service.read.permission(gh, repo, caller.login)
         need = loaded.config.ship_permission.value
@@ -298,9 +316,33 @@ class Operations:
         release = await self.store.get_latest_release(repo, number)
         if release is None:
             raise ApiError(409, "Conflict", f"{repo}#{number} has no release: a dev agent works for a release")
-        playbook = body.playbook or loaded.config.deploy.playbook
         if body.skill == "rollback_release":
-            playbook = body.playbook or loaded.config.deploy.rollback_playbook
+            # A rollback has rules of its own (a merged release, once): the same path as `/ship rollback`.
+            said = await self.service.rollback(
+                gh,
+                ref,
+                caller.login,
+                delivery=f"{caller.via}:{caller.token_id}:{secrets.token_hex(8)}",
+                source=caller.via,
+            )
+            if said:
+                raise ApiError(409, "Conflict", said)
+            return models.AgentCall(call_id="rollback", release=release.key, state="queued")
+        if body.skill == "run_playbook" and release.merge_sha is None:
+            raise ApiError(
+                409,
+                "Conflict",
+                f"{release.key} is {release.state.value} and not merged: a playbook runs for a merged release "
+                "(the release itself runs the deploy at its slot)",
+            )
+        owned = sorted(set(body.parameters) & _SERVER_PARAMETERS)
+        if owned:
+            raise ApiError(
+                422,
+                "Unprocessable Content",
+                f"the bot fills {', '.join(owned)} itself from the release (the verified and merged SHAs)",
+            )
+        playbook = body.playbook or loaded.config.deploy.playbook
         if not playbook:
             raise ApiError(
                 422,
@@ -316,7 +358,7 @@ class Operations:
             call_id=call_id,
             skill=body.skill,
             playbook=playbook,
-            parameters=dict(body.parameters),
+            parameters={**body.parameters, **_release_parameters(release)},
             requested_by=caller.login,
         )
         await self.service.schedule(
@@ -330,15 +372,19 @@ class Operations:
         if not caller.may("read"):
             raise ApiError(403, "Forbidden", f"the token {caller.name!r} lacks the read scope")
 
-    def _visible(self, caller: Caller, repo: str) -> None:
-        if "/" not in repo or not caller.sees(repo):
+    async def _visible(self, caller: Caller, repo: str) -> str:
+        """The repository as GitHub spells it (names compare without case; releases are stored by the
+        canonical name, so acme/WebShop must not become a second repository)."""
+        if repo.count("/") != 1 or any(c in repo for c in "*?[") or not caller.sees(repo):
             # Outside the token's list, a repository does not exist: its existence is not revealed.
             raise not_found(f"no repository {repo} here")
+        return await self.service.canonical_repo(repo) or repo
 
     async def _pull(self, caller: Caller, repo: str, number: int) -> prstate.PullState:
-        self._visible(caller, repo)
+        repo = await self._visible(caller, repo)
         pull = await self.store.get_pull_state(repo, number)
-        if pull is None and self.tracker is not None:
+        missing = f"pr-missing:{repo.lower()}#{number}"
+        if pull is None and self.tracker is not None and await self._recently_missing(missing) is False:
             installation = await self._installation(repo)
             if installation is not None and self.github is not None:
                 gh = self.github.installation_client(installation)
@@ -346,21 +392,29 @@ class Operations:
                     pull = await self.tracker.refresh(gh, repo, number, installation)
                 except gidgethub.BadRequest as exc:
                     if exc.status_code.value != 404:
-                        raise
+                        raise ApiError(502, "Bad Gateway", f"GitHub answered {exc.status_code.value}") from exc
+                    # Remembered a while: walking PR numbers must not spend the installation's rate limit.
+                    await self.store.set_value(missing, self.clock().isoformat(), now=self.clock())
+                except gidgethub.GitHubException as exc:
+                    raise ApiError(502, "Bad Gateway", f"GitHub could not be read: {exc}") from exc
         if pull is None:
             raise not_found(f"{repo} has no pull request #{number} that the bot knows of")
         return pull
 
+    async def _recently_missing(self, key: str) -> bool:
+        seen = await self.store.get_value(key)
+        return seen is not None and self.clock() - datetime.fromisoformat(seen) < MISSING_TTL
+
     async def _sha_checks(self, caller: Caller, repo: str, sha: str) -> prstate.ShaChecks:
         self._read(caller)
-        self._visible(caller, repo)
+        repo = await self._visible(caller, repo)
         checks = await self.store.get_sha_checks(repo, sha)
         if checks is None:
             raise not_found(f"no check results are known for {sha[:40]} in {repo}")
         return checks
 
     async def _writable(self, caller: Caller, repo: str, number: int) -> tuple[PullRef, GitHubAPI]:
-        self._visible(caller, repo)
+        repo = await self._visible(caller, repo)
         if not caller.may("write"):
             raise ApiError(403, "Forbidden", f"the token {caller.name!r} lacks the write scope")
         installation = await self._installation(repo)
@@ -371,12 +425,21 @@ class Operations:
     async def _installation(self, repo: str) -> int | None:
         return await self.service.installation_for(repo)
 
-    async def _result(self, ref: PullRef, decision: Decision) -> models.ActionResult:
+    async def _result(
+        self, ref: PullRef, decision: Decision, before: CoreRelease | None, *, dry_run: bool = False
+    ) -> models.ActionResult:
         replies = [e for e in decision.effects if isinstance(e, Reply)]
         refused = next((r for r in replies if r.forbidden), None)
         if refused is not None:
             raise ApiError(403, "Forbidden", refused.text)
-        release = decision.release or await self.store.get_latest_release(ref.repo, ref.pr)
+        after = await self.store.get_latest_release(ref.repo, ref.pr)
+        unchanged = after is None or (
+            before is not None and after.key == before.key and after.version == before.version
+        )
+        if unchanged and replies and not dry_run:
+            # Nothing was done, and the bot said why (a time in the past, a draft PR, nothing to cancel).
+            raise ApiError(409, "Conflict", " ".join(r.text for r in replies))
+        release = decision.release or after
         return models.ActionResult(
             release=await self._release_model(release) if release else None, messages=[r.text for r in replies]
         )
@@ -422,16 +485,34 @@ class Operations:
         )
 
 
-def _cursor(key: str) -> str:
-    """An opaque, URL-safe page cursor."""
-    return base64.urlsafe_b64encode(key.encode()).decode().rstrip("=")
+def _release_order(release: CoreRelease) -> tuple[str, int, int]:
+    """Repository, then newest PR first, then newest release first."""
+    return (release.repo.lower(), -release.pr, -release.number)
 
 
-def _uncursor(cursor: str) -> str:
+def _cursor(order: tuple[str, int, int]) -> str:
+    """An opaque, URL-safe page cursor: the position after which the next page starts."""
+    return base64.urlsafe_b64encode(json.dumps(list(order)).encode()).decode().rstrip("=")
+
+
+def _uncursor(cursor: str) -> tuple[str, int, int] | None:
     try:
-        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (ValueError, UnicodeDecodeError):
-        return ""
+        repo, pr, number = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        return (str(repo), int(pr), int(number))
+    except (ValueError, TypeError, UnicodeDecodeError):
+        return None
+
+
+# Parameters of a dev agent call that the bot fills from the release itself.
+_SERVER_PARAMETERS: Final = frozenset({"sha", "merge_sha", "repo", "pr", "release"})
+
+
+def _release_parameters(release: CoreRelease) -> dict[str, str]:
+    owned = {"sha": release.verified_sha or release.head_sha, "repo": release.repo, "pr": str(release.pr)}
+    owned["release"] = release.key
+    if release.merge_sha:
+        owned["merge_sha"] = release.merge_sha
+    return owned
 
 
 def _pull_summary(pull: prstate.PullState, latest: CoreRelease | None) -> models.PullSummary:

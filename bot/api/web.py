@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, Literal
 
+import gidgethub
 import orjson
 from aiohttp import web
 from pydantic import BaseModel, Field, ValidationError
@@ -66,9 +67,13 @@ class EventsQuery(models.Model):
 PathParam = tuple[str, dict[str, Any], str]  # name, schema, description
 _OWNER: Final[PathParam] = ("owner", {"type": "string", "pattern": "^[A-Za-z0-9-]{1,39}$"}, "repository owner")
 _NAME: Final[PathParam] = ("name", {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,100}$"}, "repository name")
-_NUMBER: Final[PathParam] = ("number", {"type": "integer", "minimum": 1}, "pull request number")
+_NUMBER: Final[PathParam] = ("number", {"type": "integer", "minimum": 1, "maximum": 999999999}, "pull request number")
 _SHA: Final[PathParam] = ("sha", {"type": "string", "pattern": "^[0-9a-f]{40}$"}, "commit SHA")
-_RELEASE: Final[PathParam] = ("release", {"type": "integer", "minimum": 1}, "the nth release of the PR")
+_RELEASE: Final[PathParam] = (
+    "release",
+    {"type": "integer", "minimum": 1, "maximum": 999999999},
+    "the nth release of the PR",
+)
 _PR_PATH: Final = "/repos/{owner}/{name}/prs/{number}"
 
 
@@ -314,6 +319,13 @@ async def _run(
         result = await op.run(ops, caller, params, query, body)
     except ApiError as exc:
         return problem(exc.status, exc.title, exc.detail, instance)
+    except gidgethub.BadRequest as exc:
+        if exc.status_code.value == 404:
+            what = f"#{params['number']} of {params['owner']}/{params['name']}" if "number" in params else "it"
+            return problem(404, "Not Found", f"GitHub does not know {what}", instance)
+        return problem(502, "Bad Gateway", f"GitHub answered {exc.status_code.value}: {exc}", instance)
+    except gidgethub.GitHubException as exc:
+        return problem(502, "Bad Gateway", f"GitHub could not be reached or failed: {exc}", instance)
     status = 202 if op.name == "call_dev_agent" else 200
     return web.Response(status=status, body=result.model_dump_json(), content_type="application/json")
 
