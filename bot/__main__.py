@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -72,6 +73,13 @@ def _serve(settings: Settings, *, run_worker: bool) -> None:
     from .app import make_app
 
     app = make_app(settings, run_worker=run_worker)
+
+    async def settle_heap(app: web.Application) -> None:
+        # Everything built at start lives as long as the process: out of the collector's way, so a full
+        # collection (tens of milliseconds with ~140k such objects) no longer stalls answers under load.
+        gc.freeze()
+
+    app.on_startup.append(settle_heap)
     log.info(
         "listening on http://%s:%d (%s, store=%s)",
         settings.host,

@@ -311,7 +311,12 @@ def make_app(
 
         assert settings.mcp_port is not None
         server = await serve_http(
-            settings, app[API_OPERATIONS], app[API_TOKENS], host=settings.host, port=settings.mcp_port
+            settings,
+            app[API_OPERATIONS],
+            app[API_TOKENS],
+            host=settings.host,
+            port=settings.mcp_port,
+            public_url=settings.public_url,
         )
         yield
         await server.close()

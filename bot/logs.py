@@ -15,7 +15,7 @@ _context: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("log_c
 
 # Tokens GitHub, Slack and Telegram issue, and JWTs: masked wherever they slip into a message.
 _SECRET_PATTERNS = re.compile(
-    r"(gh[pousr]_[A-Za-z0-9_]{16,}|ghs_[A-Za-z0-9]+|v1\.[0-9a-f]{40}|xox[abprs]-[A-Za-z0-9-]+"
+    r"(gh[pousr]_[A-Za-z0-9_]{16,}|ghs_[A-Za-z0-9]+|v1\.[0-9a-f]{40}|xox[abprs]-[A-Za-z0-9-]+|\brs_[A-Za-z0-9_-]{20,}"
     r"|\b\d{6,12}:[A-Za-z0-9_-]{30,}\b|eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+"
     r"|(?i:(?:token|bearer)\s+)[A-Za-z0-9._-]{20,})"
 )

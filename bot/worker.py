@@ -530,5 +530,7 @@ class Worker:
         self._last_purge = now
         purged = await self.store.purge_deliveries(finished_before=now - DELIVERY_RETENTION)
         purged += await self.store.purge_jobs(finished_before=now - DELIVERY_RETENTION)
+        # The change feed is for readers catching up after a drop, not an archive.
+        purged += await self.store.purge_events(before=now - DELIVERY_RETENTION)
         if purged:
             log.info("purged %d processed deliveries older than %s", purged, DELIVERY_RETENTION)

@@ -16,6 +16,7 @@ from openapi_spec_validator import validate
 from bot.__main__ import _tokens, build_parser
 from bot.api.tokens import ApiTokens
 from bot.api.web import openapi_document
+from bot.app import STORE as STORE_KEY
 from bot.app import make_app
 from bot.config import Settings
 from bot.release import State
@@ -310,3 +311,40 @@ async def test_tokens_cli_prints_the_token_once_on_its_last_line(
     )
     assert await _tokens(app_settings, bad) == 2
     assert "--repos" in capsys.readouterr().err
+
+
+async def test_odd_inputs_are_400_not_500(api: Api) -> None:
+    token = await api.token("alice", repos=["octo-org/*"])
+    for path, says in (
+        ("/releases?window_start=2026-11-30T00:00:00", "timezone"),
+        ("/prs?cursor=nonsense", "cursor"),
+        ("/prs?repo=octo-org/w*", "no repository"),
+    ):
+        status, body, _ = await api.call("GET", path, token)
+        assert status in (400, 404) and says in body["detail"], (path, body)
+    response = await api.s.client.get(
+        "/api/v1/events", headers={"Authorization": f"Bearer {token}", "Last-Event-ID": "\u00b2"}
+    )
+    assert response.status == 400
+
+
+async def test_open_event_streams_end_when_the_bot_stops(
+    aiohttp_server: Any, app_settings: Settings, fake_github: FakeGitHub
+) -> None:
+    import time
+
+    import aiohttp
+
+    server = await aiohttp_server(make_app(app_settings))
+    token, _ = await ApiTokens(server.app[STORE_KEY], Clock()).create(
+        name="t", login="alice", repos=[REPO], scopes=["read"]
+    )
+    async with aiohttp.ClientSession() as session:
+        response = await session.get(
+            f"http://127.0.0.1:{server.port}/api/v1/events", headers={"Authorization": f"Bearer {token}"}
+        )
+        assert response.status == 200
+        started = time.monotonic()
+        await server.close()
+        assert time.monotonic() - started < 3.0  # the stream ended instead of holding the shutdown
+        response.close()

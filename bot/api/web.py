@@ -4,18 +4,20 @@ server-sent events, and an OpenAPI 3.1 document generated from the same models t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
+import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
 import gidgethub
 import orjson
 from aiohttp import web
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, Field, ValidationError
 from pydantic.json_schema import models_json_schema
 
 from ..release import State
@@ -29,6 +31,9 @@ BASE: Final = "/api/v1"
 IDEMPOTENCY_TTL_SECONDS: Final = 24 * 3600
 SSE_POLL: Final = 0.25  # seconds between looks at the change feed
 SSE_KEEPALIVE: Final = 15.0
+SSE_GAP_GRACE: Final = 5.0  # seconds a missing event id is waited for (a writer that took it, not done yet)
+MAX_EVENT_ID: Final = 2**62
+STOPPING = web.AppKey("api_stopping", asyncio.Event)
 OPERATIONS = web.AppKey("api_operations", Operations)
 TOKENS = web.AppKey("api_tokens", ApiTokens)
 _PROBLEM: Final = "application/problem+json"
@@ -50,8 +55,8 @@ class ChangesQuery(models.Model):
 class ListReleasesQuery(models.Model):
     repo: str | None = None
     state: Literal[tuple(s.value for s in State)] | None = None  # type: ignore[valid-type]
-    window_start: datetime | None = Field(default=None, description="releases whose slot ends after this")
-    window_end: datetime | None = Field(default=None, description="releases whose slot starts before this")
+    window_start: AwareDatetime | None = Field(default=None, description="releases whose slot ends after this")
+    window_end: AwareDatetime | None = Field(default=None, description="releases whose slot starts before this")
     cursor: str | None = Field(default=None, max_length=500)
     limit: int = Field(default=50, ge=1, le=100)
 
@@ -61,7 +66,9 @@ class NoQuery(models.Model):
 
 
 class EventsQuery(models.Model):
-    after: int | None = Field(default=None, ge=0, description="resume after this event id (or Last-Event-ID)")
+    after: int | None = Field(
+        default=None, ge=0, le=MAX_EVENT_ID, description="resume after this event id (or Last-Event-ID)"
+    )
 
 
 PathParam = tuple[str, dict[str, Any], str]  # name, schema, description
@@ -345,18 +352,30 @@ async def _idempotent(
     store = request.app[OPERATIONS].store
     clock = request.app[OPERATIONS].clock
     digest = hashlib.sha256(f"{caller.token_id}\x00{key}".encode()).hexdigest()
-    fingerprint = hashlib.sha256(op.method.encode() + request.path.encode() + b"\x00" + raw_body).hexdigest()
+    try:  # the same JSON however it is spaced or ordered is the same request
+        canonical = orjson.dumps(orjson.loads(raw_body), option=orjson.OPT_SORT_KEYS) if raw_body.strip() else b""
+    except orjson.JSONDecodeError:
+        canonical = raw_body
+    fingerprint = hashlib.sha256(op.method.encode() + request.path.encode() + b"\x00" + canonical).hexdigest()
     name = f"idempotency:{digest}"
     seen = await store.get_value(name)
+    if seen is not None and _expired(json.loads(seen), clock()):
+        seen = None
     if seen is None:
-        owner = hashlib.sha256(str(id(request)).encode()).hexdigest()[:16]
-        if not await store.acquire_lease(name, owner, now=clock(), seconds=60):
+        owner = secrets.token_hex(8)
+        # Long enough for the slowest write (a booking can wait for its lane); given back at the end.
+        if not await store.acquire_lease(name, owner, now=clock(), seconds=600):
             return problem(409, "Conflict", "a request with this Idempotency-Key is still running", request.path)
         try:
             seen = await store.get_value(name)  # finished between our look and the lease
-            if seen is None:
+            if seen is None or _expired(json.loads(seen), clock()):
                 response = await run()
-                record = {"fingerprint": fingerprint, "status": response.status, "body": response.text}
+                record = {
+                    "fingerprint": fingerprint,
+                    "status": response.status,
+                    "body": response.text,
+                    "at": clock().isoformat(),
+                }
                 if response.status < 500:
                     await store.set_value(name, json.dumps(record), now=clock())
                 return response
@@ -373,6 +392,11 @@ async def _idempotent(
     )
 
 
+def _expired(record: dict[str, Any], now: datetime) -> bool:
+    at = record.get("at")
+    return at is not None and (now - datetime.fromisoformat(at)).total_seconds() > IDEMPOTENCY_TTL_SECONDS
+
+
 async def events(request: web.Request) -> web.StreamResponse:
     """Server-sent events of release and PR changes the token may see, resumable with Last-Event-ID."""
     who = await authenticate(request)
@@ -385,9 +409,12 @@ async def events(request: web.Request) -> web.StreamResponse:
     except ValidationError as exc:
         return problem(400, "Bad Request", _validation_detail(exc, "query"), request.path)
     last = request.headers.get("Last-Event-ID", "").strip()
-    if last and not last.isdigit():
+    if last and (not last.isascii() or not last.isdigit() or int(last) > MAX_EVENT_ID):
         return problem(400, "Bad Request", f"Last-Event-ID {last[:40]!r} is not an event id", request.path)
     store = request.app[OPERATIONS].store
+    tokens = request.app[TOKENS]
+    token = request.headers["Authorization"].partition(" ")[2].strip()
+    stopping = request.app.get(STOPPING) or asyncio.Event()
     after = int(last) if last else query.after if query.after is not None else await store.last_event_id()
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -395,22 +422,32 @@ async def events(request: web.Request) -> web.StreamResponse:
     await response.prepare(request)
     await response.write(b"retry: 2000\n\n")
     idle = 0.0
-    while True:
+    while not stopping.is_set():
         batch = await store.read_events(after=after, limit=200)
+        now = datetime.now(UTC)
         for event in batch:
+            if event.id != after + 1 and (now - event.at).total_seconds() < SSE_GAP_GRACE:
+                # An id below this one is taken but not written yet (another writer): wait for it a little,
+                # so a resumed reader never jumps past an event it has not seen.
+                break
             after = event.id
             if not who.sees(event.subject):
                 continue
             data = orjson.dumps({**event.data, "at": event.at.isoformat()})
             await response.write(f"id: {event.id}\nevent: {event.topic}\ndata: ".encode() + data + b"\n\n")
-        if batch:
-            idle = 0.0
-            continue
-        await asyncio.sleep(SSE_POLL)
+        else:
+            if batch:
+                idle = 0.0
+                continue
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), SSE_POLL)
         idle += SSE_POLL
         if idle >= SSE_KEEPALIVE:
+            if await tokens.caller(token) is None:
+                break  # revoked while streaming: the stream ends with it
             await response.write(b": keep-alive\n\n")
             idle = 0.0
+    return response
 
 
 def openapi_document(public_url: str | None = None) -> dict[str, Any]:
@@ -524,7 +561,34 @@ async def openapi(request: web.Request) -> web.Response:
 PUBLIC_URL = web.AppKey("api_public_url", str)
 
 
+@web.middleware
+async def problems_only(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Under /api/v1 every answer is JSON: an unexpected failure is a 500 problem, never a traceback page."""
+    if not request.path.startswith(BASE + "/"):
+        return await handler(request)
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status >= 400:
+            return problem(exc.status, exc.reason, f"{request.method} {request.path}: {exc.reason}", request.path)
+        raise
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("API request failed: %s %s", request.method, request.path)
+        return problem(500, "Internal Server Error", "the bot failed to answer; it is logged", request.path)
+
+
 def add_routes(app: web.Application) -> None:
+    app.middlewares.append(problems_only)
+
+    async def stop_streams(app: web.Application) -> None:
+        app[STOPPING].set()  # open event streams end, so shutdown does not wait for them
+
+    app[STOPPING] = asyncio.Event()
+    app.on_shutdown.append(stop_streams)
     app.router.add_get(BASE + "/openapi.json", openapi)
     app.router.add_get(BASE + "/events", events)
     for op in OPERATIONS_TABLE:

@@ -676,8 +676,9 @@ class MongoStore:
         ]
 
     async def last_event_id(self) -> int:
-        counter = await self._db.counters.find_one({"_id": "events"})
-        return int(counter["n"]) if counter else 0
+        # The newest written, not the counter: an id taken but not yet written must not be skipped.
+        newest = await self._db.events.find_one({}, sort=[("_id", DESCENDING)])
+        return int(newest["_id"]) if newest else 0
 
     async def purge_events(self, *, before: datetime) -> int:
         return int((await self._db.events.delete_many({"at": {"$lt": before}})).deleted_count)
