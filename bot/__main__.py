@@ -87,12 +87,6 @@ def _serve(settings: Settings, *, run_worker: bool) -> None:
         "web + worker" if run_worker else "web",
         settings.store_kind,
     )
-    if not settings.app_configured:
-        log.warning(
-            "no GitHub App configured (missing: %s); open http://localhost:%d/ for how to set it up",
-            ", ".join(settings.missing_for_github()),
-            settings.port,
-        )
     web.run_app(
         app,
         host=settings.host,
@@ -108,6 +102,7 @@ async def _run_worker(settings: Settings) -> None:
 
     from handlers.routes import compose
 
+    from .credentials import load_registered_app
     from .github import GitHubApp
     from .store import make_store
     from .worker import Worker
@@ -119,6 +114,8 @@ async def _run_worker(settings: Settings) -> None:
     store = make_store(settings)
     await store.open()
     try:
+        # An App registered on the setup page (by the web process) is read now, and again when work needs it.
+        await load_registered_app(settings.credentials, store, settings.secrets_keys)
         async with aiohttp.ClientSession() as session:
             worker = Worker(store, settings, compose(), GitHubApp(settings, session))
             await worker.run(stop)

@@ -37,11 +37,15 @@ from .calendar.oauth import GOOGLE_LINKS, GoogleLinks
 from .calendar.oauth import add_routes as add_google_routes
 from .config import Settings
 from .context import utcnow
+from .credentials import load_registered_app
 from .github import GitHubApp
 from .secrets import SecretBox, Vault
 from .service import ReleaseService
 from .store import NewDelivery, Store, make_store
 from .tracker import PullTracker
+from .web.setup import APP_REGISTRATION, AppRegistration, page_html, setup_page
+from .web.setup import add_routes as add_setup_routes
+from .webhook_proxy import WebhookProxy, local_intake_url
 from .worker import Worker
 
 log = logging.getLogger(__name__)
@@ -83,9 +87,15 @@ def _error(status: int, message: str, **extra: object) -> web.Response:
 async def github_webhook(request: web.Request) -> web.Response:
     """Verify, store, acknowledge. The worker does everything else, after we have answered."""
     settings = request.app[SETTINGS]
-    secret = settings.github_webhook_secret
+    credentials = settings.credentials
+    secret = credentials.webhook_secret
     if secret is None:
-        return _error(503, "webhooks are refused until GITHUB_WEBHOOK_SECRET is set (see /)")
+        await credentials.refresh()  # registered on the setup page, by another process?
+        secret = credentials.webhook_secret
+    if secret is None:
+        return _error(
+            503, "webhooks are refused until a GitHub App is registered (see /) or GITHUB_WEBHOOK_SECRET is set"
+        )
     headers = request.headers
     delivery_id = headers.get("X-GitHub-Delivery", "")
     if not _DELIVERY_ID.match(delivery_id):
@@ -123,7 +133,7 @@ async def github_webhook(request: web.Request) -> web.Response:
     except msgspec.DecodeError as exc:
         return _error(400, f"body is not valid JSON: {exc}")
     delivery = NewDelivery(
-        key=f"{settings.github_app_id or 0}:{delivery_id}",
+        key=f"{credentials.app_id or 0}:{delivery_id}",
         delivery_id=delivery_id,
         event=event_name,
         action=envelope.action,
@@ -198,57 +208,49 @@ async def calendar_feed(request: web.Request) -> web.Response:
 
 async def index(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
+    if not settings.credentials.configured:
+        await settings.credentials.refresh()  # registered on the setup page, by another process?
+    if not settings.credentials.configured:
+        return await setup_page(request, settings)
     # Without PUBLIC_URL, the address this page was reached at is the best guess of the bot's own.
     base = settings.public_url or str(request.url.origin())
     return web.Response(text=render_index(settings, base), content_type="text/html")
 
 
 def render_index(settings: Settings, base_url: str) -> str:
-    missing = settings.missing_for_github()
+    """The start page once an App is configured (without one, `/` is the setup page: bot/web/setup.py)."""
+    credentials = settings.credentials
     webhook_url = f"{base_url}/webhooks/github"
-    if missing:
-        items = "".join(f"<li><code>{html.escape(m)}</code></li>" for m in missing)
+    registered = None if credentials.from_environment else credentials.registered
+    if registered is not None:
+        install = html.escape(f"{registered.html_url}/installations/new")
+        source = (
+            f' (<a href="{html.escape(registered.html_url)}">{html.escape(registered.slug)}</a>, registered on this '
+            f'page; its credentials are stored encrypted). Install it on more repositories from <a href="{install}">'
+            "its install page</a>"
+        )
+    else:
+        source = " (from the environment)"
+    if credentials.webhook_secret is None:
         status = f"""
 <section class="warn">
-  <h2>Not connected to GitHub yet</h2>
-  <p>The bot is running and storing nothing until a GitHub App is configured. Set these environment
-  variables (or put them in a <code>.env</code> file next to the Makefile) and restart:</p>
-  <ul>{items}</ul>
-  <ol>
-    <li>Create a GitHub App (Settings &rarr; Developer settings &rarr; GitHub Apps &rarr; New). Use
-    <code>app.yml</code> in this repository for its permissions and events.</li>
-    <li>Webhook URL: <code>{html.escape(webhook_url)}</code>; content type <code>application/json</code>;
-    a long random webhook secret (the same value goes in <code>GITHUB_WEBHOOK_SECRET</code>).</li>
-    <li>Generate a private key; point <code>GITHUB_PRIVATE_KEY_PATH</code> at the downloaded
-    <code>.pem</code>, and set <code>GITHUB_APP_ID</code> to the App ID shown on the App's page.</li>
-    <li>Check everything with <code>python -m bot doctor</code>.</li>
-  </ol>
+  <h2>Webhooks are refused</h2>
+  <p>GitHub App <code>{credentials.app_id}</code>{source}. No webhook secret is known, so webhooks are refused:
+  set <code>GITHUB_WEBHOOK_SECRET</code> to the App's webhook secret and restart.</p>
 </section>"""
     else:
         status = f"""
 <section class="ok">
   <h2>Connected</h2>
-  <p>GitHub App <code>{settings.github_app_id}</code>; webhooks are accepted at
+  <p>GitHub App <code>{credentials.app_id}</code>{source}; webhooks are accepted at
   <code>{html.escape(webhook_url)}</code>.</p>
 </section>"""
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Release Secretary</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<style>
-body {{ font: 16px/1.5 system-ui, sans-serif; max-width: 46rem; margin: 3rem auto; padding: 0 1rem;
-  color: #1f2328; }}
-h1 {{ font-size: 1.6rem; }} code {{ background: #f6f8fa; padding: .1em .3em; border-radius: 4px; }}
-section {{ border: 1px solid #d0d7de; border-radius: 8px; padding: .5rem 1.25rem; margin: 1.5rem 0; }}
-section.warn {{ border-left: 6px solid #bf8700; }} section.ok {{ border-left: 6px solid #1a7f37; }}
-footer {{ color: #59636e; font-size: .9rem; }}
-</style></head>
-<body>
-<h1>Release Secretary</h1>
+    body = f"""
 <p>Label a pull request <code>Ready for Prod</code> or comment <code>/ship friday</code>: the bot
 verifies the PR, books a release window and keeps the thread up to date.</p>
-{status}
-<footer>Store: {html.escape(settings.store_kind)} &middot; health: <a href="/healthz">/healthz</a></footer>
-</body></html>"""
+{status}"""
+    footer = f'Store: {html.escape(settings.store_kind)} &middot; health: <a href="/healthz">/healthz</a>'
+    return page_html("Release Secretary", body, footer=footer)
 
 
 def make_tracker(store: Store, service: ReleaseService) -> PullTracker:
@@ -271,6 +273,7 @@ def make_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_post("/webhooks/github", github_webhook)
     app.router.add_get("/calendar.ics", calendar_feed)
+    add_setup_routes(app)
     add_google_routes(app)
     add_a2a_routes(app)
     add_chat_routes(app)
@@ -287,6 +290,13 @@ def make_app(
             vault = Vault(app[STORE], SecretBox(settings.secrets_keys))
             app[GOOGLE_LINKS] = GoogleLinks(settings, app[STORE], vault, clock)
             app[AGENTS] = DevAgents(app[STORE], settings, clock, vault)
+        await load_registered_app(settings.credentials, app[STORE], settings.secrets_keys)
+        if not settings.credentials.configured:
+            log.warning(
+                "no GitHub App configured (missing: %s); open %s/ to register one",
+                ", ".join(settings.missing_for_github()),
+                settings.public_url or f"http://localhost:{settings.port}",
+            )
         yield
         if owned:
             await app[STORE].close()
@@ -294,6 +304,7 @@ def make_app(
     async def github_ctx(app: web.Application) -> AsyncIterator[None]:
         async with aiohttp.ClientSession() as session:
             app[GITHUB] = GitHubApp(settings, session)
+            app[APP_REGISTRATION] = AppRegistration(settings, app[STORE], app[GITHUB], clock)
             yield
 
     async def api_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -304,6 +315,18 @@ def make_app(
             app[STORE], service, app[GITHUB], clock, tracker=make_tracker(app[STORE], service)
         )
         yield
+
+    async def webhook_proxy_ctx(app: web.Application) -> AsyncIterator[None]:
+        """WEBHOOK_PROXY_URL: a smee.io channel's deliveries, replayed into our own intake (verified there)."""
+        assert settings.webhook_proxy_url is not None
+        proxy = WebhookProxy(
+            settings.webhook_proxy_url,
+            local_intake_url(settings.host, settings.port),
+            secret=settings.credentials.webhook_secret,
+        )
+        await proxy.start()
+        yield
+        await proxy.close()
 
     async def mcp_ctx(app: web.Application) -> AsyncIterator[None]:
         """MCP over streamable HTTP on its own port (MCP_PORT), over the API's operations and tokens."""
@@ -352,6 +375,8 @@ def make_app(
     app.cleanup_ctx.append(api_ctx)
     if settings.mcp_port is not None:
         app.cleanup_ctx.append(mcp_ctx)
+    if settings.webhook_proxy_url:
+        app.cleanup_ctx.append(webhook_proxy_ctx)
     if settings.chat_configured:
         app.cleanup_ctx.append(chat_ctx)
     if run_worker:

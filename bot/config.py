@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
+from .credentials import AppCredentials
+
 DEFAULT_GITHUB_API_URL = "https://api.github.com"
 DEFAULT_GITHUB_URL = "https://github.com"
 DEFAULT_GOOGLE_CALENDAR_API_URL = "https://www.googleapis.com"
@@ -20,6 +22,11 @@ DEFAULT_GOOGLE_AUTH_URL = "https://accounts.google.com/o/oauth2/v2/auth"
 DEFAULT_GOOGLE_TOKEN_URL = "https://oauth2.googleapis.com/token"  # noqa: S105 - a URL, not a secret
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
 DEFAULT_TELEGRAM_API_URL = "https://api.telegram.org"
+
+# The fields that make up the App's credentials (see `Settings.credentials`).
+_CREDENTIAL_FIELDS = frozenset(
+    {"github_app_id", "github_private_key", "github_webhook_secret", "github_client_id", "github_client_secret"}
+)
 
 
 class SettingsError(Exception):
@@ -32,6 +39,8 @@ class SettingsError(Exception):
 
 @dataclass(frozen=True)
 class Settings:
+    # The GitHub App as the environment names it. What the bot acts as at run time is `credentials`, which
+    # adds the App registered through the setup page (bot/credentials.py); read that, not these.
     github_app_id: int | None = None
     github_private_key: str | None = field(default=None, repr=False)
     github_webhook_secret: str | None = field(default=None, repr=False)
@@ -80,6 +89,22 @@ class Settings:
     chat_edit_interval: float = 3.0  # at most one edit of a chat message per this many seconds
     # MCP over streamable HTTP on its own port (None: off); stdio needs no port.
     mcp_port: int | None = None
+    # A smee.io-style channel to read webhooks from when GitHub cannot reach the bot (a laptop). Whoever has
+    # this URL can read every delivery: kept out of repr like a secret.
+    webhook_proxy_url: str | None = field(default=None, repr=False)
+    # The App this process acts as now: the fields above, and what the manifest flow registered while it
+    # runs. One mutable holder per process, outside the frozen value (neither compared nor printed).
+    credentials: AppCredentials = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        credentials = AppCredentials(
+            app_id=self.github_app_id,
+            private_key=self.github_private_key,
+            webhook_secret=self.github_webhook_secret,
+            client_id=self.github_client_id,
+            client_secret=self.github_client_secret,
+        )
+        object.__setattr__(self, "credentials", credentials)
 
     @property
     def slack_configured(self) -> bool:
@@ -95,7 +120,8 @@ class Settings:
 
     @property
     def app_configured(self) -> bool:
-        return self.github_app_id is not None and self.github_private_key is not None
+        """The bot can act as a GitHub App: from the environment, or registered through the setup page."""
+        return self.credentials.configured
 
     @property
     def sqlite_path(self) -> Path:
@@ -106,18 +132,25 @@ class Settings:
         return "mongo" if self.mongodb_uri else "sqlite"
 
     def missing_for_github(self) -> list[str]:
-        """What an operator still has to set before the bot can talk to GitHub."""
+        """What an operator still has to set before the bot can talk to GitHub (the setup page's
+        registration sets all of it)."""
+        credentials = self.credentials
         missing = []
-        if self.github_app_id is None:
+        if credentials.app_id is None:
             missing.append("GITHUB_APP_ID")
-        if self.github_private_key is None:
+        if credentials.private_key is None:
             missing.append("GITHUB_PRIVATE_KEY or GITHUB_PRIVATE_KEY_PATH")
-        if self.github_webhook_secret is None:
+        if credentials.webhook_secret is None:
             missing.append("GITHUB_WEBHOOK_SECRET")
         return missing
 
     def replace(self, **changes: object) -> Settings:
-        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+        """A copy with `changes`. It shares this one's `credentials` (the same process, other knobs), unless
+        the changes name other App credentials: then it starts from those."""
+        copy = dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+        if not _CREDENTIAL_FIELDS & changes.keys():
+            object.__setattr__(copy, "credentials", self.credentials)
+        return copy
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -189,8 +222,11 @@ class Settings:
             telegram_webhook_secret=reader.text("TELEGRAM_WEBHOOK_SECRET"),
             chat_edit_interval=reader.number("CHAT_EDIT_INTERVAL", 3.0),
             mcp_port=reader.integer("MCP_PORT", None, minimum=1, maximum=65535),
+            webhook_proxy_url=reader.optional_url("WEBHOOK_PROXY_URL"),
         )
         _chat_problems(settings, reader.problems)
+        if settings.webhook_proxy_url and urlsplit(settings.webhook_proxy_url).path.strip("/") in ("", "new"):
+            reader.problems.append("WEBHOOK_PROXY_URL must be a channel URL such as https://smee.io/AbC123")
         if (settings.google_client_id is None) != (settings.google_client_secret is None):
             reader.problems.append(
                 "GOOGLE_CLIENT_ID and GOOGLE_CLIENT_SECRET go together (the OAuth client that links "

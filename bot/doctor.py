@@ -15,6 +15,7 @@ import yaml
 from handlers.routes import ALWAYS_DELIVERED, compose, handled_events
 
 from .config import Settings
+from .credentials import load_registered_app
 from .github import GitHubApp
 from .store import DeliveryStatus, make_store
 
@@ -76,15 +77,36 @@ async def check_store(settings: Settings, report: Report) -> None:
         await store.close()
 
 
-async def check_github(settings: Settings, report: Report) -> None:
-    missing = settings.missing_for_github()
-    if not settings.app_configured:
-        report.fail(f"github: no App configured; set {', '.join(missing)}")
+async def load_registered(settings: Settings, report: Report) -> None:
+    """The App registered on the start page, when the environment names none (the bot would use it)."""
+    credentials = settings.credentials
+    if credentials.from_environment or not settings.secrets_keys or credentials.registered is not None:
         return
-    if settings.github_webhook_secret is None:
-        report.fail("github: GITHUB_WEBHOOK_SECRET is not set: webhooks are refused")
-    else:
+    store = make_store(settings)
+    try:
+        await store.open()
+        await load_registered_app(credentials, store, settings.secrets_keys)
+    except Exception:  # noqa: BLE001, S110 - the store check already says what is wrong with it
+        pass
+    finally:
+        await store.close()
+    if credentials.problem:
+        report.fail(f"github: {credentials.problem} (is SECRETS_KEY the one the bot ran with?)")
+
+
+async def check_github(settings: Settings, report: Report) -> None:
+    await load_registered(settings, report)
+    credentials = settings.credentials
+    missing = settings.missing_for_github()
+    if not credentials.configured:
+        report.fail(f"github: no App configured; set {', '.join(missing)}, or register one on the start page")
+        return
+    if credentials.webhook_secret is None:
+        report.fail("github: no webhook secret (GITHUB_WEBHOOK_SECRET is not set): webhooks are refused")
+    elif credentials.from_environment:
         report.ok("github: webhook secret is set")
+    else:
+        report.ok("github: the App registered on the start page is stored encrypted, with its webhook secret")
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
         github = GitHubApp(settings.replace(github_max_retry_wait=5.0), session)
         try:
@@ -93,12 +115,12 @@ async def check_github(settings: Settings, report: Report) -> None:
             if exc.status_code == 401:
                 report.fail(
                     f"github: {settings.github_api_url} rejected the App's JWT (401): "
-                    f"GITHUB_APP_ID={settings.github_app_id} and the private key do not belong "
+                    f"GITHUB_APP_ID={credentials.app_id} and the private key do not belong "
                     "together, the key was revoked, or this machine's clock is off"
                 )
             elif exc.status_code == 404:
                 report.fail(
-                    f"github: GET /app answered 404: no App {settings.github_app_id} at "
+                    f"github: GET /app answered 404: no App {credentials.app_id} at "
                     f"{settings.github_api_url} (GitHub Enterprise Server wants https://HOST/api/v3)"
                 )
             else:
@@ -186,7 +208,7 @@ async def check_calendar(settings: Settings, report: Report) -> None:
         report.ok("calendar: people cannot link their own Google calendars (GOOGLE_CLIENT_ID is not set)")
     elif settings.public_url is None:
         report.warn("calendar: GOOGLE_CLIENT_ID is set but PUBLIC_URL is not: the link's callback needs it")
-    elif settings.github_client_id is None:
+    elif settings.credentials.client_id is None:
         report.warn(
             "calendar: GOOGLE_CLIENT_ID is set but GITHUB_CLIENT_ID/GITHUB_CLIENT_SECRET are not: calendar "
             "links need the App's OAuth client to confirm who opens them, so linking is off"

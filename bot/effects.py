@@ -147,7 +147,7 @@ class EffectExecutor:
         """Written by this App: another bot echoing our marker must not be adopted."""
         app = comment.get("performed_via_github_app") or {}
         if app.get("id") is not None:
-            return bool(app.get("id") == self.github.settings.github_app_id)
+            return bool(app.get("id") == self.github.app_id)
         return (comment.get("user") or {}).get("type") == "Bot"
 
     async def _save_record(self, record: PullRecord, **changes: Any) -> None:

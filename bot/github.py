@@ -1,7 +1,9 @@
 """GitHub App plumbing: the App JWT, cached installation tokens, ETag caches and rate-limit pacing.
 
 One `GitHubApp` per process owns the aiohttp session. Clients are cheap per-job objects that share, per
-installation, the token, the conditional-request cache and the pacer (write spacing, rate limits).
+installation, the token, the conditional-request cache and the pacer (write spacing, rate limits). The App's
+id and key come from `settings.credentials` at each use, so an App registered while the bot runs (the setup
+page) is used at once.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import gidgethub.aiohttp
 from gidgethub import sansio
 
 from .config import Settings
+from .credentials import AppCredentials
 
 log = logging.getLogger(__name__)
 
@@ -230,6 +233,7 @@ class GitHubApp:
 
     def __init__(self, settings: Settings, session: aiohttp.ClientSession) -> None:
         self.settings = settings
+        self.credentials: AppCredentials = settings.credentials
         self.session = session
         # Tokens live until shortly before GitHub expires them (TLRU: per-item time to use).
         self._tokens: cachetools.TLRUCache[int, InstallationToken] = cachetools.TLRUCache(
@@ -248,7 +252,12 @@ class GitHubApp:
 
     @property
     def configured(self) -> bool:
-        return self.settings.app_configured
+        return self.credentials.configured
+
+    @property
+    def app_id(self) -> int | None:
+        """The id of the App the bot acts as now (None: no App yet)."""
+        return self.credentials.app_id
 
     def pacer(self, key: int | str) -> Pacer:
         pacer = self._pacers.get(key)
@@ -264,14 +273,17 @@ class GitHubApp:
 
     def app_client(self) -> GitHubClient:
         """A client that authenticates as the App itself (JWT), for /app endpoints."""
-        if not self.settings.app_configured:
-            raise GitHubNotConfigured("no GitHub App configured: set GITHUB_APP_ID and GITHUB_PRIVATE_KEY")
+        app_id, private_key = self.credentials.app_id, self.credentials.private_key
+        if app_id is None or private_key is None:
+            raise GitHubNotConfigured(
+                "no GitHub App configured: register one on the start page, or set GITHUB_APP_ID and GITHUB_PRIVATE_KEY"
+            )
         return GitHubClient(
             self.session,
             pacer=self.pacer("app"),
             max_retry_wait=self.settings.github_max_retry_wait,
-            app_id=str(self.settings.github_app_id),
-            private_key=self.settings.github_private_key,
+            app_id=str(app_id),
+            private_key=private_key,
             cache=self._cache("app"),
             base_url=self.settings.github_api_url,
         )
@@ -286,6 +298,7 @@ class GitHubApp:
             if cached is not None:
                 return cached
             self.token_requests += 1
+            await self.credentials.refresh()  # another process may have registered the App meanwhile
             data = await self.app_client().post(
                 "/app/installations/{installation_id}/access_tokens",
                 {"installation_id": installation_id},

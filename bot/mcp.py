@@ -28,6 +28,7 @@ from .api.operations import MAX_PAGE, ApiError, Operations
 from .api.tokens import ApiTokens, Caller
 from .config import Settings
 from .context import utcnow
+from .credentials import load_registered_app
 from .github import GitHubApp
 from .release import Source, State
 from .service import ReleaseService
@@ -399,6 +400,7 @@ async def open_operations(
     store = make_store(settings)
     await store.open()
     try:
+        await load_registered_app(settings.credentials, store, settings.secrets_keys)
         async with aiohttp.ClientSession() as session:
             service = ReleaseService(store, settings, clock)
             tracker = make_tracker(store, service)

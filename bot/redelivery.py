@@ -52,7 +52,7 @@ async def sweep_failed_deliveries(
     """Redeliver every recent delivery that never reached us; None if another worker is sweeping."""
     if not await store.acquire_lease(LEASE, owner, now=now, seconds=lease_seconds):
         return None
-    app_id = github.settings.github_app_id
+    app_id = github.app_id
     saved = await store.get_value(CURSOR)
     since = max(now - MAX_LOOKBACK, datetime.fromisoformat(saved) - _OVERLAP if saved else now - MAX_LOOKBACK)
     gh = github.app_client()

@@ -33,6 +33,7 @@ from .calendar.planner import HORIZON, Calendars
 from .checks import OWN_CHECK_NAME, ChecksVerdict, escape_markdown, evaluate, required_checks
 from .checks import _safe_url as safe_url
 from .config import Settings
+from .credentials import AppCredentials
 from .github import GitHubClient
 from .logs import redact
 from .policy import Busy, Slot, format_slot, slot_problems, zone_named
@@ -131,10 +132,18 @@ def mirror_job(ref: PullRef, now: datetime) -> JobSpec:
 class GitHubReader:
     """What the service reads from GitHub; GETs go through the per-installation ETag cache."""
 
-    def __init__(self, store: Store, clock: Callable[[], datetime], app_id: int | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        clock: Callable[[], datetime],
+        app_id: int | None = None,
+        *,
+        credentials: AppCredentials | None = None,
+    ) -> None:
         self.store = store
         self.clock = clock
-        self.app_id = app_id
+        self._app_id = app_id
+        self._credentials = credentials  # when given, the App id is read from it each time (it may change)
         self._permissions: cachetools.TTLCache[tuple[str, str], str] = cachetools.TTLCache(
             maxsize=10_000, ttl=_PERMISSION_TTL
         )
@@ -142,6 +151,11 @@ class GitHubReader:
         self._required: cachetools.TTLCache[tuple[str, str], tuple[dict[str, Any] | None, list[dict[str, Any]]]] = (
             cachetools.TTLCache(maxsize=10_000, ttl=_PROTECTION_TTL)
         )
+
+    @property
+    def app_id(self) -> int | None:
+        """The bot's own App, whose check runs are never something to wait for."""
+        return self._credentials.app_id if self._credentials is not None else self._app_id
 
     async def config(self, gh: GitHubAPI, repo: str, *, fresh: bool = False) -> LoadedConfig:
         """The repo's config from its default branch; an invalid file keeps the last good one in force.
@@ -331,7 +345,7 @@ class ReleaseService:
         self.store = store
         self.settings = settings
         self.clock = clock
-        self.read = GitHubReader(store, clock, settings.github_app_id)
+        self.read = GitHubReader(store, clock, credentials=settings.credentials)
         self.vault = Vault(store, SecretBox(settings.secrets_keys)) if settings.secrets_keys else None
         feed = FeedTokens(self.vault, clock) if self.vault is not None else None
         self.links = GoogleLinks(settings, store, self.vault, clock) if self.vault is not None else None

@@ -345,6 +345,8 @@ class Worker:
             repo=repo,
         ):
             event = sansio.Event(data, event=delivery.event, delivery_id=delivery.delivery_id)
+            if delivery.installation_id is not None and self.github is not None and not self.github.configured:
+                await self.github.credentials.refresh()  # registered on the setup page, by another process?
             try:
                 # Events about one PR run one at a time, in the order they were claimed (oldest
                 # first): `/ship` then `/ship cancel` must not finish in the opposite order.

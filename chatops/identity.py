@@ -101,8 +101,8 @@ class ChatLinks:
 
     def missing(self) -> list[str]:
         wanted = {
-            "GITHUB_CLIENT_ID": self.settings.github_client_id,
-            "GITHUB_CLIENT_SECRET": self.settings.github_client_secret,
+            "GITHUB_CLIENT_ID": self.settings.credentials.client_id,
+            "GITHUB_CLIENT_SECRET": self.settings.credentials.client_secret,
             "PUBLIC_URL": self.settings.public_url,
         }
         return [name for name, value in wanted.items() if not value]
@@ -144,7 +144,7 @@ class ChatLinks:
         }
         await self.store.set_value(key, json.dumps(record), now=self.clock())
         params = {
-            "client_id": self.settings.github_client_id or "",
+            "client_id": self.settings.credentials.client_id or "",
             "redirect_uri": self.redirect_uri,
             "state": f"{_digest(state)}.{nonce}",
             "allow_signup": "false",
@@ -324,8 +324,8 @@ class ChatLinks:
 
     async def _token_request(self, form: dict[str, str], *, refused_text: bool) -> dict[str, Any]:
         form = {
-            "client_id": self.settings.github_client_id or "",
-            "client_secret": self.settings.github_client_secret or "",
+            "client_id": self.settings.credentials.client_id or "",
+            "client_secret": self.settings.credentials.client_secret or "",
             **form,
         }
         url = f"{self.settings.github_url.rstrip('/')}/login/oauth/access_token"

@@ -22,7 +22,7 @@ async def _reevaluate(event: sansio.Event, gh: GitHubAPI, ctx: HandlerContext, h
 
 def _own(app: dict[str, object] | None, ctx: HandlerContext) -> bool:
     # Our own `Release` check run changing must not re-trigger an evaluation (and another edit).
-    return app is not None and app.get("id") == ctx.settings.github_app_id
+    return app is not None and app.get("id") == ctx.settings.credentials.app_id
 
 
 @router.register("check_suite", action="completed")

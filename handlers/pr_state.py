@@ -70,7 +70,7 @@ async def track_check_suite(event: sansio.Event, gh: GitHubAPI, *, ctx: HandlerC
     suite = event.data.get("check_suite") or {}
     if not _app_delivery(event.data) or not suite.get("head_sha"):
         return
-    if (suite.get("app") or {}).get("id") == ctx.settings.github_app_id:
+    if (suite.get("app") or {}).get("id") == ctx.settings.credentials.app_id:
         return  # our own suite: its `Release` run came by check_run already
     await tracker(ctx).on_check_suite(gh, event.data)
 

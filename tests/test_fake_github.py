@@ -317,6 +317,14 @@ async def test_every_operation_answers_in_its_documented_shape(
     world.add_oauth_app("Iv1.tour", "tour-secret", "https://bot.example/oauth/github")
     user_token = world.issue_user_token("Iv1.tour", "alice")
     assert (await gh.getitem("/user", oauth_token=user_token))["login"] == "alice"
+    world.add_oauth_app("Iv1.tour-app", "tour-secret", "https://bot.example/login/callback", app_id=APP_ID)
+    app_user_token = world.issue_user_token("Iv1.tour-app", "alice")  # the App's user authorization
+    mine = gh.getiter("/user/installations", oauth_token=app_user_token, iterable_key="installations")
+    assert [i["id"] async for i in mine] == [INSTALLATION_ID]
+    reachable = gh.getiter(
+        f"/user/installations/{INSTALLATION_ID}/repositories", oauth_token=app_user_token, iterable_key="repositories"
+    )
+    assert [(x["full_name"], x["permissions"]["maintain"]) async for x in reachable] == [(REPO, True)]
 
     merged = await gh.put(f"{r}/pulls/5/merge", data={"sha": HEAD, "merge_method": "squash"}, oauth_token=token)
     assert merged["merged"] is True

@@ -146,3 +146,13 @@ async def test_linking_a_calendar_in_the_browser(tmp_path: Path, fake_github: ob
                 await browser.close()
     finally:
         await server.close()
+
+
+async def test_setup_page_offers_one_click_registration(tmp_path: Path) -> None:
+    from bot.secrets import generate_key
+
+    text = await _screenshot(Settings(data_dir=tmp_path, secrets_keys=(generate_key(),)), "start-setup")
+    assert "Not connected to GitHub yet" in text and "Register the GitHub App" in text
+    assert "Organization that will own the App" in text
+    assert "PUBLIC_URL is not set" in text and "WEBHOOK_PROXY_URL" in text
+    assert "Or set it up by hand" in text and "python -m bot doctor" in text

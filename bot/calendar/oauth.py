@@ -129,8 +129,8 @@ class GoogleLinks:
         wanted = {
             "GOOGLE_CLIENT_ID": settings.google_client_id,
             "GOOGLE_CLIENT_SECRET": settings.google_client_secret,
-            "GITHUB_CLIENT_ID": settings.github_client_id,
-            "GITHUB_CLIENT_SECRET": settings.github_client_secret,
+            "GITHUB_CLIENT_ID": settings.credentials.client_id,
+            "GITHUB_CLIENT_SECRET": settings.credentials.client_secret,
             "PUBLIC_URL": settings.public_url,
         }
         missing = [name for name, value in wanted.items() if not value]
@@ -197,7 +197,7 @@ class GoogleLinks:
         now = self.clock()
         await self.store.set_value(link.key, json.dumps(record), now=now)
         params = {
-            "client_id": self.settings.github_client_id or "",
+            "client_id": self.settings.credentials.client_id or "",
             "redirect_uri": self.github_redirect_uri,
             "state": f"{link.digest}.{nonce}",
             "login": link.login,  # GitHub offers that account first; what it answers is still checked
@@ -412,8 +412,8 @@ class GoogleLinks:
         """Exchange GitHub's code for a user token, ask GitHub whose it is, and drop the token."""
         settings = self.settings
         form = {
-            "client_id": settings.github_client_id or "",
-            "client_secret": settings.github_client_secret or "",
+            "client_id": settings.credentials.client_id or "",
+            "client_secret": settings.credentials.client_secret or "",
             "code": code,
             "redirect_uri": self.github_redirect_uri,
             "code_verifier": verifier,

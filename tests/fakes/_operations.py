@@ -278,6 +278,58 @@ class Operations(Rendering):
         template = "apps/list-repos-accessible-to-installation"
         return Page([self._repo_json(r, template, "repositories", 0) for r in repos], key="repositories")
 
+    def _user_app(self, call: Call) -> tuple[str, FakeApp]:
+        """The login and the App behind a user access token (these endpoints serve no other token)."""
+        login = call.principal.user
+        if login is None:
+            raise GitHubError(403, "Resource not accessible by integration")
+        if call.principal.app is None:
+            # An OAuth App's token (here: a client registered without an App) is refused, as documented.
+            raise GitHubError(
+                403,
+                "You must authenticate with an access token authorized to a GitHub App in order to list installations",
+            )
+        return login, call.principal.app
+
+    @staticmethod
+    def _user_reaches(login: str, repo: FakeRepo) -> bool:
+        """ "Explicit permission": the person owns the repository or has a role on it (`set_permission`)."""
+        return login.lower() == repo.owner.lower() or repo.permissions.get(login.lower(), "none") != "none"
+
+    def _op_apps_list_installations_for_authenticated_user(self, call: Call) -> Page:
+        login, app = self._user_app(call)
+        found = [
+            i
+            for i in self.installations.values()
+            if i.app_id == app.app_id and any(self._user_reaches(login, r) for r in self._installation_repos(i))
+        ]
+        return Page([self._installation_json(i) for i in found], key="installations")
+
+    def _op_apps_list_installation_repos_for_authenticated_user(self, call: Call) -> Page:
+        login, app = self._user_app(call)
+        installation = self.installations.get(int(call.params["installation_id"]))
+        repos = (
+            [r for r in self._installation_repos(installation) if self._user_reaches(login, r)]
+            if installation is not None and installation.app_id == app.app_id
+            else []
+        )
+        if not repos:  # GitHub does not tell an installation the person cannot reach from a missing one
+            raise _not_found(f"installation {call.params['installation_id']} has no repository {login} can access")
+        template = "apps/list-installation-repos-for-authenticated-user"
+        nodes = []
+        for repo in repos:
+            node = self._repo_json(repo, template, "repositories", 0)
+            role = "admin" if login.lower() == repo.owner.lower() else repo.permissions[login.lower()]
+            node["permissions"] = {
+                "admin": role == "admin",
+                "maintain": role in ("admin", "maintain"),
+                "push": role in ("admin", "maintain", "write"),
+                "triage": role in ("admin", "maintain", "write", "triage"),
+                "pull": True,
+            }
+            nodes.append(node)
+        return Page(nodes, key="repositories")
+
     def _op_apps_list_webhook_deliveries(self, call: Call) -> Reply:
         per_page = int(call.query.get("per_page", "30"))
         deliveries = sorted(self.hook_deliveries.values(), key=lambda d: d.id, reverse=True)
@@ -321,14 +373,24 @@ class Operations(Rendering):
         found = self._manifest_codes.pop(code, None)
         if found is None:
             raise _not_found(f"manifest code {code!r} unknown or already used")
+        if found["expires"] <= self.now():
+            raise _not_found(f"manifest code {code!r} expired (codes work for an hour)")
+        extra: JSON = {}
+        if found["permissions"] is not None:
+            extra["permissions"] = found["permissions"]
+        if found["events"] is not None:
+            extra["events"] = found["events"]
         app = self.add_app(
             found["app_id"],
             found["pem"],
             slug=found["slug"],
             name=found["name"],
             owner_login=found["owner_login"],
+            **extra,
         )
         app.client_id = found["client_id"]
+        if found["manifest"] is not None:
+            self.manifests[app.app_id] = found["manifest"]
         node = self._template("apps/create-from-manifest")
         node.update(self._app_json(app.app_id))
         node.update(

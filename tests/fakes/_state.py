@@ -306,6 +306,8 @@ class Principal:
 class State:
     """The fake's world; rendering, operations and the server are layered on top of it."""
 
+    violations: list[str]  # the server's record of what the bot did wrong (FakeGitHub)
+
     def __init__(self, spec: Spec) -> None:
         self.spec = spec
         self.url = ""
@@ -334,6 +336,7 @@ class State:
         self.redeliveries: list[int] = []
         self.rerequested_suites: list[int] = []
         self._manifest_codes: dict[str, JSON] = {}
+        self.manifests: dict[int, JSON] = {}  # app id -> the manifest it was registered from (`manifest_code`)
         self._org_logins: set[str] = set()
         self._user_ids: dict[str, int] = {}
         self._buckets: dict[str, RateBucket] = {}
@@ -399,11 +402,18 @@ class State:
         webhook_secret: str = "manifest-webhook-secret",
         client_id: str | None = None,
         client_secret: str = "manifest-client-secret",
+        permissions: dict[str, str] | None = None,
+        events: Sequence[str] | None = None,
+        manifest: JSON | None = None,
     ) -> None:
         """A one-time code the manifest flow exchanges (POST /app-manifests/{code}/conversions)
-        for the new App's credentials; the conversion registers the App."""
+        for the new App's credentials, within an hour as on GitHub; the conversion registers the App."""
         pem = private_key_pem.decode() if isinstance(private_key_pem, bytes) else private_key_pem
         self._manifest_codes[code] = {
+            "expires": self.now() + timedelta(hours=1),
+            "permissions": permissions,
+            "events": list(events) if events is not None else None,
+            "manifest": manifest,
             "app_id": app_id,
             "pem": pem,
             "slug": slug,
@@ -413,6 +423,43 @@ class State:
             "client_id": client_id or f"Iv1.{fake_sha('client', app_id)[:16]}",
             "client_secret": client_secret,
         }
+
+    def manifest_code(self, manifest: JSON | str, *, owner: str = "octocat", app_id: int | None = None) -> str:
+        """What GitHub's "register a GitHub App" page does with a posted `manifest` once the person confirms:
+        the App's code for the flow's redirect. The App gets a new key and secrets and the manifest's name,
+        permissions and events when the code is converted. A manifest GitHub would refuse raises
+        ManifestRefused (and is a violation: the bot built it)."""
+        import json
+
+        from tests.fakes.github_manifest import ManifestRefused, manifest_problems, slug_of
+        from tests.fakes.keys import make_app_key
+
+        data = json.loads(manifest) if isinstance(manifest, str) else manifest
+        problems = manifest_problems(data, self.spec)
+        name = str(data.get("name") or "") if isinstance(data, dict) else ""
+        slug = slug_of(name) if name else ""
+        taken = {a.slug for a in self.apps.values()} | {c["slug"] for c in self._manifest_codes.values()}
+        if not problems and (not slug or slug in taken):
+            problems.append(f"Name {name!r} is already in use" if slug else "name is required")
+        if problems:
+            self.violations.append(f"manifest refused: {problems}")
+            raise ManifestRefused(problems)
+        key = make_app_key()
+        code = secrets.token_hex(10)
+        self.add_manifest_code(
+            code,
+            app_id=app_id or max([*self.apps, 900_000]) + 1,
+            private_key_pem=key.rsa_private_key_pem,
+            slug=slug,
+            name=name,
+            owner_login=owner,
+            webhook_secret=secrets.token_hex(20),
+            client_secret=secrets.token_hex(20),
+            permissions=dict(data.get("default_permissions") or {}),
+            events=list(data.get("default_events") or []),
+            manifest=data,
+        )
+        return code
 
     def add_installation(
         self,

@@ -365,7 +365,7 @@ class FakeGitHub(LocalServer, OAuthWebFlow, Operations):
     def _auth_kind(op: Operation | None) -> Literal["app", "installation", "user", "none", "any"]:
         if op is None or op.operation_id == "rate-limit/get":
             return "any"
-        if op.operation_id == "users/get-authenticated":
+        if op.operation_id == "users/get-authenticated" or op.template.startswith("/user/installations"):
             return "user"
         if op.operation_id == "apps/create-from-manifest":
             return "none"
