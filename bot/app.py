@@ -43,6 +43,7 @@ from .secrets import SecretBox, Vault
 from .service import ReleaseService
 from .store import NewDelivery, Store, make_store
 from .tracker import PullTracker
+from .web.dashboard import add_routes as add_dashboard_routes
 from .web.setup import APP_REGISTRATION, AppRegistration, page_html, setup_page
 from .web.setup import add_routes as add_setup_routes
 from .webhook_proxy import WebhookProxy, local_intake_url
@@ -244,6 +245,7 @@ def render_index(settings: Settings, base_url: str) -> str:
   <h2>Connected</h2>
   <p>GitHub App <code>{credentials.app_id}</code>{source}; webhooks are accepted at
   <code>{html.escape(webhook_url)}</code>.</p>
+  <p><a href="/dashboard">Open the dashboard</a>: every release at a glance (sign in with GitHub).</p>
 </section>"""
     body = f"""
 <p>Label a pull request <code>Ready for Prod</code> or comment <code>/ship friday</code>: the bot
@@ -278,6 +280,7 @@ def make_app(
     add_a2a_routes(app)
     add_chat_routes(app)
     add_api_routes(app)
+    add_dashboard_routes(app)
     if settings.public_url:
         app[API_PUBLIC_URL] = settings.public_url
 
