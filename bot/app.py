@@ -89,10 +89,11 @@ async def github_webhook(request: web.Request) -> web.Response:
     """Verify, store, acknowledge. The worker does everything else, after we have answered."""
     settings = request.app[SETTINGS]
     credentials = settings.credentials
+    if not credentials.configured:
+        # Registered on the setup page by another process? Its App id keys the dedupe, so load it even
+        # when the environment gives the webhook secret.
+        await credentials.refresh()
     secret = credentials.webhook_secret
-    if secret is None:
-        await credentials.refresh()  # registered on the setup page, by another process?
-        secret = credentials.webhook_secret
     if secret is None:
         return _error(
             503, "webhooks are refused until a GitHub App is registered (see /) or GITHUB_WEBHOOK_SECRET is set"
@@ -294,12 +295,6 @@ def make_app(
             app[GOOGLE_LINKS] = GoogleLinks(settings, app[STORE], vault, clock)
             app[AGENTS] = DevAgents(app[STORE], settings, clock, vault)
         await load_registered_app(settings.credentials, app[STORE], settings.secrets_keys)
-        if not settings.credentials.configured:
-            log.warning(
-                "no GitHub App configured (missing: %s); open %s/ to register one",
-                ", ".join(settings.missing_for_github()),
-                settings.public_url or f"http://localhost:{settings.port}",
-            )
         yield
         if owned:
             await app[STORE].close()
@@ -307,7 +302,17 @@ def make_app(
     async def github_ctx(app: web.Application) -> AsyncIterator[None]:
         async with aiohttp.ClientSession() as session:
             app[GITHUB] = GitHubApp(settings, session)
-            app[APP_REGISTRATION] = AppRegistration(settings, app[STORE], app[GITHUB], clock)
+            registration = AppRegistration(settings, app[STORE], app[GITHUB], clock)
+            app[APP_REGISTRATION] = registration
+            if not settings.credentials.configured:
+                # The one-time link is for the operator reading this log (as Jupyter prints its token):
+                # it is what keeps others who reach the page from registering an App of theirs.
+                log.warning(
+                    "no GitHub App configured (missing: %s); open %s/?setup=%s to register one",
+                    ", ".join(settings.missing_for_github()),
+                    settings.public_url or f"http://localhost:{settings.port}",
+                    registration.token,
+                )
             yield
 
     async def api_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -460,9 +460,8 @@ class WebhookProxy:
                     await self._handle(event, session)
                     # Only once handled: a reconnection resumes after the last event actually replayed.
                     self.last_event_id = event.id
-                self.last_event_id = parser.last_event_id
                 if parser.retry is not None:
-                    self._retry = parser.retry
+                    self._retry = max(parser.retry, 1.0)  # `retry: 0` must not make a hot reconnect loop
                 if parser.dropped != dropped:
                     log.warning("webhook proxy: skipped an event over %d bytes", MAX_EVENT_BYTES)
 

@@ -145,6 +145,8 @@ class Worker:
         while not stop.is_set():
             claimed = 0
             try:
+                if self.github is not None and not self.github.credentials.configured:
+                    await self.github.credentials.refresh()  # an App registered by the web process (rate-limited)
                 claimed = await self._fill(inflight)
                 await self._maybe_purge()
                 await self._maybe_recover_outbox()

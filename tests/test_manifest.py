@@ -31,7 +31,7 @@ from bot.doctor import run_doctor
 from bot.github import GitHubApp
 from bot.secrets import SecretBox, generate_key
 from bot.service import ReleaseService
-from bot.web.setup import CALLBACK_PATH, INSTALLED_PATH, MAX_PENDING, SETUP_COOKIE
+from bot.web.setup import APP_REGISTRATION, CALLBACK_PATH, INSTALLED_PATH, MAX_PENDING, SETUP_COOKIE
 from handlers.routes import ALWAYS_DELIVERED, compose, handled_events
 from tests.fakes.github import FakeGitHub
 from tests.fakes.github_manifest import manifest_problems
@@ -73,7 +73,10 @@ class Browser:
         self.cookie: str | None = None
 
     async def open_setup(self, query: str = "") -> tuple[str, dict[str, Any], ClientResponse]:
-        """The setup page: its POST form to GitHub (action with the state, and the manifest)."""
+        """The setup page through the link the bot logged: its POST form to GitHub (action with the state,
+        and the manifest)."""
+        token = self.client.app[APP_REGISTRATION].token
+        query = (query + "&" if query else "?") + f"setup={token}"
         response = await self.client.get("/" + query, headers=self._headers())
         assert response.status == 200, await response.text()
         if SETUP_COOKIE in response.cookies:
@@ -401,12 +404,27 @@ async def test_without_a_secrets_key_the_page_says_what_to_set(tmp_path: Path, a
     assert f"{str(client.make_url('/')).rstrip('/')}/webhooks/github" in page
 
 
+async def test_without_the_logged_link_nobody_can_register(
+    aiohttp_client: ClientFactory, setup_settings: Settings
+) -> None:
+    client = await aiohttp_client(make_app(setup_settings))
+    for query in ("", "?setup=guess", "?setup="):
+        page = await (await client.get("/" + query)).text()
+        assert "needs the link the bot printed in its log" in page
+        assert not [f for f in _forms(page) if f["method"] == "post"]
+
+
 async def test_page_views_without_the_cookie_cannot_fill_the_store(
     aiohttp_client: ClientFactory, setup_settings: Settings
 ) -> None:
     client = await aiohttp_client(make_app(setup_settings))
-    for _ in range(MAX_PENDING + 20):
+    # Without the logged link the page offers no registration, so it begins none.
+    for _ in range(20):
         assert (await client.get("/")).status == 200
+    assert await client.server.app[STORE].list_values("app-setup:", limit=10) == []
+    link = f"/?setup={client.server.app[APP_REGISTRATION].token}"
+    for _ in range(MAX_PENDING + 20):
+        assert (await client.get(link)).status == 200
     pending = await client.server.app[STORE].list_values("app-setup:", limit=10 * MAX_PENDING)
     assert len(pending) == MAX_PENDING
     # A browser that keeps its cookie keeps one pending registration, however often it reloads.
@@ -429,3 +447,14 @@ async def test_the_environment_webhook_secret_wins_and_the_page_says_so(
     assert (
         await client.post("/webhooks/github", data=LABELED, headers=webhook_headers("pull_request", LABELED))
     ).status == 202
+
+
+def test_on_a_laptop_github_posts_to_the_webhook_proxy_channel() -> None:
+    from bot.web.setup import build_manifest, load_seed
+
+    channel = "https://smee.io/AbC123xyz"
+    manifest = build_manifest(load_seed(), "http://localhost:3000", channel)
+    assert manifest["hook_attributes"] == {"url": channel, "active": True}
+    assert build_manifest(load_seed(), "https://bot.example")["hook_attributes"]["url"] == (
+        "https://bot.example/webhooks/github"
+    )

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-async def _screenshot(settings: Settings, name: str) -> str:
+async def _screenshot(settings: Settings, name: str, *, with_setup_link: bool = False) -> str:
     from playwright.async_api import async_playwright
 
     server = TestServer(make_app(settings), host="127.0.0.1")
@@ -32,7 +32,12 @@ async def _screenshot(settings: Settings, name: str) -> str:
             )
             try:
                 page = await browser.new_page(viewport={"width": 1000, "height": 900})
-                response = await page.goto(str(server.make_url("/")))
+                path = "/"
+                if with_setup_link:  # the link the bot logs at start while no App is configured
+                    from bot.web.setup import APP_REGISTRATION
+
+                    path = f"/?setup={server.app[APP_REGISTRATION].token}"
+                response = await page.goto(str(server.make_url(path)))
                 assert response is not None and response.status == 200
                 ARTIFACTS.mkdir(exist_ok=True)
                 await page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
@@ -151,7 +156,9 @@ async def test_linking_a_calendar_in_the_browser(tmp_path: Path, fake_github: ob
 async def test_setup_page_offers_one_click_registration(tmp_path: Path) -> None:
     from bot.secrets import generate_key
 
-    text = await _screenshot(Settings(data_dir=tmp_path, secrets_keys=(generate_key(),)), "start-setup")
+    text = await _screenshot(
+        Settings(data_dir=tmp_path, secrets_keys=(generate_key(),)), "start-setup", with_setup_link=True
+    )
     assert "Not connected to GitHub yet" in text and "Register the GitHub App" in text
     assert "Organization that will own the App" in text
     assert "PUBLIC_URL is not set" in text and "WEBHOOK_PROXY_URL" in text

@@ -42,7 +42,7 @@ from chatops.identity import CALLBACK_PATH as CHAT_LINK_CALLBACK_PATH
 
 from ..calendar.oauth import GITHUB_CALLBACK_PATH as CALENDAR_LINK_CALLBACK_PATH
 from ..config import Settings
-from ..credentials import RegisteredApp
+from ..credentials import STORED_APP, RegisteredApp
 from ..github import GitHubApp
 from ..store import Store
 from .auth import CALLBACK_PATH as SIGN_IN_CALLBACK_PATH
@@ -59,6 +59,7 @@ WEBHOOK_PATH = "/webhooks/github"
 # Where GitHub's user authorization may send people back: chat linking, calendar linking, dashboard sign-in.
 OAUTH_CALLBACK_PATHS = (CHAT_LINK_CALLBACK_PATH, CALENDAR_LINK_CALLBACK_PATH, SIGN_IN_CALLBACK_PATH)
 APP_YML = Path(__file__).resolve().parents[2] / "app.yml"
+_REGISTER_LEASE = "setup:register"  # held from the last check until the new App is stored
 _STATE_KEY = "app-setup:"  # + sha256(the browser's cookie value) -> {"state": sha256(state), "expires"}
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{20,100}$")  # a state or cookie value as secrets.token_urlsafe makes them
 _CODE = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
@@ -87,7 +88,7 @@ def load_seed(path: Path = APP_YML) -> dict[str, Any]:
     return seed
 
 
-def build_manifest(seed: Mapping[str, Any], base_url: str) -> dict[str, Any]:
+def build_manifest(seed: Mapping[str, Any], base_url: str, hook_url: str | None = None) -> dict[str, Any]:
     """The manifest GitHub registers: app.yml's name, description, permissions and events, with this bot's
     URLs (`base_url`: PUBLIC_URL, or the address the page was reached at) instead of app.yml's placeholders."""
     base = base_url.rstrip("/")
@@ -96,7 +97,8 @@ def build_manifest(seed: Mapping[str, Any], base_url: str) -> dict[str, Any]:
         "url": str(seed.get("url") or base),
         "description": str(seed.get("description") or ""),
         "public": bool(seed.get("public", False)),
-        "hook_attributes": {"url": base + WEBHOOK_PATH, "active": True},
+        # On a laptop GitHub posts to the webhook proxy's channel, which the bot reads (WEBHOOK_PROXY_URL).
+        "hook_attributes": {"url": hook_url or base + WEBHOOK_PATH, "active": True},
         "redirect_url": base + CALLBACK_PATH,
         "callback_urls": [base + path for path in OAUTH_CALLBACK_PATHS],
         "setup_url": base + INSTALLED_PATH,
@@ -120,6 +122,12 @@ class AppRegistration:
         self.store = store
         self.github = github
         self.clock = clock
+        # Printed in this process's log at start: whoever registers the App must have read it, so a stranger
+        # who can reach the page (a LAN, a fresh deploy) cannot make the bot run as an App of theirs.
+        self.token = secrets.token_urlsafe(18)
+
+    def admits(self, token: str | None) -> bool:
+        return token is not None and hmac.compare_digest(token.encode(), self.token.encode())
 
     @property
     def refused(self) -> str | None:
@@ -132,6 +140,11 @@ class AppRegistration:
             )
         if credentials.configured:
             return f"GitHub App {credentials.app_id} is already registered."
+        if credentials.problem:
+            return (
+                "A registered GitHub App is stored but cannot be read (was <code>SECRETS_KEY</code> changed?): "
+                "it is not replaced. Restore the key, or remove the stored App with an operator's care."
+            )
         if not self.settings.secrets_keys:
             return (
                 "The App's private key and secrets are stored encrypted, so registering needs "
@@ -202,11 +215,20 @@ class AppRegistration:
             raise SetupRefused(
                 400, "This registration is already finished", f"Each registration link works once. {again}"
             )
-        await credentials.load()  # registered meanwhile, through another process?
-        if self.refused is not None:
-            raise SetupRefused(409, "No App was registered", f"{self.refused} Nothing was changed.")
-        app = _registered(await self._convert(code), again)
-        await credentials.register(app, now=self.clock())
+        # One registration at a time, across processes: two callbacks at once must not both register.
+        owner = secrets.token_hex(8)
+        if not await self.store.acquire_lease(_REGISTER_LEASE, owner, now=self.clock(), seconds=120):
+            raise SetupRefused(409, "Another registration is finishing", f"Reload the start page in a minute. {again}")
+        try:
+            await credentials.load()  # registered meanwhile, through another process?
+            if self.refused is None and await self.store.get_secret(STORED_APP) is not None:
+                raise SetupRefused(409, "No App was registered", "An App is already stored. Nothing was changed.")
+            if self.refused is not None:
+                raise SetupRefused(409, "No App was registered", f"{self.refused} Nothing was changed.")
+            app = _registered(await self._convert(code), again)
+            await credentials.register(app, now=self.clock())
+        finally:
+            await self.store.release_lease(_REGISTER_LEASE, owner)
         log.info(
             "GitHub App registered through the setup page",
             extra={"app_id": app.app_id, "slug": app.slug, "owner": app.owner},
@@ -299,12 +321,19 @@ async def setup_page(request: web.Request, settings: Settings) -> web.Response:
     if org and (len(org) > 39 or not _LOGIN.match(org)):
         org_problem = f"{org!r} is not an organization name on GitHub (letters, digits and single hyphens)."
     try:
-        manifest: dict[str, Any] | None = build_manifest(load_seed(), base)
+        manifest: dict[str, Any] | None = build_manifest(load_seed(), base, settings.webhook_proxy_url)
         seed_problem = None
     except (OSError, ValueError, yaml.YAMLError) as exc:
         manifest, seed_problem = None, f"The App's manifest (app.yml) cannot be read: {exc}"
         log.error("%s", seed_problem)
     refused = registration.refused if registration is not None else "The bot is still starting."
+    token = request.query.get("setup")
+    if refused is None and registration is not None and not registration.admits(token):
+        refused = (
+            "Registering an App here needs the link the bot printed in its log when it started "
+            "(<code>/?setup=…</code>): so nobody else who can reach this page registers an App of theirs as "
+            "this bot. Look for “open … to register” in the bot's output."
+        )
     form = None
     browser = None
     if manifest is not None and refused is None and org_problem is None and registration is not None:
@@ -318,6 +347,7 @@ async def setup_page(request: web.Request, settings: Settings) -> web.Response:
         org=org,
         problems=[p for p in (seed_problem, org_problem) if p],
         refused=refused,
+        token=token if registration is not None and registration.admits(token) else None,
     )
     response = web.Response(text=body, content_type="text/html", headers=_headers(settings))
     if browser is not None:
@@ -440,10 +470,12 @@ def render_setup_page(
     org: str,
     problems: list[str],
     refused: str | None,
+    token: str | None = None,
 ) -> str:
     """The start page with no App: register one with GitHub (when `action` is set) or by hand."""
     esc = html.escape
     root = _root(settings.public_url)
+    keep = f'<input type="hidden" name="setup" value="{esc(token)}">' if token else ""
     webhook_url = f"{base_url.rstrip('/')}{WEBHOOK_PATH}"
     notes = [f'<p class="problem" role="alert">{esc(p)}</p>' for p in problems]
     if refused is not None:
@@ -472,7 +504,7 @@ def render_setup_page(
   <form method="get" action="{esc(root)}/">
     <p><label for="org">Organization that will own the App</label><br>
     <input type="text" id="org" name="org" value="{esc(org)}" maxlength="39" autocomplete="off" spellcheck="false"
-      aria-describedby="org-help">
+      aria-describedby="org-help">{keep}
     <button type="submit">Use this owner</button></p>
     <p class="hint" id="org-help">Leave it empty for your personal account. For an organization you must be one
     of its owners or App managers.</p>
@@ -487,7 +519,8 @@ def render_setup_page(
         register = f"""
   <form method="get" action="{esc(root)}/">
     <p><label for="org">Organization that will own the App</label><br>
-    <input type="text" id="org" name="org" value="{esc(org)}" maxlength="39" autocomplete="off" spellcheck="false">
+    <input type="text" id="org" name="org" value="{esc(org)}" maxlength="39" autocomplete="off"
+      spellcheck="false">{keep}
     <button type="submit">Use this owner</button></p>
   </form>"""
     missing = "".join(f"<li><code>{esc(m)}</code></li>" for m in settings.missing_for_github())
