@@ -46,6 +46,21 @@ def load_settings(env: Mapping[str, str], *, create_local_key: bool) -> Settings
     return settings
 
 
+async def _with_stored_chat(settings: Settings) -> Settings:
+    """The chat tokens stored on the setup page, where the environment sets none (read once, at start)."""
+    from .store import make_store
+    from .web.integrations import load_stored_chat
+
+    if not settings.secrets_keys:
+        return settings
+    store = make_store(settings)
+    await store.open()
+    try:
+        return await load_stored_chat(settings, store)
+    finally:
+        await store.close()
+
+
 def new_event_loop(choice: str) -> asyncio.AbstractEventLoop:
     """uvloop when asked for or available ("auto"): it roughly halves the event loop's own cost."""
     if choice != "asyncio":
@@ -414,6 +429,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"release-secretary: {exc}", file=sys.stderr)
         return 2
+    if args.command in ("serve", "web", "worker"):  # web takes chat input, the worker sends chat messages
+        settings = asyncio.run(_with_stored_chat(settings))
     if args.command == "serve":
         _serve(settings, run_worker=True)
     elif args.command == "web":

@@ -44,6 +44,7 @@ from .service import ReleaseService
 from .store import NewDelivery, Store, make_store
 from .tracker import PullTracker
 from .web.dashboard import add_routes as add_dashboard_routes
+from .web.integrations import add_routes as add_integration_routes
 from .web.setup import APP_REGISTRATION, AppRegistration, page_html, setup_page
 from .web.setup import add_routes as add_setup_routes
 from .webhook_proxy import WebhookProxy, local_intake_url
@@ -282,6 +283,7 @@ def make_app(
     add_chat_routes(app)
     add_api_routes(app)
     add_dashboard_routes(app)
+    add_integration_routes(app)
     if settings.public_url:
         app[API_PUBLIC_URL] = settings.public_url
 

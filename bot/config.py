@@ -92,6 +92,11 @@ class Settings:
     # A smee.io-style channel to read webhooks from when GitHub cannot reach the bot (a laptop). Whoever has
     # this URL can read every delivery: kept out of repr like a secret.
     webhook_proxy_url: str | None = field(default=None, repr=False)
+    # GitHub logins that may use the setup pages besides the registered App's owner (ADMIN_LOGINS).
+    admin_logins: tuple[str, ...] = ()
+    # The chat platforms ("slack", "telegram") whose tokens came from the setup page's vault at start, not
+    # from the environment (bot.web.integrations.with_stored_chat).
+    stored_chat: frozenset[str] = frozenset()
     # The App this process acts as now: the fields above, and what the manifest flow registered while it
     # runs. One mutable holder per process, outside the frozen value (neither compared nor printed).
     credentials: AppCredentials = field(init=False, repr=False, compare=False)
@@ -223,6 +228,7 @@ class Settings:
             chat_edit_interval=reader.number("CHAT_EDIT_INTERVAL", 3.0),
             mcp_port=reader.integer("MCP_PORT", None, minimum=1, maximum=65535),
             webhook_proxy_url=reader.optional_url("WEBHOOK_PROXY_URL"),
+            admin_logins=tuple(n.strip() for n in env.get("ADMIN_LOGINS", "").split(",") if n.strip()),
         )
         _chat_problems(settings, reader.problems)
         if settings.webhook_proxy_url and urlsplit(settings.webhook_proxy_url).path.strip("/") in ("", "new"):

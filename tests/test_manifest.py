@@ -458,3 +458,24 @@ def test_on_a_laptop_github_posts_to_the_webhook_proxy_channel() -> None:
     assert build_manifest(load_seed(), "https://bot.example")["hook_attributes"]["url"] == (
         "https://bot.example/webhooks/github"
     )
+
+
+async def test_without_a_public_url_the_setup_page_makes_a_webhook_proxy_channel(
+    aiohttp_client: ClientFactory, setup_settings: Settings
+) -> None:
+    from bot.web.setup import CHANNEL_PATH, CHANNEL_SERVICE
+    from tests.fakes.smee import FakeSmee
+
+    async with FakeSmee() as smee:
+        app = make_app(setup_settings.replace(public_url=None))
+        app[CHANNEL_SERVICE] = smee.url
+        client = await aiohttp_client(app)
+        token = client.server.app[APP_REGISTRATION].token
+        page = await (await client.get(f"/?setup={token}")).text()
+        assert "Create a webhook proxy channel" in page
+        # Without the one-time link (another site's form, a stranger): refused, no channel made.
+        refused = await client.post(CHANNEL_PATH, data={"setup": "guess"})
+        assert refused.status == 403
+        made = await client.post(CHANNEL_PATH, data={"setup": token})
+        text = await made.text()
+        assert made.status == 200 and f"WEBHOOK_PROXY_URL={smee.url}/" in text

@@ -304,9 +304,10 @@ class SqliteStore:
         # Autocommit: every operation below is one statement, hence its own transaction.
         self._db = await aiosqlite.connect(self.path, isolation_level=None)
         self._db.row_factory = aiosqlite.Row
+        # The busy timeout first: switching a fresh file to WAL takes a lock another process may hold.
+        await self._db.execute("PRAGMA busy_timeout=5000")
         await self._db.execute("PRAGMA journal_mode=WAL")
         await self._db.execute("PRAGMA synchronous=NORMAL")
-        await self._db.execute("PRAGMA busy_timeout=5000")
         if self.path != ":memory:":
             # WAL checkpoints (their fsync can take most of a second on a slow disk) run on a
             # connection of their own, in the background: never inside a write someone waits for.

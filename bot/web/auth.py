@@ -40,6 +40,7 @@ LOGIN_PATH: Final = "/login"
 CALLBACK_PATH: Final = "/login/callback"
 LOGOUT_PATH: Final = "/logout"
 HOME_PATH: Final = "/dashboard"
+NEXT_ROOTS: Final = (HOME_PATH, "/setup")  # where a sign-in may lead back to
 SESSION_TTL: Final = timedelta(hours=12)
 REPOS_TTL: Final = timedelta(minutes=10)  # how long GitHub's answer on who sees what is trusted
 REPOS_GRACE: Final = timedelta(hours=1)  # while GitHub is down, the last answer is used this long at most
@@ -108,10 +109,12 @@ def challenge(verifier: str) -> str:
 
 
 def safe_next(value: str | None) -> str:
-    """Where to go after signing in: a path of the dashboard, never another site (`//evil`, `/\\evil`)."""
-    if not value or len(value) > 500 or not value.startswith(HOME_PATH):
+    """Where to go after signing in: a path of the dashboard or the setup page, never another site (`//evil`,
+    `/\\evil`)."""
+    root = next((r for r in NEXT_ROOTS if value and value.startswith(r)), None)
+    if not value or len(value) > 500 or root is None:
         return HOME_PATH
-    rest = value[len(HOME_PATH) :]
+    rest = value[len(root) :]
     if rest and rest[0] not in "/?#":
         return HOME_PATH
     if "//" in value or "\\" in value or any(ord(c) < 33 or ord(c) == 127 for c in value):

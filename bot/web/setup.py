@@ -45,6 +45,7 @@ from ..config import Settings
 from ..credentials import STORED_APP, RegisteredApp
 from ..github import GitHubApp
 from ..store import Store
+from ..webhook_proxy import DEFAULT_CHANNEL_SERVICE, ChannelError, create_channel
 from .auth import CALLBACK_PATH as SIGN_IN_CALLBACK_PATH
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ WEBHOOK_PATH = "/webhooks/github"
 # Where GitHub's user authorization may send people back: chat linking, calendar linking, dashboard sign-in.
 OAUTH_CALLBACK_PATHS = (CHAT_LINK_CALLBACK_PATH, CALENDAR_LINK_CALLBACK_PATH, SIGN_IN_CALLBACK_PATH)
 APP_YML = Path(__file__).resolve().parents[2] / "app.yml"
+CHANNEL_PATH = "/setup/webhook-channel"
 _REGISTER_LEASE = "setup:register"  # held from the last check until the new App is stored
 _STATE_KEY = "app-setup:"  # + sha256(the browser's cookie value) -> {"state": sha256(state), "expires"}
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{20,100}$")  # a state or cookie value as secrets.token_urlsafe makes them
@@ -310,6 +312,35 @@ def add_routes(app: web.Application) -> None:
     """GitHub's way back (the manifest's redirect_url) and the page it shows after an install (setup_url)."""
     app.router.add_get(CALLBACK_PATH, callback)
     app.router.add_get(INSTALLED_PATH, installed)
+    app.router.add_post(CHANNEL_PATH, new_channel)
+
+
+CHANNEL_SERVICE = web.AppKey("webhook_channel_service", str)  # smee.io, or a test's local one
+
+
+async def new_channel(request: web.Request) -> web.Response:
+    """The setup page's "create a webhook proxy channel": a new smee.io channel, and what to do with it."""
+    registration = request.app.get(APP_REGISTRATION)
+    form = await request.post()
+    token = form.get("setup")
+    if (
+        registration is None
+        or registration.refused is not None
+        or not registration.admits(token if isinstance(token, str) else None)
+    ):
+        return page(403, "Not from the setup page", "Open the link the bot printed in its log, and use its button.")
+    try:
+        channel = await create_channel(request.app.get(CHANNEL_SERVICE, DEFAULT_CHANNEL_SERVICE))
+    except ChannelError as exc:
+        return page(502, "No channel was made", f"The webhook proxy service failed: {html.escape(str(exc))}.")
+    return page(
+        200,
+        "A webhook proxy channel",
+        f"Your channel is <code>{html.escape(channel)}</code>. Set "
+        f"<code>WEBHOOK_PROXY_URL={html.escape(channel)}</code> "
+        "(in <code>.env</code>), restart the bot, then register the App: GitHub will post to the channel and the "
+        "bot reads it. Keep the URL to yourself: whoever has it can read the webhooks.",
+    )
 
 
 async def setup_page(request: web.Request, settings: Settings) -> web.Response:
@@ -482,13 +513,19 @@ def render_setup_page(
         notes.append(f'<p class="note">{refused}</p>')
     if settings.credentials.problem:
         notes.append(f'<p class="problem" role="alert">{esc(settings.credentials.problem)}.</p>')
-    if settings.public_url is None:
+    if settings.public_url is None and settings.webhook_proxy_url is None:
+        offer = ""
+        if token:  # the one-time link keeps strangers (and other sites' forms) from using this button
+            offer = (
+                f'<form method="post" action="{esc(root)}{CHANNEL_PATH}"><input type="hidden" name="setup" '
+                f'value="{esc(token)}"><button type="submit">Create a webhook proxy channel</button></form>'
+            )
         notes.append(
             '<p class="note">PUBLIC_URL is not set, so the bot takes its address from this page: GitHub will send '
             f"webhooks to <code>{esc(webhook_url)}</code>, and GitHub must be able to reach it. Set "
             "<code>PUBLIC_URL</code> to the bot's public address, or, on a laptop, relay webhooks through a "
             "webhook proxy URL (<code>WEBHOOK_PROXY_URL</code>), and restart before registering. The webhook URL "
-            "can also be changed later on the App's settings page.</p>"
+            f"can also be changed later on the App's settings page.</p>{offer}"
         )
     if settings.github_webhook_secret is not None and not settings.credentials.from_environment:
         notes.append(
