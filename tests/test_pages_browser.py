@@ -19,7 +19,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-async def _screenshot(settings: Settings, name: str, *, with_setup_link: bool = False) -> str:
+async def _screenshot(settings: Settings, name: str, *, with_setup_link: bool = False, width: int = 1000) -> str:
     from playwright.async_api import async_playwright
 
     server = TestServer(make_app(settings), host="127.0.0.1")
@@ -31,7 +31,7 @@ async def _screenshot(settings: Settings, name: str, *, with_setup_link: bool = 
                 args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
             )
             try:
-                page = await browser.new_page(viewport={"width": 1000, "height": 900})
+                page = await browser.new_page(viewport={"width": width, "height": 900})
                 path = "/"
                 if with_setup_link:  # the link the bot logs at start while no App is configured
                     from bot.web.setup import APP_REGISTRATION
@@ -153,11 +153,15 @@ async def test_linking_a_calendar_in_the_browser(tmp_path: Path, fake_github: ob
         await server.close()
 
 
-async def test_setup_page_offers_one_click_registration(tmp_path: Path) -> None:
+@pytest.mark.parametrize("width", [1280, 390])
+async def test_setup_page_offers_one_click_registration(tmp_path: Path, width: int) -> None:
     from bot.secrets import generate_key
 
     text = await _screenshot(
-        Settings(data_dir=tmp_path, secrets_keys=(generate_key(),)), "start-setup", with_setup_link=True
+        Settings(data_dir=tmp_path, secrets_keys=(generate_key(),)),
+        f"start-setup-{width}",
+        with_setup_link=True,
+        width=width,
     )
     assert "Not connected to GitHub yet" in text and "Register the GitHub App" in text
     assert "Organization that will own the App" in text
