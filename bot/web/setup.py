@@ -453,7 +453,7 @@ def _headers(settings: Settings) -> dict[str, str]:
 STYLE = """
 body { font: 16px/1.5 system-ui, sans-serif; max-width: 46rem; margin: 3rem auto; padding: 0 1rem;
   color: #1f2328; }
-h1 { font-size: 1.6rem; } code { background: #f6f8fa; padding: .1em .3em; border-radius: 4px; }
+h1 { font-size: 1.6rem; } code { background: #f6f8fa; padding: .1em .3em; border-radius: 4px; overflow-wrap: anywhere; }
 section { border: 1px solid #d0d7de; border-radius: 8px; padding: .5rem 1.25rem; margin: 1.5rem 0; }
 section.warn { border-left: 6px solid #bf8700; } section.ok { border-left: 6px solid #1a7f37; }
 footer { color: #59636e; font-size: .9rem; }
