@@ -131,6 +131,10 @@ async def _run_worker(settings: Settings) -> None:
     try:
         # An App registered on the setup page (by the web process) is read now, and again when work needs it.
         await load_registered_app(settings.credentials, store, settings.secrets_keys)
+        if settings.secrets_keys:  # the chat tokens stored on the setup page (it sends chat messages)
+            from .web.integrations import load_stored_chat
+
+            settings = await load_stored_chat(settings, store)
         async with aiohttp.ClientSession() as session:
             worker = Worker(store, settings, compose(), GitHubApp(settings, session))
             await worker.run(stop)
@@ -429,7 +433,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"release-secretary: {exc}", file=sys.stderr)
         return 2
-    if args.command in ("serve", "web", "worker"):  # web takes chat input, the worker sends chat messages
+    if args.command in ("serve", "web"):  # web takes chat input; the worker reads them with its own store
         settings = asyncio.run(_with_stored_chat(settings))
     if args.command == "serve":
         _serve(settings, run_worker=True)
