@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final, Protocol
@@ -119,7 +119,9 @@ class ChatDelivery:
         clock: Callable[[], datetime],
         senders: dict[str, ChatSender],
         links: ChatLinks | None,
+        release_for: Callable[[str, int, int], Awaitable[Release | None]],
     ) -> None:
+        self.release_for = release_for  # the service's: a PR's nth release
         self.store = store
         self.settings = settings
         self.clock = clock
@@ -180,7 +182,7 @@ class ChatDelivery:
         # say how it ended (a sync that finds nothing changed sends nothing).
         releases = [release]
         if release.number > 1:
-            previous = await self._release(repo, pr, release.number - 1)
+            previous = await self.release_for(repo, pr, release.number - 1)
             if previous is not None:
                 releases.append(previous)
         jobs: list[JobSpec] = []
@@ -222,7 +224,7 @@ class ChatDelivery:
         sender = self.senders.get(target.platform)
         if sender is None:
             return  # the platform was switched off since
-        release = await self._release(job.payload["repo"], int(job.payload["pr"]), int(job.payload["number"]))
+        release = await self.release_for(job.payload["repo"], int(job.payload["pr"]), int(job.payload["number"]))
         if release is None:
             return
         state = await self._state(target, release.key)
@@ -352,15 +354,6 @@ class ChatDelivery:
     async def message_of(self, target: Target, release_key: str) -> dict[str, Any]:
         """Where the release's message is in a chat (for tests and the status command)."""
         return await self._state(target, release_key)
-
-    async def _release(self, repo: str, pr: int, number: int) -> Release | None:
-        latest = await self.store.get_latest_release(repo, pr)
-        if latest is not None and latest.number == number:
-            return latest
-        for release in await self.store.find_releases(repo=repo, active_only=False, limit=1000):
-            if release.pr == pr and release.number == number:
-                return release
-        return None
 
     def _now(self) -> str:
         return self.clock().isoformat()

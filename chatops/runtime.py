@@ -47,7 +47,7 @@ class Chat:
         if self.telegram is not None:
             senders["telegram"] = self.telegram
         self.links = ChatLinks(settings, store, service.vault, clock) if service.vault is not None else None
-        self.delivery = ChatDelivery(store, settings, clock, senders, self.links)
+        self.delivery = ChatDelivery(store, settings, clock, senders, self.links, service.release_for)
         self.ops = ChatOps(store, service, github, self.links, self.delivery, clock)
 
     def on_input(self, wake: Callable[[], None]) -> None:
